@@ -1,0 +1,41 @@
+# Two commands: `make demo` and `make test`. Each creates .venv when missing and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test lint bench venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e ".[dev,embedded]"
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,embedded,bench]"
+	touch $(BENCH_STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llmens demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check llmens_core streams tests bench
+	$(BIN)/ruff format --check llmens_core streams tests bench
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/aggregation.py
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/pipeline.py --products llmens_core/data/demo_products.jsonl
+	$(BIN)/python bench/adaptive.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

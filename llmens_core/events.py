@@ -1,0 +1,175 @@
+"""Event contracts between producers, llmens workers and downstream readers.
+
+Every event is a JSON object (encoded with orjson). Decoding validates and names the bad field, so a
+malformed event can be dead-lettered with a reason a person can act on. Field names are the wire format:
+change them only with a new contract version.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "NOT_PRESENT",
+    "AttributeDecision",
+    "DeadLetter",
+    "EventError",
+    "LabelVote",
+    "ProductUpdate",
+    "decode",
+    "encode",
+]
+
+NOT_PRESENT = "none"
+"""The label meaning "the product text does not state this attribute" (gold ``null``, model "n/a")."""
+
+
+class EventError(ValueError):
+    """An event could not be decoded or validated; ``str(err)`` names the field and the problem."""
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=False)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=False))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview | str, *, max_bytes: int | None = None):
+        """Decode and validate one event; raise :class:`EventError` that names what is wrong."""
+        return decode(cls, data, max_bytes=max_bytes)
+
+
+class ProductUpdate(_Event):
+    """A product was created or changed. ``version`` increases with every change of one product."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    product_id: str = Field(min_length=1, max_length=512)
+    version: int = Field(ge=0)
+    title: str = Field(min_length=1)
+    description: str | None = None
+    category: str | None = None
+    attributes: list[str] | None = None
+    """Attributes to label; ``None`` means the category's defaults from the attribute schema."""
+    updated_at: float | None = None
+    """Unix seconds of the change at the source (informational)."""
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _strict_int(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError("must be an integer")
+        return v
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes_list(cls, v: Any) -> Any:
+        if isinstance(v, dict):  # tolerate the gold-carrying dev format {attr: label}
+            return list(v)
+        return v
+
+    def extra_fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def content_text(self) -> str:
+        """The text LLMs see; its hash keys the response cache."""
+        return f"{self.title}\n{self.description or ''}\n{self.category or ''}"
+
+
+class LabelVote(_Event):
+    """One LLM's answer for one attribute of one product version; ``label=None`` is an abstention."""
+
+    product_id: str
+    version: int
+    attribute: str
+    llm: str
+    label: str | None
+    raw: str | None = None
+    latency_s: float = 0.0
+    cost_usd: float = 0.0
+    error: str | None = None
+    """Why there is no label when the call failed (the LLM gave no usable answer)."""
+
+
+class AttributeDecision(_Event):
+    """The ensemble's decision for (product_id, version, attribute); the idempotency key of the output."""
+
+    product_id: str
+    version: int
+    attribute: str
+    value: str | None
+    """The decided label, ``"none"`` when the attribute is not present, ``None`` when nobody answered."""
+    confidence: float
+    posterior: dict[str, float]
+    votes: dict[str, str | None]
+    model_version: int
+    decided_at: float = Field(default_factory=time.time)
+    revision: int = 0
+    reason: Literal["complete", "deadline", "adaptive", "revision", "failed"] = "complete"
+    asked: list[str] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.product_id}/{self.attribute}"
+
+
+class DeadLetter(_Event):
+    """An input that could not be processed, kept whole with the reason and where it came from."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    error: str
+    original_b64: str
+    key_b64: str | None = None
+    failed_at: float = Field(default_factory=time.time)
+
+    @classmethod
+    def wrap(
+        cls, original: bytes | None, error: str, *, topic: str, partition: int, offset: int,
+        key: bytes | None = None,
+    ) -> DeadLetter:
+        return cls(
+            source_topic=topic, partition=partition, offset=offset, error=error,
+            original_b64=base64.b64encode(original or b"").decode(),
+            key_b64=base64.b64encode(key).decode() if key is not None else None,
+        )
+
+    @property
+    def original(self) -> bytes:
+        return base64.b64decode(self.original_b64)
+
+
+def encode(event: BaseModel) -> bytes:
+    """Serialise any contract event to JSON bytes."""
+    return orjson.dumps(event.model_dump(mode="json"))
+
+
+def decode(cls: type[_Event], data: bytes | bytearray | memoryview | str, *, max_bytes: int | None = None):
+    """Decode ``data`` into ``cls``; every failure is an :class:`EventError` naming the field."""
+    if isinstance(data, str):
+        data = data.encode()
+    if data is None:
+        raise EventError("empty message: no value")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise EventError(f"event too large: {len(data)} bytes > limit {max_bytes}")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"invalid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise EventError(f"event must be a JSON object, got {type(obj).__name__}")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False)[:5]:
+            loc = ".".join(str(x) for x in err["loc"]) or "<event>"
+            parts.append(f"{loc}: {err['msg']}")
+        raise EventError("; ".join(parts)) from None

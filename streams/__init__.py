@@ -1,0 +1,1 @@
+"""The llmens faust-streaming application: topics, agents, tables, and the `llmens` CLI."""
