@@ -1,0 +1,128 @@
+"""Vectorised building blocks of Dawid-Skene EM shared by the batch and the online models.
+
+Nothing here loops over votes in Python: votes are index arrays and sums are ``np.bincount``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_TINY = 1e-300
+
+
+def prior_alpha(n_classes: int, accuracy: float, strength: float) -> np.ndarray:
+    """Dirichlet pseudo-counts for one confusion matrix, shape (K, K): each row sums to ``strength`` and puts
+    ``accuracy`` of it on the diagonal (for K = 1 the single cell gets all of it)."""
+    K = n_classes
+    if not 0.0 < accuracy < 1.0:
+        raise ValueError(f"prior_accuracy must be in (0, 1), got {accuracy}")
+    if strength < 0:
+        raise ValueError(f"prior_strength must be >= 0, got {strength}")
+    if K == 1:
+        return np.full((1, 1), float(strength))
+    a = np.full((K, K), strength * (1.0 - accuracy) / (K - 1))
+    np.fill_diagonal(a, strength * accuracy)
+    return a
+
+
+def normalise_rows(counts: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """Rows (last axis) of non-negative counts to probabilities; a row of zeros becomes uniform. Never NaN."""
+    c = np.maximum(counts, 0.0) + floor
+    return c / c.sum(axis=-1, keepdims=True)
+
+
+def vote_weights(
+    item: np.ndarray, worker: np.ndarray, family: np.ndarray | None, rho: float, n_items: int
+) -> np.ndarray:
+    """Composite-likelihood weight of each vote, shape (V,).
+
+    A vote of a worker whose family has ``n`` voters on that item gets ``1 / (1 + rho (n - 1))``: the design
+    effect of ``n`` votes with within-family correlation ``rho``. ``rho = 1`` pools a family into one vote
+    (geometric mean of its members' likelihoods), ``rho = 0`` is textbook Dawid-Skene.
+    """
+    if family is None or rho == 0.0 or not len(item):
+        return np.ones(len(item))
+    f = family[worker]
+    n_fam = int(family.max()) + 1
+    key = item * n_fam + f
+    # counts per (item, family) key without an I*F array: unique over the keys present
+    uniq, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    n = cnt[inv.reshape(-1)].astype(float)
+    return 1.0 / (1.0 + rho * (n - 1.0))
+
+
+def log_joint(
+    unit: np.ndarray,
+    wl: np.ndarray,
+    c: np.ndarray,
+    log_pi: np.ndarray,
+    log_theta: np.ndarray,
+    n_units: int,
+) -> np.ndarray:
+    """``log pi[k] + sum_v c_v log theta[w_v, k, l_v]`` per unit, shape (U, K).
+
+    ``wl = worker * K + label`` (shape (V,)), ``log_theta`` shape (J, K, K) indexed [worker, true, given].
+    """
+    J, K, _ = log_theta.shape
+    out = np.empty((n_units, K))
+    if len(unit):
+        lt = np.ascontiguousarray(log_theta.transpose(0, 2, 1)).reshape(J * K, K)
+        contrib = lt[wl]  # (V, K)
+        if c is not None:
+            contrib *= c[:, None]
+        for k in range(K):
+            out[:, k] = np.bincount(unit, weights=contrib[:, k], minlength=n_units)
+    else:
+        out[:] = 0.0
+    out += log_pi[None, :]
+    return out
+
+
+def softmax_rows(log_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise softmax and log-normaliser, shapes (U, K) and (U,)."""
+    m = log_t.max(axis=1, keepdims=True)
+    e = np.exp(log_t - m)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, (m + np.log(s)).ravel()
+
+
+def confusion_counts(unit: np.ndarray, wl: np.ndarray, weighted_t: np.ndarray, n_workers: int) -> np.ndarray:
+    """Soft confusion counts ``N[w, k, l] = sum_{v: w_v=w, l_v=l} T[u_v, k]``, shape (J, K, K)."""
+    U, K = weighted_t.shape
+    J = n_workers
+    out = np.zeros((J, K, K))
+    if len(unit):
+        g = weighted_t[unit]  # (V, K)
+        for k in range(K):
+            out[:, k, :] = np.bincount(wl, weights=g[:, k], minlength=J * K).reshape(J, K)
+    return out
+
+
+def compress_patterns(
+    item: np.ndarray, worker: np.ndarray, label: np.ndarray, n_items: int, n_workers: int, n_classes: int
+):
+    """Group items with identical vote patterns (exact: EM on patterns with multiplicities is EM on items).
+
+    Returns ``(unit_of_item (I,), mult (U,), unit (V'), worker (V'), label (V'))`` where the vote arrays hold the
+    votes of one representative item per pattern, or ``None`` when compression does not apply (duplicate
+    (item, worker) votes, patterns that do not fit an int64 key, or too little gain).
+    """
+    J, K = n_workers, n_classes
+    base = K + 1
+    if J == 0 or J * np.log2(base) > 62 or n_items * J > 50_000_000 or n_items < 64:
+        return None
+    pair = item * J + worker
+    if len(np.unique(pair)) != len(pair):
+        return None
+    dense = np.full((n_items, J), K, dtype=np.int64)
+    dense[item, worker] = label
+    powers = base ** np.arange(J, dtype=np.int64)
+    key = dense @ powers
+    _, first, inv, mult = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+    if len(first) > 0.5 * n_items:
+        return None
+    inv = inv.reshape(-1)
+    is_rep = np.zeros(n_items, dtype=bool)
+    is_rep[first] = True
+    keep = is_rep[item]
+    return inv, mult.astype(float), inv[item[keep]], worker[keep], label[keep]
