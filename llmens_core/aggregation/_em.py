@@ -112,7 +112,7 @@ def compress_patterns(
     if J == 0 or J * np.log2(base) > 62 or n_items * J > 50_000_000 or n_items < 64:
         return None
     pair = item * J + worker
-    if len(np.unique(pair)) != len(pair):
+    if np.bincount(pair, minlength=n_items * J).max(initial=0) > 1:
         return None
     dense = np.full((n_items, J), K, dtype=np.int64)
     dense[item, worker] = label

@@ -48,6 +48,15 @@ def _sort_key(x: object) -> tuple[str, object]:
 
 def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(uniques, codes)``: sorted unique ids (object array, shape (n_unique,)) and int64 codes (shape (n,))."""
+    if values.dtype.kind in "iu" and len(values):
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * len(values) + 1024:  # dense integer ids: counting sort
+            present = np.bincount(values - lo, minlength=hi - lo + 1) > 0
+            rank = np.cumsum(present) - 1
+            uniq = np.flatnonzero(present) + lo
+            out = np.empty(len(uniq), dtype=object)
+            out[:] = uniq.tolist()
+            return out, rank[values - lo].astype(np.int64, copy=False)
     if values.dtype != object:
         uniq, codes = np.unique(values, return_inverse=True)
         out = np.empty(len(uniq), dtype=object)

@@ -130,12 +130,12 @@ class OnlineDawidSkene:
         prior_accuracy: float = 0.7,
         prior_strength: float = 2.0,
         class_prior_strength: float = 1.0,
-        kappa: float = 0.6,
+        kappa: float = 1.0,
         t0: float = 1.0,
         eta_min: float = 1e-4,
         families: Mapping[str, str] | str | None = None,
         family_rho: float = 1.0,
-        inner_iter: int = 2,
+        inner_iter: int = 3,
     ):
         _em.prior_alpha(2, prior_accuracy, prior_strength)  # validates
         if not 0.5 < kappa <= 1.0:
