@@ -1,4 +1,9 @@
-"""`llmens worker` (being built; see the open issues)."""
+"""`llmens worker`: run one stream worker (scale out by starting more with the same settings)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import typer
 
@@ -6,6 +11,37 @@ from streams.cli._app import app
 
 
 @app.command("worker")
-def worker() -> None:
-    """Not built yet."""
-    raise typer.Exit("llmens worker is not built yet")
+def worker(
+    config: Path = typer.Option(None, "--config", "-c", help="TOML/YAML settings file (also LLMENS_CONFIG)."),
+    bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (LLMENS_KAFKA__BOOTSTRAP)."),
+    embedded: bool = typer.Option(None, "--embedded/--no-embedded",
+                                  help="Use the embedded-broker (Tansu) profile."),
+    data_dir: Path = typer.Option(None, help="RocksDB tables and response cache (LLMENS_DATA_DIR)."),
+    web_port: int = typer.Option(None, help="HTTP port for /metrics, /healthz, /model (LLMENS_WEB_PORT)."),
+    loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
+) -> None:
+    """Consume product updates, ask the configured LLMs, decide attributes, learn LLM reliabilities."""
+    from streams.settings import load_settings
+
+    settings = load_settings(config, data_dir=data_dir, web_port=web_port)
+    if bootstrap:
+        settings.kafka.bootstrap = bootstrap
+    if embedded is not None:
+        settings.kafka.embedded = embedded
+    if not settings.llms:
+        raise typer.BadParameter("no LLM endpoints configured: add an `llms:` list to the settings file",
+                                 param_hint="--config")
+    run_worker(settings, loglevel)
+
+
+def run_worker(settings, loglevel: str = "info") -> None:
+    """Create the topics if missing, then run the faust worker until it is stopped (SIGTERM/SIGINT)."""
+    from faust.worker import Worker as FaustWorker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level=loglevel.upper() if loglevel != "warn" else "WARNING")
+    ensure_topics(settings)
+    faust_app, _ = create_app(settings)
+    FaustWorker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()

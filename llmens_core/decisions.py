@@ -1,0 +1,94 @@
+"""From a product's votes to its attribute decisions, and the statistics the learner needs from them.
+
+Pure functions over the contracts and the online model; the stream calls them, tests call them directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
+from llmens_core.events import AttributeDecision, LabelVote
+
+__all__ = ["StatsAccumulator", "all_failed", "decide", "votes_by_attribute"]
+
+
+def votes_by_attribute(votes: Iterable[LabelVote]) -> dict[str, dict[str, str | None]]:
+    """``{attribute: {llm: label or None}}`` from a product's votes (later votes of one LLM win)."""
+    out: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for v in votes:
+        out[v.attribute][v.llm] = v.label
+    return dict(out)
+
+
+def all_failed(votes: Sequence[LabelVote]) -> bool:
+    """True when no LLM gave any usable answer (every vote carries an error): the product must be retried."""
+    return bool(votes) and all(v.error is not None for v in votes)
+
+
+def decide(
+    product_id: str, version: int, attribute: str, votes: Mapping[str, str | None], model: OnlineDawidSkene,
+    *, reason: str = "complete", revision: int = 0, asked: Sequence[str] = (),
+) -> tuple[AttributeDecision, np.ndarray]:
+    """The decision for one attribute under ``model``, and the posterior (K,) over ``model.classes_``.
+
+    With no usable vote the value is ``None`` (confidence 0) and the reason ``failed``: nobody answered.
+    """
+    post = model.posterior(votes)
+    usable = any(lab is not None for lab in votes.values())
+    if usable:
+        k = int(np.argmax(post))
+        value, confidence = model.classes_[k], float(post[k])
+    else:
+        value, confidence, reason = None, 0.0, "failed"
+    decision = AttributeDecision(
+        product_id=product_id, version=version, attribute=attribute, value=value, confidence=confidence,
+        posterior={str(c): round(float(p), 6) for c, p in zip(model.classes_, post) if p >= 1e-4},
+        votes=dict(votes), model_version=model.version, decided_at=time.time(), revision=revision,
+        reason=reason, asked=list(asked or votes),
+    )
+    return decision, post
+
+
+class StatsAccumulator:
+    """Votes of decided items per attribute, turned into one statistics delta per flush.
+
+    Items are kept as votes and the E-step runs vectorised at flush time (``batch_stats``) under the
+    model current then: cheaper than merging per-item statistics, and online EM wants the newest parameters.
+    """
+
+    def __init__(self, flush_items: int = 256):
+        self.flush_items = flush_items
+        self._pending: dict[str, tuple[list, list, list]] = {}
+        self._n: dict[str, int] = defaultdict(int)
+
+    def add(self, attribute: str, item: str, votes: Mapping[str, str | None]) -> bool:
+        """Keep one decided item's votes; True when the attribute has enough items to flush now."""
+        usable = [(w, lab) for w, lab in votes.items() if lab is not None]
+        if not usable:
+            return False
+        items, workers, labels = self._pending.setdefault(attribute, ([], [], []))
+        for w, lab in usable:
+            items.append(item)
+            workers.append(w)
+            labels.append(lab)
+        self._n[attribute] += 1
+        return self._n[attribute] >= self.flush_items
+
+    def take(self, attribute: str, model: OnlineDawidSkene) -> SufficientStats | None:
+        """Remove one attribute's pending items and return their statistics under ``model``."""
+        batch = self._pending.pop(attribute, None)
+        self._n.pop(attribute, None)
+        if batch is None:
+            return None
+        return model.batch_stats(*batch)
+
+    def attributes(self) -> list[str]:
+        return list(self._pending)
+
+    def __len__(self) -> int:
+        return len(self._pending)

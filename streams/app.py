@@ -1,0 +1,246 @@
+"""The llmens faust application: product updates in, attribute decisions out, models learned on the way.
+
+Topology (one consumer group; everything keyed by product_id except the learner, keyed by attribute)::
+
+    product-updates ─► [decide]: gateway (all LLMs at once) ─► posterior under the current model
+                          │  state: `products` table (RocksDB): latest version + its decisions
+                          ├─► product-attributes  (every decision; key product_id)
+                          ├─► attribute-review    (decisions below the confidence threshold)
+                          ├─► llm-votes           (one record per product version: all its votes)
+                          ├─► dead-letter         (bad input, or every LLM failed after retries)
+                          └─► ds-stats (key attribute): statistics deltas, flushed in mini-batches
+    ds-stats ─► [learn]: online EM per attribute ─► ds-model (key attribute) ─► every worker's registry
+
+Why the labeler and aggregator are one agent (the starting design had two, joined by ``llm-votes``):
+the gateway already gathers a product's votes from every LLM under one deadline, so pending votes live
+in memory for at most that deadline; a crash before the decision is covered by at-least-once input
+(the offset is committed only after the decision is produced) and by the RocksDB response cache
+(redelivered products cost no LLM calls). A second hop would double broker traffic for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import orjson
+
+from llmens_core.decisions import StatsAccumulator, all_failed, decide, votes_by_attribute
+from llmens_core.events import AttributeDecision, DeadLetter, EventError, ProductUpdate
+from llmens_core.llm.cache import ResponseCache
+from llmens_core.llm.gateway import Gateway
+from llmens_core.schema import AttributeSchema
+from streams.embedded import EMBEDDED_FAUST_SETTINGS
+from streams.models import ModelRegistry, read_models_forever
+from streams.settings import Settings
+
+log = logging.getLogger("llmens.worker")
+
+__all__ = ["Worker", "create_app"]
+
+
+class Worker:
+    """The state one worker process holds besides faust's tables: gateway, models, counters."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.schema = AttributeSchema.load(settings.attributes_file)
+        self.registry = ModelRegistry(self.schema, settings.llms, **settings.aggregation.model_kwargs())
+        self.gateway: Gateway | None = None
+        self.stats = StatsAccumulator(settings.aggregation.stats_flush_items)
+        self.counters: dict[str, float] = defaultdict(float)
+        self.latest_seen: dict[str, int] = {}
+        self.on_decision = None  # optional hook (metrics)
+
+    async def start_gateway(self) -> Gateway:
+        if self.gateway is None:
+            cache_dir = self.settings.data_dir / "response-cache"
+            cache = ResponseCache(cache_dir)
+            self.gateway = Gateway(self.settings.llms, self.schema, cache=cache,
+                                   product_deadline_s=self.settings.product_deadline_s)
+            await self.gateway.start()
+        return self.gateway
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Worker]:
+    """Build the faust app for ``settings``; returns it with the :class:`Worker` state it closes over."""
+    st = settings
+    extra: dict[str, Any] = dict(EMBEDDED_FAUST_SETTINGS) if st.kafka.embedded else {}
+    st.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        st.kafka.app_id,
+        broker=f"kafka://{st.kafka.bootstrap}",
+        store="rocksdb://",
+        datadir=str(st.data_dir / "faust"),
+        topic_partitions=st.topics.partitions,
+        topic_replication_factor=st.topics.replication,
+        web_enabled=True,
+        web_bind=st.web_host,
+        web_port=st.web_port,
+        web_host=st.web_host,
+        stream_wait_empty=False,
+        **extra,
+    )
+    w = Worker(st)
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    P, MP = st.topics.partitions, st.topics.model_partitions
+    t_updates = app.topic(st.topic("product_updates"), partitions=P, **raw)
+    t_votes = app.topic(st.topic("llm_votes"), partitions=P, **raw)
+    t_out = app.topic(st.topic("product_attributes"), partitions=P, **raw)
+    t_review = app.topic(st.topic("attribute_review"), partitions=P, **raw)
+    t_dlq = app.topic(st.topic("dead_letter"), partitions=P, **raw)
+    t_stats = app.topic(st.topic("ds_stats"), partitions=MP, **raw)
+    t_model = app.topic(st.topic("ds_model"), partitions=MP, **raw)
+    # product_id -> {"version": v, "decisions": {attribute: AttributeDecision JSON}}; changelog-backed.
+    products = app.Table("products", partitions=P, key_serializer="raw", value_serializer="json")
+    review_below = st.aggregation.review_below
+
+    async def dead_letter(raw_value: bytes | None, reason: str, msg: Any) -> None:
+        w.counters["dead_letters"] += 1
+        dl = DeadLetter.wrap(raw_value, reason, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                             key=msg.key)
+        await t_dlq.send(key=msg.key, value=dl.to_bytes())
+        log.warning("dead-letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason)
+
+    async def emit(decision: AttributeDecision) -> None:
+        body = decision.to_bytes()
+        key = decision.product_id.encode()
+        await t_out.send(key=key, value=body)
+        if decision.confidence < review_below:
+            await t_review.send(key=key, value=body)
+        w.counters["decisions"] += 1
+        if w.on_decision:
+            w.on_decision(decision)
+
+    async def flush_stats(attribute: str) -> None:
+        stats = w.stats.take(attribute, w.registry.get(attribute))
+        if stats is not None and stats.n_items > 0:
+            payload = orjson.dumps({"attribute": attribute, "stats": stats.to_dict()})
+            await t_stats.send(key=attribute.encode(), value=payload)
+
+    async def label_with_retries(product: ProductUpdate, attrs: list[str]):
+        gw = await w.start_gateway()
+        for attempt in range(st.all_failed_retries + 1):
+            votes = await gw.label(product, attrs)
+            if not all_failed(votes):
+                return votes, None
+            w.counters["all_failed_attempts"] += 1
+            if attempt < st.all_failed_retries:
+                await asyncio.sleep(st.all_failed_backoff_s * (2**attempt))
+        errors = sorted({f"{v.llm}: {v.error}" for v in votes})
+        return votes, f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
+
+    async def handle(event: faust.types.EventT) -> None:
+        msg = event.message
+        w.counters["events_in"] += 1
+        try:
+            product = ProductUpdate.from_bytes(event.value, max_bytes=st.max_event_bytes)
+        except EventError as exc:
+            await dead_letter(event.value, str(exc), msg)
+            return
+        attrs, unknown = w.schema.requested(product.attributes, product.category)
+        if unknown:
+            await dead_letter(event.value, f"attributes: unknown attribute(s) {unknown}", msg)
+            return
+        if not attrs:
+            await dead_letter(event.value, f"attributes: none requested and category {product.category!r} "
+                              "has no default attributes", msg)
+            return
+        pid, version = product.product_id, product.version
+        state = products.get(pid.encode())
+        if state is not None:
+            if version < state["version"]:
+                w.counters["superseded"] += 1
+                return
+            if version == state["version"] and set(attrs) <= set(state["decisions"]):
+                w.counters["redelivered"] += 1  # same (product, version): the same decisions again
+                for a in attrs:
+                    await emit(AttributeDecision.model_validate(state["decisions"][a]))
+                return
+        if w.latest_seen.get(pid, -1) > version:
+            w.counters["superseded"] += 1
+            return
+        w.latest_seen[pid] = version
+        await w.registry.ready.wait()
+        votes, failure = await label_with_retries(product, attrs)
+        if w.latest_seen.get(pid, -1) > version:  # a newer version arrived while we waited on LLMs
+            w.counters["superseded"] += 1
+            return
+        if failure is not None:
+            await dead_letter(event.value, failure, msg)
+            return
+        await t_votes.send(key=pid.encode(), value=orjson.dumps([v.model_dump(mode="json") for v in votes]))
+        decided = {}
+        for attribute, by_llm in votes_by_attribute(votes).items():
+            model = w.registry.get(attribute)
+            decision, _ = decide(pid, version, attribute, by_llm, model)
+            decided[attribute] = decision.model_dump(mode="json")
+            await emit(decision)
+            if w.stats.add(attribute, pid, by_llm):
+                await flush_stats(attribute)
+        products[pid.encode()] = {"version": version, "decisions": decided}
+        if w.latest_seen.get(pid) == version:
+            del w.latest_seen[pid]
+
+    @app.agent(t_updates, concurrency=st.concurrency)
+    async def decide_products(stream):
+        async for event in stream.events():
+            try:
+                await handle(event)
+            except Exception as exc:  # noqa: BLE001 - one bad product must not stop the stream
+                log.exception("unexpected error on %s[%d]@%d", event.message.topic, event.message.partition,
+                              event.message.offset)
+                await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message)
+
+    @app.agent(t_stats)
+    async def learn(stream):
+        async for batch in stream.take(512, within=0.5):
+            changed = set()
+            for raw_value in batch:
+                try:
+                    d = orjson.loads(raw_value)
+                    from llmens_core.aggregation import SufficientStats
+
+                    stats = SufficientStats.from_dict(d["stats"])
+                    attribute = d["attribute"]
+                except Exception as exc:  # noqa: BLE001
+                    log.error("ignoring malformed ds-stats record: %s", exc)
+                    continue
+                model = w.registry.get(attribute)
+                model.apply(stats)
+                changed.add(attribute)
+            for attribute in changed:
+                model = w.registry.get(attribute)
+                await t_model.send(key=attribute.encode(), value=model.to_bytes())
+                w.counters["model_versions"] += 1
+
+    @app.timer(interval=st.aggregation.stats_flush_seconds)
+    async def flush_all_stats():
+        for attribute in w.stats.attributes():
+            await flush_stats(attribute)
+
+    @app.task
+    async def load_models():
+        await read_models_forever(w.registry, st.kafka.bootstrap, st.topic("ds_model"))
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"ok": True, "models_ready": w.registry.ready.is_set(),
+                         "counters": dict(w.counters), "time": time.time()})
+
+    @app.page("/model")
+    async def model_view(web, request):
+        return web.json(w.registry.summaries())
+
+    @app.page("/counters")
+    async def counters_view(web, request):
+        gw = w.gateway
+        llm = {n: c.as_dict() if hasattr(c, "as_dict") else vars(c) for n, c in (gw.counters() if gw else {}).items()}
+        return web.json({"worker": dict(w.counters), "llm": llm})
+
+    app.llmens_worker = w  # type: ignore[attr-defined]
+    return app, w

@@ -1,0 +1,123 @@
+"""Every worker's view of the current model of each attribute, kept fresh from the ``ds-model`` topic.
+
+The learner of an attribute (the worker owning its ``ds-stats`` partition) publishes each new version to
+``ds-model``; every worker reads all partitions of it (no consumer group) into a :class:`ModelRegistry`.
+A worker that starts waits until it has read to the end, so it never decides with a stale cold model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from llmens_core.aggregation import OnlineDawidSkene, default_online
+from llmens_core.llm.config import EndpointConfig
+from llmens_core.schema import AttributeSchema
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ModelRegistry", "read_models_forever"]
+
+
+class ModelRegistry:
+    """Attribute -> current :class:`OnlineDawidSkene`; a missing attribute starts from the configured prior."""
+
+    def __init__(self, schema: AttributeSchema, endpoints: Sequence[EndpointConfig] = (), **model_kwargs):
+        self.schema = schema
+        self.model_kwargs = model_kwargs
+        self._models: dict[str, OnlineDawidSkene] = {}
+        self.ready = asyncio.Event()
+        self.set_endpoints(endpoints)
+
+    def set_endpoints(self, endpoints: Sequence[EndpointConfig]) -> None:
+        self.llms = [e.name for e in endpoints if e.enabled]
+        self.families = {e.name: e.family for e in endpoints if e.family}
+        for m in self._models.values():
+            m.add_workers(self.llms)
+            if self.families:
+                m.set_families(self.families)
+
+    def cold(self, attribute: str) -> OnlineDawidSkene:
+        kw = dict(self.model_kwargs)
+        if self.families:
+            kw["families"] = dict(self.families)
+        m = default_online(list(self.schema[attribute].classes), **kw)
+        m.add_workers(self.llms)
+        return m
+
+    def get(self, attribute: str) -> OnlineDawidSkene:
+        m = self._models.get(attribute)
+        if m is None:
+            m = self._models[attribute] = self.cold(attribute)
+        return m
+
+    def offer(self, attribute: str, model: OnlineDawidSkene) -> bool:
+        """Adopt ``model`` if it is newer than the one held; True when adopted."""
+        cur = self._models.get(attribute)
+        if cur is not None and cur.version >= model.version:
+            return False
+        if attribute in self.schema:
+            model.add_classes(self.schema[attribute].classes)
+        model.add_workers(self.llms)
+        if self.families:
+            model.set_families(self.families)
+        self._models[attribute] = model
+        return True
+
+    def offer_bytes(self, attribute: str, data: bytes) -> bool:
+        try:
+            return self.offer(attribute, OnlineDawidSkene.from_bytes(data))
+        except Exception as exc:  # noqa: BLE001 - a bad model record must not stop the worker
+            log.error("ignoring undecodable model for %s: %s", attribute, exc)
+            return False
+
+    def items(self):
+        return self._models.items()
+
+    def summaries(self) -> dict[str, dict]:
+        return {a: m.summary() for a, m in sorted(self._models.items())}
+
+
+async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: str,
+                              on_model=None) -> None:
+    """Tail every partition of ``topic`` from the beginning into ``registry``; set ``registry.ready`` once at end.
+
+    Uses aiokafka without a group: each worker reads everything. The end is judged from fetch
+    responses' high watermarks (correct on the embedded broker too, unlike ListOffsets).
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = None
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            await consumer._client.force_metadata_update()  # topic just created
+            await asyncio.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        empty_polls = 0
+        while True:
+            batches = await consumer.getmany(timeout_ms=300, max_records=1000)
+            for _tp, msgs in batches.items():
+                for msg in msgs:
+                    attr = msg.key.decode() if msg.key else None
+                    if attr and registry.offer_bytes(attr, msg.value) and on_model:
+                        on_model(attr, registry.get(attr))
+            if not registry.ready.is_set():
+                at_end = all(
+                    (hw := consumer.highwater(tp)) is not None and await consumer.position(tp) >= hw
+                    for tp in tps
+                )
+                empty_polls = empty_polls + 1 if not batches else 0
+                if at_end or empty_polls >= 3:
+                    log.info("models loaded from %s: %s", topic, sorted(a for a, _ in registry.items()))
+                    registry.ready.set()
+    finally:
+        await consumer.stop()

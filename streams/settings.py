@@ -1,0 +1,124 @@
+"""One settings source for every `llmens` command: flags > environment `LLMENS_*` > config file > defaults.
+
+The config file (TOML or YAML) is named by ``--config`` or ``LLMENS_CONFIG``. Nested fields use
+``__`` in the environment, e.g. ``LLMENS_KAFKA__BOOTSTRAP=broker:9092``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmens_core.llm.config import EndpointConfig
+
+__all__ = ["AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings"]
+
+
+class TopicNames(BaseModel):
+    """Topic names (before the deployment prefix) and partition counts."""
+
+    product_updates: str = "product-updates"
+    llm_votes: str = "llm-votes"
+    product_attributes: str = "product-attributes"
+    attribute_review: str = "attribute-review"
+    attribute_feedback: str = "attribute-feedback"
+    ds_stats: str = "ds-stats"
+    ds_model: str = "ds-model"
+    dead_letter: str = "dead-letter"
+    partitions: int = Field(8, ge=1, description="partitions of product-keyed topics (the scale-out unit)")
+    model_partitions: int = Field(4, ge=1, description="partitions of attribute-keyed topics (ds-stats, ds-model)")
+    replication: int = Field(1, ge=1)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    embedded: bool = False
+    """Apply the embedded-broker (Tansu) profile: one record per producer batch, fast group joins."""
+    topic_prefix: str = "llmens."
+    app_id: str = "llmens"
+    """Consumer group of the workers; also the faust app id (table changelogs are named after it)."""
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class AggregationSettings(BaseModel):
+    prior_accuracy: float = Field(0.7, gt=0, lt=1)
+    prior_strength: float | None = None
+    kappa: float | None = None
+    t0: float | None = None
+    eta_min: float | None = None
+    review_below: float = Field(0.7, ge=0, le=1, description="decisions below this confidence also go to review")
+    stats_flush_items: int = 256
+    stats_flush_seconds: float = 1.0
+
+    def model_kwargs(self) -> dict[str, Any]:
+        keys = ("prior_accuracy", "prior_strength", "kappa", "t0", "eta_min")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class Settings(BaseSettings):
+    """Everything a worker or a CLI command needs."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMENS_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicNames = TopicNames()
+    aggregation: AggregationSettings = AggregationSettings()
+    llms: list[EndpointConfig] = Field(default_factory=list)
+    attributes_file: Path | None = None
+    data_dir: Path = Path("var/llmens")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    concurrency: int = Field(256, ge=1, description="products in flight per worker")
+    product_deadline_s: float = 30.0
+    max_event_bytes: int = 1_048_576
+    all_failed_retries: int = 3
+    all_failed_backoff_s: float = 2.0
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a field of :class:`TopicNames`, e.g. ``topic('product_updates')``."""
+        return self.kafka.topic(getattr(self.topics, name))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - whole-file source
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("LLMENS_CONFIG")
+        return read_config_file(Path(path)) if path else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML settings file into a dict."""
+    text = path.read_bytes()
+    if path.suffix == ".toml":
+        return tomllib.loads(text.decode())
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the settings file must hold a mapping")
+    return data
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config`` (or ``LLMENS_CONFIG``), the environment, then explicit overrides."""
+    if config is not None:
+        os.environ["LLMENS_CONFIG"] = str(config)
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)

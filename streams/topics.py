@@ -1,0 +1,57 @@
+"""The topics llmens reads and writes, and creating the missing ones with the right partition counts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every llmens topic: product-keyed ones share the partition count (the scale-out unit)."""
+    t = settings.topics
+    compact = {"cleanup.policy": "compact"}
+    by_product = ["product_updates", "llm_votes", "product_attributes", "attribute_review",
+                  "attribute_feedback", "dead_letter"]
+    specs = [TopicSpec(settings.topic(n), t.partitions, {}) for n in by_product]
+    specs.append(TopicSpec(settings.topic("ds_stats"), t.model_partitions, {}))
+    # Latest model per attribute: compacted on Kafka (the embedded broker accepts but never compacts).
+    specs.append(TopicSpec(settings.topic("ds_model"), t.model_partitions, compact))
+    return specs
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [s for s in topic_specs(settings) if s.name not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, settings.topics.replication, config=s.config) for s in wanted],
+        request_timeout=timeout_s,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout_s)
+            created.append(name)
+        except Exception as exc:  # noqa: BLE001 - a concurrent creator wins the race; anything else is fatal
+            if "already exists" not in str(exc).lower() and "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    log.info("created topics: %s", ", ".join(created))
+    return created
