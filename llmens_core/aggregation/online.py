@@ -235,6 +235,7 @@ class OnlineDawidSkene:
         # [worker][given label] -> log theta[:, label] row (K,), for posterior()
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))
         self._prior_rows = np.ascontiguousarray(np.log(self._prior_theta).T)
+        self._wfam_list = self._wfam.tolist()
 
     @property
     def skills_(self) -> np.ndarray:
@@ -268,10 +269,11 @@ class OnlineDawidSkene:
             j = widx.get(w)
             if j is None:
                 rows.append(self._prior_rows[k])
-                fams.append(("__new__", w))
+                f = self._family_of(w)
+                fams.append(self._fam_codes.get(f, f))
             else:
                 rows.append(self._lt_rows[j, k])
-                fams.append(self._wfam[j])
+                fams.append(self._wfam_list[j])
         if rows:
             if self.family_rho and len(set(fams)) < len(fams):
                 cnt: dict = {}
@@ -293,6 +295,8 @@ class OnlineDawidSkene:
         return self.classes_[int(np.argmax(self.posterior(votes)))]
 
     def _encode_batch(self, items, workers, labels, *, grow: bool):
+        """Codes of a batch; with ``grow=False`` unknown workers get temporary codes ``J..`` (prior rows) and
+        unknown labels are dropped. Returns ``(items_, icode, wcode, lcode, extra_workers)``."""
         it = _as_1d(items, "items")
         wk = _as_1d(workers, "workers")
         lb = _as_1d(labels, "labels")
@@ -306,21 +310,41 @@ class OnlineDawidSkene:
             self.add_workers(w for w in wl_list if w not in self._widx)
         items_, icode = factorize(it)
         cidx, widx = self._cidx, self._widx
-        lcode = np.fromiter((cidx.get(c, -1) for c in lb_list), dtype=np.int64, count=len(lb_list))
-        wcode = np.fromiter((widx.get(w, -1) for w in wl_list), dtype=np.int64, count=len(wl_list))
-        ok = (lcode >= 0) & (wcode >= 0)
-        return items_, icode[ok], wcode[ok], lcode[ok]
+        extra: dict = {}
+        J = len(self.workers_)
 
-    def _batch_posterior(self, icode, wcode, lcode, n_items) -> np.ndarray:
+        def wcode_of(w):
+            j = widx.get(w)
+            if j is None:
+                j = extra.setdefault(w, J + len(extra))
+            return j
+
+        lcode = np.fromiter((cidx.get(c, -1) for c in lb_list), dtype=np.int64, count=len(lb_list))
+        wcode = np.fromiter((wcode_of(w) for w in wl_list), dtype=np.int64, count=len(wl_list))
+        ok = lcode >= 0
+        return items_, icode[ok], wcode[ok], lcode[ok], list(extra)
+
+    def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
         K = len(self.classes_)
-        c = _em.vote_weights(icode, wcode, self._wfam, self.family_rho, n_items)
-        lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, self._log_theta, n_items)
+        log_theta, wfam = self._log_theta, self._wfam
+        if extra:
+            prior = np.log(self._prior_theta)
+            log_theta = np.concatenate([log_theta, np.broadcast_to(prior, (len(extra), K, K))], axis=0)
+            codes = dict(self._fam_codes)
+            wfam = np.concatenate(
+                [wfam, np.asarray([codes.setdefault(self._family_of(w), len(codes)) for w in extra], dtype=np.int64)]
+            )
+        c = _em.vote_weights(icode, wcode, wfam, self.family_rho, n_items)
+        lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
         return _em.softmax_rows(lt)[0]
 
     def predict_proba_batch(self, items, workers, labels) -> tuple[np.ndarray, np.ndarray]:
-        """Posteriors for many items at once: ``(items (I,), proba (I, K))``; unknown workers/labels ignored."""
-        items_, icode, wcode, lcode = self._encode_batch(items, workers, labels, grow=False)
-        return items_, self._batch_posterior(icode, wcode, lcode, len(items_))
+        """Posteriors for many items at once: ``(items (I,), proba (I, K))``; unknown workers use the prior, labels
+        outside ``classes_`` are ignored. Does not change the model."""
+        items_, icode, wcode, lcode, extra = self._encode_batch(items, workers, labels, grow=False)
+        if not self.classes_:
+            raise ValueError("the model has no classes yet")
+        return items_, self._batch_posterior(icode, wcode, lcode, len(items_), extra)
 
     # ------------------------------------------------------------------ learning
     def _stats_from(self, icode, wcode, lcode, T, n_items) -> SufficientStats:
@@ -332,7 +356,7 @@ class OnlineDawidSkene:
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
         """E-step contribution of a mini-batch under the current parameters (does not change the model)."""
-        items_, icode, wcode, lcode = self._encode_batch(items, workers, labels, grow=True)
+        items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         T = self._batch_posterior(icode, wcode, lcode, len(items_))
         return self._stats_from(icode, wcode, lcode, T, len(items_))
 
@@ -383,7 +407,7 @@ class OnlineDawidSkene:
 
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added)."""
-        items_, icode, wcode, lcode = self._encode_batch(items, workers, labels, grow=True)
+        items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
             return self

@@ -1,0 +1,1 @@
+from agg_synth import _rng  # noqa: F401  (fixture)

@@ -1,0 +1,140 @@
+"""OnlineDawidSkene and SufficientStats."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from agg_synth import make_confusions, sample_votes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmens_core.aggregation import DawidSkene, MajorityVote, OnlineDawidSkene, SufficientStats
+
+
+def _named(it, wk, lb):
+    return (np.array([f"i{i}" for i in it], dtype=object), np.array([f"w{w}" for w in wk], dtype=object),
+            np.array([f"c{x}" for x in lb], dtype=object))
+
+
+def test_cold_model_is_majority_vote(rng):
+    conf = make_confusions(rng, 5, 3)
+    it, wk, lb, _ = _named(*sample_votes(rng, conf, 300)[:3]), None, None, None
+    it, wk, lb = it
+    m = OnlineDawidSkene(["c0", "c1", "c2"])
+    mv = MajorityVote(classes=["c0", "c1", "c2"]).fit(it, wk, lb)
+    items, p = m.predict_proba_batch(it, wk, lb)
+    mvp = mv.predict_proba()
+    decided = np.sort(mvp, axis=1)[:, -1] > np.sort(mvp, axis=1)[:, -2]  # no tie in MV
+    assert (p.argmax(1)[decided] == mvp.argmax(1)[decided]).all()
+    assert m.posterior({"x": "c1", "y": "c1", "z": "c0"}).argmax() == 1
+    assert m.posterior({"x": None}).tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_online_learns_like_batch(rng):
+    conf = make_confusions(rng, 5, 3, 0.55, 0.85)
+    it, wk, lb, z = sample_votes(rng, conf, 4000)
+    it, wk, lb = _named(it, wk, lb)
+    m = OnlineDawidSkene()
+    order = np.argsort(it, kind="stable")
+    for s in range(0, len(order), 5 * 200):
+        sel = order[s : s + 5 * 200]
+        v0 = m.version
+        m.partial_fit(it[sel], wk[sel], lb[sel])
+        assert m.version == v0 + 1
+    b = DawidSkene().fit(it, wk, lb)
+    j_on = [m.workers_.index(w) for w in b.workers_.tolist()]
+    k_on = [m.classes_.index(c) for c in b.classes_.tolist()]
+    on_conf = m.confusion_[j_on][:, k_on][:, :, k_on]
+    assert np.abs(on_conf - b.confusion_).max() < 0.06
+    items, p = m.predict_proba_batch(it, wk, lb)
+    z_named = np.array([f"c{k}" for k in z])[np.array([int(x[1:]) for x in items.tolist()])]
+    acc_on = (np.asarray(m.classes_, dtype=object)[p.argmax(1)] == z_named).mean()
+    acc_b = (b.predict().astype(object)[np.argsort(np.argsort(b.items_.tolist()))] == z_named).mean()
+    assert acc_on >= acc_b - 0.01
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), cut=st.floats(0.1, 0.9))
+def test_merged_halves_equal_whole(seed, cut):
+    rng = np.random.default_rng(seed)
+    conf = make_confusions(rng, 4, 3)
+    it, wk, lb, _ = sample_votes(rng, conf, 80, p_vote=0.7)
+    it, wk, lb = _named(it, wk, lb)
+    m = OnlineDawidSkene(["c0", "c1", "c2"], families={"w0": "f", "w1": "f"})
+    m.partial_fit(it[:50], wk[:50], lb[:50])
+    items = sorted(set(it.tolist()))
+    k = int(len(items) * cut)
+    first = set(items[:k])
+    mask = np.array([x in first for x in it.tolist()])
+    whole = m.batch_stats(it, wk, lb)
+    a, b = m.batch_stats(it[mask], wk[mask], lb[mask]), m.batch_stats(it[~mask], wk[~mask], lb[~mask])
+    merged = b.merge(a)  # order of names differs; align before comparing
+    al = merged.aligned(whole.workers, whole.classes)
+    np.testing.assert_allclose(al.confusion, whole.confusion, atol=1e-12)
+    np.testing.assert_allclose(al.class_counts, whole.class_counts, atol=1e-12)
+    assert al.n_items == whole.n_items
+    # per-item stats add up to the batch stats too
+    per = SufficientStats()
+    for item in items:
+        sel = it == item
+        per = per.merge(m.item_stats(dict(zip(wk[sel].tolist(), lb[sel].tolist()))))
+    per = per.aligned(whole.workers, whole.classes)
+    np.testing.assert_allclose(per.confusion, whole.confusion, atol=1e-10)
+
+
+def test_serialisation_round_trips_exactly(rng):
+    conf = make_confusions(rng, 4, 3)
+    it, wk, lb = _named(*sample_votes(rng, conf, 500)[:3])
+    m = OnlineDawidSkene(families="prefix")
+    m.partial_fit(it, wk, lb)
+    m2 = OnlineDawidSkene.from_bytes(m.to_bytes())
+    assert m2.to_bytes() == m.to_bytes()
+    np.testing.assert_array_equal(m2.confusion_, m.confusion_)
+    assert m2.version == m.version
+    votes = {"w0": "c1", "w1": "c1", "w2": "c0"}
+    np.testing.assert_array_equal(m2.posterior(votes), m.posterior(votes))
+    s = m.batch_stats(it, wk, lb)
+    s2 = SufficientStats.from_bytes(s.to_bytes())
+    np.testing.assert_array_equal(s2.confusion, s.confusion)
+    assert s2.workers == s.workers and s2.classes == s.classes and s2.n_items == s.n_items
+    import json
+
+    json.dumps(m.summary())
+
+
+def test_apply_new_workers_and_classes_and_version():
+    m = OnlineDawidSkene(["a", "b"])
+    assert m.version == 0
+    st_ = m.item_stats({"x": "a", "y": "a", "z": "new"})
+    v = m.apply(st_)
+    assert v == 1 and m.version == 1
+    assert "new" in m.classes_ and set(m.workers_) == {"x", "y", "z"}
+    assert np.isfinite(m.confusion_).all()
+    assert m.posterior({"x": "a", "never_seen": "b", "y": "not-a-class"}).shape == (3,)
+    m.add_workers(["fresh"])
+    np.testing.assert_allclose(m.confusion_[m.workers_.index("fresh")].diagonal(), 0.7)
+    m.partial_fit([], [], [])
+    assert m.version == 2
+
+
+def test_families_pool_posterior():
+    m = OnlineDawidSkene(["a", "b"], families={"g1": "g", "g2": "g", "g3": "g"})
+    # three runs of one family vs two independent workers: pooled, the family is one vote -> "b" wins 2:1
+    p = m.posterior({"g1": "a", "g2": "a", "g3": "a", "x": "b", "y": "b"})
+    assert p.argmax() == 1
+    plain = OnlineDawidSkene(["a", "b"])
+    assert plain.posterior({"g1": "a", "g2": "a", "g3": "a", "x": "b", "y": "b"}).argmax() == 0
+
+
+def test_posterior_speed():
+    m = OnlineDawidSkene([f"c{k}" for k in range(5)])
+    m.add_workers([f"w{j}" for j in range(5)])
+    votes = {f"w{j}": f"c{j % 3}" for j in range(5)}
+    m.posterior(votes)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        m.posterior(votes)
+    per = (time.perf_counter() - t0) / 2000
+    assert per < 50e-6, f"{per * 1e6:.1f} us"
