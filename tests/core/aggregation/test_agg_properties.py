@@ -65,8 +65,8 @@ def test_recovers_planted_confusions(seed):
 def test_perfect_worker_is_followed(seed, method):
     make = {"ds": DawidSkene, "default": default_aggregator, "onecoin": OneCoinDawidSkene}[method]
     rng = np.random.default_rng(seed)
-    K, n = 3, 300
-    conf = make_confusions(rng, 4, K, 0.4, 0.6)
+    K, n = 3, 1000
+    conf = make_confusions(rng, 4, K, 0.45, 0.6)
     it, wk, lb, z = sample_votes(rng, conf, n)
     it = np.concatenate([it, np.arange(n)])
     wk = np.concatenate([wk, np.full(n, 99)])
