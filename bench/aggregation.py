@@ -75,13 +75,33 @@ def crowd(crowd_dir: Path) -> None:
         model, it_, p = run_online(items, workers, labels, seed=0, batch_size=256)
         ours["online"] = _score(it_.tolist(), [model.classes_[k] for k in p.argmax(1)], truth)[0]
         rows.append(
-            [name, ck_ds, ck_oc, ours["default"], ours["online"], ours["ds"], ours["onecoin"], ours["mv"],
-             f"{100 * (ours['default'] - ck_ds):+.2f}", f"{100 * (ours['online'] - ck_ds):+.2f}"]
+            [
+                name,
+                ck_ds,
+                ck_oc,
+                ours["default"],
+                ours["online"],
+                ours["ds"],
+                ours["onecoin"],
+                ours["mv"],
+                f"{100 * (ours['default'] - ck_ds):+.2f}",
+                f"{100 * (ours['online'] - ck_ds):+.2f}",
+            ]
         )
     table(
         "Crowd datasets: accuracy (crowd-kit 1.4.2 default settings, n_iter=100)",
-        ["dataset", "ck DS", "ck 1coin", "default", "online 1 pass", "ours DS (ML)", "ours IWMV", "MV",
-         "default-ckDS pts", "online-ckDS pts"],
+        [
+            "dataset",
+            "ck DS",
+            "ck 1coin",
+            "default",
+            "online 1 pass",
+            "ours DS (ML)",
+            "ours IWMV",
+            "MV",
+            "default-ckDS pts",
+            "online-ckDS pts",
+        ],
         rows,
     )
 
@@ -104,14 +124,35 @@ def llm(llm_dir: Path) -> None:
         res["online"] = _score(it_.tolist(), [model.classes_[k] for k in p.argmax(1)], truth)[0]
         single = {}
         for w in sorted(set(workers)):
-            got = {i: lab for i, ww, lab in zip(items, workers, labels) if ww == w}
+            got = {i: lab for i, ww, lab in zip(items, workers, labels, strict=False) if ww == w}
             single[w] = float(np.mean([got.get(i) == lab for i, lab in truth.items()]))
         best = max(single, key=single.get)
-        rows.append([d.name, len(truth), res["default"], res["online"], res["mv"], res["ds"], res["onecoin"],
-                     single[best], best])
+        rows.append(
+            [
+                d.name,
+                len(truth),
+                res["default"],
+                res["online"],
+                res["mv"],
+                res["ds"],
+                res["onecoin"],
+                single[best],
+                best,
+            ]
+        )
     table(
         "Recorded LLM predictions: default (families = base model before '|') vs majority vote vs best single run",
-        ["attribute", "items", "default", "online", "MV", "DS (no families)", "IWMV", "best single", "best run"],
+        [
+            "attribute",
+            "items",
+            "default",
+            "online",
+            "MV",
+            "DS (no families)",
+            "IWMV",
+            "best single",
+            "best run",
+        ],
         rows,
     )
 
@@ -213,11 +254,17 @@ def speed(skip_ck: bool) -> float | None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--crowd", type=Path, default=REPO / ".." / "shared" / "data" / "crowd")
-    ap.add_argument("--llm", type=Path, default=REPO / ".." / "shared" / "data" / "llm_predictions" / "by_attribute")
-    ap.add_argument("--skip-crowdkit", action="store_true", help="no crowd-kit timing (speedup line prints n/a)")
+    ap.add_argument(
+        "--llm", type=Path, default=REPO / ".." / "shared" / "data" / "llm_predictions" / "by_attribute"
+    )
+    ap.add_argument(
+        "--skip-crowdkit", action="store_true", help="no crowd-kit timing (speedup line prints n/a)"
+    )
     args = ap.parse_args()
     if not args.crowd.is_dir():
-        sys.exit(f"crowd datasets not found at {args.crowd.resolve()} (expected ../shared/data/crowd next to the repo)")
+        sys.exit(
+            f"crowd datasets not found at {args.crowd.resolve()} (expected ../shared/data/crowd next to the repo)"
+        )
     try:
         import crowdkit  # noqa: F401
     except ImportError:

@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from llmens_core.aggregation._votes import Votes, abstain_mask, encode_votes, factorize, index_of, _as_1d
+from llmens_core.aggregation._votes import Votes, _as_1d, abstain_mask, encode_votes, factorize, index_of
 
 
 class NotFittedError(RuntimeError):
@@ -84,9 +84,9 @@ class Aggregator:
 
 def weighted_scores(votes: Votes, weights: np.ndarray) -> np.ndarray:
     """Sum of worker weights per (item, class), shape (I, K); ``weights`` shape (J+1,) (last = unknown worker)."""
-    I, K = votes.n_items, votes.n_classes
+    n_i, K = votes.n_items, votes.n_classes
     w = weights[votes.worker]
-    return np.bincount(votes.item * K + votes.label, weights=w, minlength=I * K).reshape(I, K)
+    return np.bincount(votes.item * K + votes.label, weights=w, minlength=n_i * K).reshape(n_i, K)
 
 
 __all__ = ["Aggregator", "NotFittedError", "weighted_scores", "abstain_mask"]

@@ -12,6 +12,7 @@ Conventions used across the package (shapes in docstrings use these letters):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,10 +34,8 @@ def _as_1d(values: Iterable[Hashable], name: str) -> np.ndarray:
             if first is str and all(type(x) is str for x in arr):
                 arr = np.asarray(values, dtype=str)
             elif first is int and all(type(x) is int for x in arr):
-                try:
+                with contextlib.suppress(OverflowError):
                     arr = np.asarray(values, dtype=np.int64)
-                except OverflowError:
-                    pass
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
@@ -130,7 +129,9 @@ def encode_votes(items, workers, labels, classes: Sequence[Hashable] | None = No
     wk = _as_1d(workers, "workers")
     lb = _as_1d(labels, "labels")
     if not (len(it) == len(wk) == len(lb)):
-        raise ValueError(f"items, workers and labels must have the same length, got {len(it)}, {len(wk)}, {len(lb)}")
+        raise ValueError(
+            f"items, workers and labels must have the same length, got {len(it)}, {len(wk)}, {len(lb)}"
+        )
     items_, item_codes = factorize(it)
     workers_, worker_codes = factorize(wk)
     keep = ~abstain_mask(lb)
@@ -176,7 +177,9 @@ def resolve_families(families, workers: np.ndarray) -> np.ndarray | None:
         if families == "prefix":
             mapping: Mapping = prefix_families(names)
         else:
-            raise ValueError(f"families must be a mapping, None, 'none', 'prefix' or 'auto'; got {families!r}")
+            raise ValueError(
+                f"families must be a mapping, None, 'none', 'prefix' or 'auto'; got {families!r}"
+            )
     else:
         mapping = families
     fam_names: dict[Hashable, int] = {}

@@ -61,12 +61,14 @@ class DawidSkene(Aggregator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, votes: Votes) -> None:
-        I, J, K = votes.n_items, votes.n_workers, votes.n_classes
+        I, J, K = votes.n_items, votes.n_workers, votes.n_classes  # noqa: E741
         self.families_ = resolve_families(self.families, votes.workers)
         alpha = _em.prior_alpha(K, self.prior_accuracy, self.prior_strength)
         beta = float(self.class_prior_strength)
 
-        packed = _em.compress_patterns(votes.item, votes.worker, votes.label, I, J, K) if self.compress else None
+        packed = (
+            _em.compress_patterns(votes.item, votes.worker, votes.label, I, J, K) if self.compress else None
+        )
         if packed is not None:
             unit_of_item, mult, unit, worker, label = packed
             U = len(mult)
@@ -134,15 +136,23 @@ class DawidSkene(Aggregator):
 
     # ------------------------------------------------------------------ predict
     def _proba(self, votes: Votes) -> np.ndarray:
-        if votes.workers is self.workers_ and hasattr(self, "_fitted_T") and not hasattr(self, "_fitted_proba"):
+        if (
+            votes.workers is self.workers_
+            and hasattr(self, "_fitted_T")
+            and not hasattr(self, "_fitted_proba")
+        ):
             return self._fitted_T
-        J, K = len(self.workers_), len(self.classes_)
-        prior_theta = _em.normalise_rows(_em.prior_alpha(K, self.prior_accuracy, max(self.prior_strength, 1.0)))
+        _J, K = len(self.workers_), len(self.classes_)
+        prior_theta = _em.normalise_rows(
+            _em.prior_alpha(K, self.prior_accuracy, max(self.prior_strength, 1.0))
+        )
         log_theta = np.log(np.concatenate([self.confusion_, prior_theta[None]], axis=0))  # (J+1, K, K)
         fam = self.families_
         if fam is not None:
             fam = np.append(fam, fam.max() + 1 if len(fam) else 0)
         # unknown workers (code J) are all pooled as one family only if families are used; that is conservative
         c = _em.vote_weights(votes.item, votes.worker, fam, self.family_rho, votes.n_items)
-        log_t = _em.log_joint(votes.item, votes.worker * K + votes.label, c, np.log(self.priors_), log_theta, votes.n_items)
+        log_t = _em.log_joint(
+            votes.item, votes.worker * K + votes.label, c, np.log(self.priors_), log_theta, votes.n_items
+        )
         return _em.softmax_rows(log_t)[0]

@@ -63,7 +63,7 @@ def run_online(items, workers, labels, *, passes: int = 1, seed: int = 0, batch_
 
 
 def _score(pred_items, pred_labels, truth: dict) -> tuple[float, int]:
-    ok = [str(p) == truth[str(i)] for i, p in zip(pred_items, pred_labels) if str(i) in truth]
+    ok = [str(p) == truth[str(i)] for i, p in zip(pred_items, pred_labels, strict=False) if str(i) in truth]
     return (float(np.mean(ok)) if ok else float("nan")), len(ok)
 
 

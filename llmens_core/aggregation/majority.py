@@ -39,14 +39,20 @@ class MajorityVote(Aggregator):
         p = self._proba(votes)
         if len(votes.item):
             mv = np.argmax(p, axis=1)
-            agree = np.bincount(votes.worker, weights=(votes.label == mv[votes.item]), minlength=votes.n_workers)
+            agree = np.bincount(
+                votes.worker, weights=(votes.label == mv[votes.item]), minlength=votes.n_workers
+            )
             n = np.bincount(votes.worker, minlength=votes.n_workers)
             self.skills_ = np.where(n > 0, agree / np.maximum(n, 1), np.nan_to_num(0.0))
         else:
             self.skills_ = np.zeros(votes.n_workers)
 
     def _proba(self, votes: Votes) -> np.ndarray:
-        w = np.ones(len(self.workers_) + 1) if not hasattr(self, "weights_") else np.append(self.weights_, 1.0)
+        w = (
+            np.ones(len(self.workers_) + 1)
+            if not hasattr(self, "weights_")
+            else np.append(self.weights_, 1.0)
+        )
         return _scores_to_proba(weighted_scores(votes, w))
 
 

@@ -47,8 +47,12 @@ class SufficientStats:
         self.workers = list(workers)
         self.classes = list(classes)
         J, K = len(self.workers), len(self.classes)
-        self.confusion = np.zeros((J, K, K)) if confusion is None else np.asarray(confusion, dtype=float).reshape(J, K, K)
-        self.class_counts = np.zeros(K) if class_counts is None else np.asarray(class_counts, dtype=float).reshape(K)
+        self.confusion = (
+            np.zeros((J, K, K)) if confusion is None else np.asarray(confusion, dtype=float).reshape(J, K, K)
+        )
+        self.class_counts = (
+            np.zeros(K) if class_counts is None else np.asarray(class_counts, dtype=float).reshape(K)
+        )
         self.n_items = float(n_items)
 
     def aligned(self, workers: Sequence[Hashable], classes: Sequence[Hashable]) -> SufficientStats:
@@ -74,7 +78,11 @@ class SufficientStats:
         classes = list(self.classes) + [c for c in other.classes if c not in set(self.classes)]
         a, b = self.aligned(workers, classes), other.aligned(workers, classes)
         return SufficientStats(
-            workers, classes, a.confusion + b.confusion, a.class_counts + b.class_counts, a.n_items + b.n_items
+            workers,
+            classes,
+            a.confusion + b.confusion,
+            a.class_counts + b.class_counts,
+            a.n_items + b.n_items,
         )
 
     def __add__(self, other: SufficientStats) -> SufficientStats:
@@ -103,7 +111,9 @@ class SufficientStats:
         return cls.from_dict(orjson.loads(b))
 
     def __repr__(self) -> str:
-        return f"SufficientStats(workers={len(self.workers)}, classes={self.classes}, n_items={self.n_items:g})"
+        return (
+            f"SufficientStats(workers={len(self.workers)}, classes={self.classes}, n_items={self.n_items:g})"
+        )
 
 
 class OnlineDawidSkene:
@@ -220,7 +230,7 @@ class OnlineDawidSkene:
 
     def _refresh(self) -> None:
         """M-step from S: recompute confusion, priors and the lookup tables ``posterior`` uses."""
-        J, K = len(self.workers_), len(self.classes_)
+        _J, K = len(self.workers_), len(self.classes_)
         self._ready = K > 0
         if K == 0:
             return
@@ -280,7 +290,7 @@ class OnlineDawidSkene:
                 for f in fams:
                     cnt[f] = cnt.get(f, 0) + 1
                 rho = self.family_rho
-                for r, f in zip(rows, fams):
+                for r, f in zip(rows, fams, strict=False):
                     acc += r / (1.0 + rho * (cnt[f] - 1))
             else:
                 for r in rows:
@@ -332,7 +342,12 @@ class OnlineDawidSkene:
             log_theta = np.concatenate([log_theta, np.broadcast_to(prior, (len(extra), K, K))], axis=0)
             codes = dict(self._fam_codes)
             wfam = np.concatenate(
-                [wfam, np.asarray([codes.setdefault(self._family_of(w), len(codes)) for w in extra], dtype=np.int64)]
+                [
+                    wfam,
+                    np.asarray(
+                        [codes.setdefault(self._family_of(w), len(codes)) for w in extra], dtype=np.int64
+                    ),
+                ]
             )
         c = _em.vote_weights(icode, wcode, wfam, self.family_rho, n_items)
         lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
@@ -352,7 +367,9 @@ class OnlineDawidSkene:
         has = np.bincount(icode, minlength=n_items) > 0
         Tm = T * has[:, None]
         conf = _em.confusion_counts(icode, wcode * K + lcode, Tm, J)
-        return SufficientStats(list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum()))
+        return SufficientStats(
+            list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum())
+        )
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
         """E-step contribution of a mini-batch under the current parameters (does not change the model)."""
@@ -368,7 +385,9 @@ class OnlineDawidSkene:
         pairs = [(w, lab) for w, lab in votes.items() if lab is not None]
         if not pairs:
             return SufficientStats([], list(self.classes_))
-        classes = list(self.classes_) + [c for c in dict.fromkeys(lab for _, lab in pairs) if c not in self._cidx]
+        classes = list(self.classes_) + [
+            c for c in dict.fromkeys(lab for _, lab in pairs) if c not in self._cidx
+        ]
         workers = list(dict.fromkeys(w for w, _ in pairs))
         K = len(classes)
         p = self.posterior(votes) if posterior is None else np.asarray(posterior, dtype=float)
@@ -445,9 +464,9 @@ class OnlineDawidSkene:
             "n_eff": self.n_eff,
         }
         if self.classes_:
-            out["class_priors"] = dict(zip(out["classes"], self.priors_.tolist()))
-            out["accuracy"] = dict(zip(out["workers"], self.skills_.tolist()))
-            out["weight"] = dict(zip(out["workers"], self.weights_.tolist()))
+            out["class_priors"] = dict(zip(out["classes"], self.priors_.tolist(), strict=False))
+            out["accuracy"] = dict(zip(out["workers"], self.skills_.tolist(), strict=False))
+            out["weight"] = dict(zip(out["workers"], self.weights_.tolist(), strict=False))
             out["confusion"] = {w: self.confusion_[j].tolist() for j, w in enumerate(out["workers"])}
         return out
 

@@ -12,16 +12,24 @@ from streams.cli._app import app
 
 @app.command("evaluate")
 def evaluate(
-    answers: Path = typer.Option(..., "--answers", exists=True, dir_okay=False, help="CSV with header item,worker,label"),
-    truth: Path = typer.Option(..., "--truth", exists=True, dir_okay=False, help="CSV with header item,label"),
+    answers: Path = typer.Option(
+        ..., "--answers", exists=True, dir_okay=False, help="CSV with header item,worker,label"
+    ),
+    truth: Path = typer.Option(
+        ..., "--truth", exists=True, dir_okay=False, help="CSV with header item,label"
+    ),
     method: str = typer.Option(
-        "", "--method", help="Comma-separated: default,mv,wmv,onecoin,ds,online (all when empty, default first)"
+        "",
+        "--method",
+        help="Comma-separated: default,mv,wmv,onecoin,ds,online (all when empty, default first)",
     ),
     passes: int = typer.Option(1, "--passes", min=1, help="Passes of the online method"),
     seed: int = typer.Option(0, "--seed", help="Shuffle seed of the online method"),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Online mini-batch size (items)"),
     families: str = typer.Option(
-        "auto", "--families", help="auto|prefix|none: pool workers sharing the name part before '|' (auto: when present)"
+        "auto",
+        "--families",
+        help="auto|prefix|none: pool workers sharing the name part before '|' (auto: when present)",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per method per line"),
 ) -> None:
@@ -32,7 +40,9 @@ def evaluate(
     if families not in ("auto", "prefix", "none"):
         raise typer.BadParameter("--families must be auto, prefix or none")
     try:
-        rows = run(answers, truth, methods, passes=passes, seed=seed, batch_size=batch_size, families=families)
+        rows = run(
+            answers, truth, methods, passes=passes, seed=seed, batch_size=batch_size, families=families
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     if as_json:

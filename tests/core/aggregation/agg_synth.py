@@ -39,7 +39,6 @@ def sample_votes(rng, conf, n_items, pi=None, p_vote=1.0):
     return np.concatenate(items), np.concatenate(workers), np.concatenate(labels), z
 
 
-
 @pytest.fixture(name="rng")
 def _rng():
     return np.random.default_rng(12345)

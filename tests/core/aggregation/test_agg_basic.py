@@ -19,8 +19,14 @@ from llmens_core.aggregation import (
     default_aggregator,
 )
 
-ALL = [MajorityVote, lambda: WeightedMajorityVote({"a": 2.0}), OneCoinDawidSkene, DawidSkene, default_aggregator,
-       lambda: DawidSkene(prior_strength=0.0, class_prior_strength=0.0)]
+ALL = [
+    MajorityVote,
+    lambda: WeightedMajorityVote({"a": 2.0}),
+    OneCoinDawidSkene,
+    DawidSkene,
+    default_aggregator,
+    lambda: DawidSkene(prior_strength=0.0, class_prior_strength=0.0),
+]
 
 
 def test_exports():
@@ -47,7 +53,11 @@ def test_degenerate_inputs_never_nan(make):
     cases = [
         (["i"], ["w"], ["x"]),  # one vote
         (["i", "j"], ["w", "w"], ["x", "x"]),  # one worker, one class
-        (["i", "j", "j"], ["w", "w", "v"], ["x", None, None]),  # worker with no votes, item with only abstentions
+        (
+            ["i", "j", "j"],
+            ["w", "w", "v"],
+            ["x", None, None],
+        ),  # worker with no votes, item with only abstentions
         ([1, 2, 3], ["w", "w", "w"], ["x", "y", "z"]),  # int items
         (["i", "i", 3], ["w", 7, "w"], ["x", "y", "x"]),  # mixed id types
     ]
@@ -105,11 +115,13 @@ def test_family_pooling_resists_a_correlated_block(rng):
     """Four copies of a mediocre worker outvote two good independent ones under textbook DS, not with families."""
     n, K = 3000, 3
     z = rng.integers(0, K, n)
+
     def noisy(acc, base=None):
         wrong = (z + rng.integers(1, K, n)) % K
         if base is not None:
             return base
         return np.where(rng.random(n) < acc, z, wrong)
+
     shared = noisy(0.65)
     cols = {f"clone|{r}": np.where(rng.random(n) < 0.97, shared, noisy(0.65)) for r in range(4)}
     cols.update({f"good{r}|x": noisy(0.85) for r in range(2)})
@@ -131,13 +143,17 @@ def _write(path, header, rows):
 def test_evaluate_and_cli(tmp_path, rng):
     from typer.testing import CliRunner
 
+    import streams.cli.evaluate  # noqa: F401
     from llmens_core.aggregation.evaluate import evaluate
     from streams.cli._app import app
-    import streams.cli.evaluate  # noqa: F401
 
     conf = make_confusions(rng, 5, 3)
     it, wk, lb, z = sample_votes(rng, conf, 300)
-    _write(tmp_path / "a.csv", ["item", "worker", "label"], [(f"i{i}", f"w{w}", f"c{l}") for i, w, l in zip(it, wk, lb)])
+    _write(
+        tmp_path / "a.csv",
+        ["item", "worker", "label"],
+        [(f"i{i}", f"w{w}", f"c{lab}") for i, w, lab in zip(it, wk, lb, strict=False)],
+    )
     _write(tmp_path / "t.csv", ["item", "label"], [(f"i{i}", f"c{k}") for i, k in enumerate(z)])
     rows = evaluate(tmp_path / "a.csv", tmp_path / "t.csv", batch_size=64)
     assert [r["method"] for r in rows][0] == "default"
@@ -145,7 +161,17 @@ def test_evaluate_and_cli(tmp_path, rng):
     for r in rows:
         assert r["items_scored"] == 300 and 0.7 < r["accuracy"] <= 1.0
     res = CliRunner().invoke(
-        app, ["evaluate", "--answers", str(tmp_path / "a.csv"), "--truth", str(tmp_path / "t.csv"), "--method", "mv,online", "--json"]
+        app,
+        [
+            "evaluate",
+            "--answers",
+            str(tmp_path / "a.csv"),
+            "--truth",
+            str(tmp_path / "t.csv"),
+            "--method",
+            "mv,online",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.output.strip().splitlines()]
@@ -164,8 +190,12 @@ def test_fit_votes(tmp_path):
         truth = ["a", "b"][p % 2]
         for llm in ["m1|x", "m1|y", "m2|x"]:
             lab = truth if rng.random() < 0.85 else ("b" if truth == "a" else "a")
-            lines.append({"product_id": f"p{p}", "version": 1, "attribute": "gender", "llm": llm, "label": lab})
-        lines.append({"product_id": f"p{p}", "version": 0, "attribute": "gender", "llm": "m1|x", "label": "zzz"})
+            lines.append(
+                {"product_id": f"p{p}", "version": 1, "attribute": "gender", "llm": llm, "label": lab}
+            )
+        lines.append(
+            {"product_id": f"p{p}", "version": 0, "attribute": "gender", "llm": "m1|x", "label": "zzz"}
+        )
     lines.append({"product_id": "q", "version": 1, "attribute": "empty", "llm": "m1|x", "label": None})
     path = tmp_path / "votes.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines))

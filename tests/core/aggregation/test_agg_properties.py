@@ -22,7 +22,12 @@ def _data(seed, J=4, K=3, n=150, p_vote=0.8):
 @SETTINGS
 @given(seed=st.integers(0, 10_000), method=st.sampled_from(["ds", "default", "onecoin", "mv"]))
 def test_invariant_to_vote_order_and_item_worker_names(seed, method):
-    make = {"ds": DawidSkene, "default": default_aggregator, "onecoin": OneCoinDawidSkene, "mv": MajorityVote}[method]
+    make = {
+        "ds": DawidSkene,
+        "default": default_aggregator,
+        "onecoin": OneCoinDawidSkene,
+        "mv": MajorityVote,
+    }[method]
     rng, _, it, wk, lb, _ = _data(seed)
     base = make().fit(it, wk, lb)
     perm = rng.permutation(len(it))

@@ -16,7 +16,10 @@ pytestmark = pytest.mark.shared_data
 @pytest.mark.skipif(not LLM.is_dir(), reason=f"shared LLM predictions not found at {LLM.resolve()}")
 @pytest.mark.parametrize("attr", sorted(p.name for p in LLM.iterdir()) if LLM.is_dir() else [])
 def test_default_at_least_majority_vote_on_llm_attributes(attr):
-    rows = {r["method"]: r for r in evaluate(LLM / attr / "answers.csv", LLM / attr / "truth.csv", ["default", "mv"])}
+    rows = {
+        r["method"]: r
+        for r in evaluate(LLM / attr / "answers.csv", LLM / attr / "truth.csv", ["default", "mv"])
+    }
     assert rows["default"]["accuracy"] >= rows["mv"]["accuracy"]
 
 
