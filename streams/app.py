@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     t_stats = app.topic(st.topic("ds_stats"), partitions=MP, **raw)
     t_model = app.topic(st.topic("ds_model"), partitions=MP, **raw)
     # product_id -> {"version": v, "decisions": {attribute: AttributeDecision JSON}}; changelog-backed.
-    products = app.Table("products", partitions=P, key_serializer="raw", value_serializer="json")
+    products = app.Table("products", partitions=P, schema=faust.Schema(key_serializer="raw", value_serializer="json"))
     review_below = st.aggregation.review_below
 
     async def dead_letter(raw_value: bytes | None, reason: str, msg: Any) -> None:

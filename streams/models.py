@@ -111,10 +111,11 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
                     if attr and registry.offer_bytes(attr, msg.value) and on_model:
                         on_model(attr, registry.get(attr))
             if not registry.ready.is_set():
-                at_end = all(
-                    (hw := consumer.highwater(tp)) is not None and await consumer.position(tp) >= hw
-                    for tp in tps
-                )
+                at_end = True
+                for tp in tps:
+                    hw = consumer.highwater(tp)
+                    if hw is None or await consumer.position(tp) < hw:
+                        at_end = False
                 empty_polls = empty_polls + 1 if not batches else 0
                 if at_end or empty_polls >= 3:
                     log.info("models loaded from %s: %s", topic, sorted(a for a, _ in registry.items()))

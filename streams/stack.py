@@ -1,0 +1,255 @@
+"""A whole llmens deployment on loopback, as real processes: broker, simulated LLMs, N workers.
+
+Used by `llmens demo`, the benchmarks and the end-to-end tests. Every piece is a real server: Tansu
+speaks the Kafka protocol, the simulator speaks the OpenAI chat API over HTTP, workers are separate
+`llmens worker` processes with their own RocksDB directories, so killing one is a real crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.embedded import EmbeddedBroker, free_port
+from streams.settings import Settings
+
+__all__ = ["LocalStack", "read_topic"]
+
+
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def read_topic(bootstrap: str, topic: str, *, until: int | None = None, timeout_s: float = 60.0,
+               idle_s: float | None = None, stop=None) -> list[Any]:
+    """Read a topic from the beginning (all partitions, no consumer group); returns the messages.
+
+    Stops after ``until`` messages, after ``idle_s`` without new ones, when ``stop(messages)`` is true,
+    or at ``timeout_s``.
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{os.getpid()}-{time.time_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "log_level": 0})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        parts = sorted(md.topics[topic].partitions) if topic in md.topics else []
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = c.consume(1000, timeout=0.2)
+            for m in batch:
+                if m.error() is None:
+                    out.append(m)
+            if batch:
+                last_new = time.monotonic()
+            if until is not None and len(out) >= until:
+                break
+            if stop is not None and stop(out):
+                break
+            if idle_s is not None and time.monotonic() - last_new > idle_s:
+                break
+        return out
+    finally:
+        c.close()
+
+
+@dataclass
+class LocalStack:
+    """Broker + simulator + workers. ``with LocalStack(workdir) as s: s.publish(products); s.collect(n)``."""
+
+    workdir: Path
+    workers: int = 1
+    sim_config: dict | str | Path | None = None
+    sim_products: Path | None = None
+    replay: Path | None = None
+    bootstrap: str | None = None
+    topic_prefix: str = "llmens."
+    partitions: int = 4
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+    endpoint_overrides: dict[str, Any] = field(default_factory=dict)
+    worker_loglevel: str = "warn"
+    broker: EmbeddedBroker | None = None
+    sim_port: int = 0
+    settings: Settings | None = None
+    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+    sim_proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        from streams.topics import ensure_topics
+
+        if self.bootstrap is None:
+            self.broker = EmbeddedBroker(log_dir=self.workdir / "broker").start()
+            self.bootstrap = self.broker.bootstrap
+        self.start_simulator()
+        self.settings = self._write_settings()
+        ensure_topics(self.settings)
+        for i in range(self.workers):
+            self.start_worker(i)
+        for i in range(self.workers):
+            self.wait_worker_ready(i)
+        return self
+
+    def start_simulator(self) -> None:
+        from llmens_core.llm.simulator import load_sim_config
+
+        cfg = load_sim_config(self.sim_config).model_dump(mode="json")
+        if self.sim_products is not None:
+            cfg["products"] = str(self.sim_products)
+        if self.replay is not None:
+            cfg["mode"] = "replay"
+            cfg["replay"] = str(self.replay)
+        self.sim_config_path = self.workdir / "sim.yaml"
+        self.sim_config_path.write_text(yaml.safe_dump(cfg))
+        self.sim_port = free_port()
+        self.sim_proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "sim-llm", "--config", str(self.sim_config_path),
+             "--port", str(self.sim_port)],
+            stdout=open(self.workdir / "sim.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_http(f"{self.sim_url}/models", 30, self.sim_proc)
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim_port}/v1"
+
+    def _write_settings(self) -> Settings:
+        from llmens_core.llm.simulator import endpoints_for, load_sim_config
+
+        endpoints = endpoints_for(load_sim_config(self.sim_config_path), self.sim_url, **self.endpoint_overrides)
+        raw = {
+            "kafka": {"bootstrap": self.bootstrap, "embedded": self.broker is not None,
+                      "topic_prefix": self.topic_prefix, "app_id": f"{self.topic_prefix}workers"},
+            "topics": {"partitions": self.partitions, "model_partitions": 2},
+            "llms": [e.model_dump(mode="json") for e in endpoints],
+            **self.settings_overrides,
+        }
+        self.config_path = self.workdir / "llmens.yaml"
+        self.config_path.write_text(yaml.safe_dump(raw))
+        return Settings(**raw)
+
+    def worker_port(self, i: int) -> int:
+        if not hasattr(self, "_ports"):
+            self._ports: dict[int, int] = {}
+        if i not in self._ports:
+            self._ports[i] = free_port()
+        return self._ports[i]
+
+    def start_worker(self, i: int) -> subprocess.Popen:
+        env = {**os.environ, "LLMENS_CONFIG": str(self.config_path)}
+        (self.workdir / f"worker{i}").mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", "--data-dir", str(self.workdir / f"worker{i}"),
+             "--web-port", str(self.worker_port(i)), "--loglevel", self.worker_loglevel],
+            env=env, stdout=open(self.workdir / f"worker{i}.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.procs[i] = proc
+        return proc
+
+    def wait_worker_ready(self, i: int, timeout_s: float = 60) -> None:
+        _wait_http(f"http://127.0.0.1:{self.worker_port(i)}/healthz", timeout_s, self.procs[i])
+
+    def worker_json(self, i: int, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.worker_port(i)}{path}", timeout=5) as r:
+            return orjson.loads(r.read())
+
+    def kill_worker(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.pop(i)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(30)
+
+    def stop_worker(self, i: int, timeout_s: float = 20) -> None:
+        proc = self.procs.pop(i, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop(self) -> None:
+        for i in list(self.procs):
+            self.stop_worker(i)
+        if self.sim_proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sim_proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.sim_proc.wait(10)
+            self.sim_proc = None
+        if self.broker is not None:
+            self.broker.stop()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- data ------------------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        assert self.settings is not None
+        return self.settings.topic(name)
+
+    def produce(self, topic_field: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "log_level": 0})
+        n = 0
+        for key, value in records:
+            while True:
+                try:
+                    p.produce(self.topic(topic_field), key=key, value=value)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+            if n % 1000 == 0:
+                p.poll(0)
+        p.flush(30)
+        return n
+
+    def publish(self, products: Iterable[dict]) -> int:
+        """Publish product dicts to product-updates, keyed by product_id."""
+        return self.produce("product_updates",
+                            ((str(p.get("product_id", "")).encode(), orjson.dumps(p)) for p in products))
+
+    def read(self, topic_field: str, **kw) -> list[Any]:
+        return read_topic(self.bootstrap, self.topic(topic_field), **kw)
+
+    def decisions(self, expected: int, timeout_s: float = 120.0) -> list[dict]:
+        msgs = self.read("product_attributes", until=expected, timeout_s=timeout_s)
+        return [orjson.loads(m.value()) for m in msgs]
