@@ -1,0 +1,85 @@
+"""Endpoint configuration: which LLMs to ask, how hard, and at what price.
+
+The API key itself is never part of a config: ``api_key_env`` names the environment variable that
+holds it, read at request time by :meth:`EndpointConfig.api_key` and never stored on the object, so it
+cannot leak through ``repr``, logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["EndpointConfig", "load_endpoints"]
+
+
+class EndpointConfig(BaseModel):
+    """One LLM endpoint (a model behind a base URL)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, description="unique name; the `llm` of every vote it gives")
+    provider: Literal["openai", "anthropic", "gemini"] = "openai"
+    base_url: str = Field(description="e.g. https://api.openai.com/v1, http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = Field(None, description="NAME of the env var holding the key (never the key)")
+    family: str | None = Field(None, description="base model family, so the aggregator can pool correlated LLMs")
+    max_concurrency: int = Field(16, ge=1)
+    requests_per_min: float | None = Field(None, gt=0)
+    tokens_per_min: float | None = Field(None, gt=0)
+    timeout_s: float = Field(30.0, gt=0, description="per HTTP attempt")
+    max_retries: int = Field(3, ge=0)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_cap_s: float = Field(20.0, ge=0)
+    breaker_failures: int = Field(5, ge=1, description="consecutive failures that open the circuit breaker")
+    breaker_cooldown_s: float = Field(30.0, ge=0, description="open -> half-open (one probe) after this")
+    price_in_per_1k: float = Field(0.0, ge=0)
+    price_out_per_1k: float = Field(0.0, ge=0)
+    max_output_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    fallback: str | None = Field(None, description="endpoint asked instead when this one finally fails")
+    prompt: Literal["default", "ecinstruct"] = "default"
+    structured_output: bool = Field(True, description="send a JSON schema with enums where the provider supports it")
+    structured_style: Literal["response_format", "vllm", "guided_json"] = Field(
+        "response_format",
+        description="OpenAI `response_format` json_schema, vLLM `structured_outputs`, or older vLLM `guided_json`",
+    )
+    enabled: bool = True
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_env_name(cls, v: str | None) -> str | None:
+        # Refuse things that look like a key pasted into the wrong field (and never echo them back).
+        if v is not None and (not v.replace("_", "").isalnum() or v.startswith(("sk-", "sk_"))):
+            raise ValueError("api_key_env must be the NAME of an environment variable, not a key")
+        return v
+
+    def api_key(self) -> str | None:
+        """The key from the environment at call time (not cached on the object)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return tokens_in / 1000.0 * self.price_in_per_1k + tokens_out / 1000.0 * self.price_out_per_1k
+
+
+def load_endpoints(source: str | Path | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[EndpointConfig]:
+    """Endpoints from a YAML/JSON file path, a dict ``{"endpoints": [...]}`` or a list of dicts."""
+    if isinstance(source, (str, Path)):
+        text = Path(source).read_bytes()
+        raw: Any = orjson.loads(text) if str(source).endswith(".json") else yaml.safe_load(text)
+    else:
+        raw = source
+    if isinstance(raw, Mapping):
+        raw = raw.get("endpoints", raw.get("llms", []))
+    endpoints = [e if isinstance(e, EndpointConfig) else EndpointConfig.model_validate(e) for e in raw]
+    names = [e.name for e in endpoints]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"duplicate endpoint names: {dup}")
+    return endpoints

@@ -1,0 +1,186 @@
+"""Turn an LLM's answer text into one label (or abstention) per requested attribute.
+
+Forgiving in form: code fences, prose around the JSON, case, whitespace, synonyms (via
+:meth:`Attribute.to_label`), ``"n/a"``/``"None"``/``null`` = :data:`NOT_PRESENT`, a JSON object
+``{attribute: value}`` or an ECInstruct-style list ``[{"attribute", "value", "source"}]``, optionally
+wrapped in one outer object. Strict in content: a value outside the attribute's label set is an
+abstention (label ``None``), never a label; keys that are not requested attributes are ignored.
+Never raises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from llmens_core.events import NOT_PRESENT
+from llmens_core.schema import Attribute, normalise_text
+
+__all__ = ["ParsedAnswer", "extract_json", "parse_answer"]
+
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*(.*?)```", re.S)
+_DECODER = json.JSONDecoder()
+_MAX_SCAN = 64          # candidate start positions tried in prose
+_MAX_TEXT = 200_000     # longer answers are cut (an LLM answer of this size is garbage anyway)
+_RAW_LEN = 200
+
+
+@dataclass
+class ParsedAnswer:
+    labels: dict[str, str | None]
+    """Every requested attribute -> label, ``"none"``, or ``None`` (abstention)."""
+    raw: dict[str, str | None] = field(default_factory=dict)
+    """The raw value the model gave per attribute (cut to 200 chars), ``None`` when it gave none."""
+    abstentions: int = 0
+    """Answers that were present but outside the label set."""
+    missing: int = 0
+    """Requested attributes the answer did not mention."""
+    found_json: bool = False
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except Exception:
+        return _NOTHING
+
+
+_NOTHING = object()
+
+
+def _candidates(text: str):
+    whole = _loads(text)
+    if whole is not _NOTHING:
+        yield whole
+    for m in _FENCE.finditer(text):
+        v = _loads(m.group(1).strip())
+        if v is not _NOTHING:
+            yield v
+    tries = 0
+    for m in re.finditer(r"[\[{]", text):
+        tries += 1
+        if tries > _MAX_SCAN:
+            break
+        try:
+            v, _ = _DECODER.raw_decode(text, m.start())
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(v, (dict, list)):
+            yield v
+
+
+def _norm_key(k: object) -> str:
+    return normalise_text(k) if isinstance(k, str) else ""
+
+
+def _pairs(obj: Any, wanted: dict[str, str], depth: int = 0) -> list[tuple[str, Any]]:
+    """(attribute name, raw value) pairs found in a decoded JSON value."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            name = wanted.get(_norm_key(k))
+            if name is not None:
+                out.append((name, v))
+        if not out and depth < 2:
+            # one wrapper level, e.g. {"attributes": {...}} or {"output": [...]}
+            for v in obj.values():
+                if isinstance(v, (dict, list)):
+                    out.extend(_pairs(v, wanted, depth + 1))
+        # a single {"attribute": ..., "value": ...} object
+        if not out and "attribute" in obj and "value" in obj:
+            name = wanted.get(_norm_key(obj.get("attribute")))
+            if name is not None:
+                out.append((name, obj.get("value")))
+    elif isinstance(obj, list) and depth < 3:
+        for item in obj:
+            if isinstance(item, dict) and ("attribute" in item or "Attribute" in item):
+                name = wanted.get(_norm_key(item.get("attribute", item.get("Attribute"))))
+                if name is not None:
+                    out.append((name, item.get("value", item.get("Value"))))
+            elif isinstance(item, dict):
+                out.extend(_pairs(item, wanted, depth + 1))
+    return out
+
+
+def extract_json(text: str) -> Any | None:
+    """The first JSON object/list in ``text`` (whole text, code fences, then prose), or ``None``."""
+    if not isinstance(text, str):
+        return None
+    for v in _candidates(text[:_MAX_TEXT]):
+        if isinstance(v, (dict, list)):
+            return v
+    return None
+
+
+def _value_to_label(attr: Attribute, value: Any) -> str | None:
+    if isinstance(value, dict):  # {"value": "x", "source": ...}
+        value = value.get("value", value.get("label", _NOTHING))
+        if value is _NOTHING:
+            return None
+    if isinstance(value, list):  # ["red"] is fine; two different labels is not one answer
+        if not value:
+            return NOT_PRESENT
+        labels = {attr.to_label(v) if isinstance(v, str) or v is None else None for v in value}
+        return labels.pop() if len(labels) == 1 else None
+    try:
+        return attr.to_label(value)
+    except Exception:
+        return None
+
+
+def _raw(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value[:_RAW_LEN]
+    try:
+        return orjson.dumps(value).decode()[:_RAW_LEN]
+    except Exception:
+        return repr(value)[:_RAW_LEN]
+
+
+def parse_answer(text: Any, attributes: Sequence[Attribute], *, missing_is_none: bool = False) -> ParsedAnswer:
+    """Parse ``text`` into one label per attribute.
+
+    ``missing_is_none``: an attribute the answer does not mention means "not present" (the ECInstruct
+    convention); otherwise it is an abstention.
+    """
+    wanted = {normalise_text(a.name): a.name for a in attributes}
+    by_name = {a.name: a for a in attributes}
+    result = ParsedAnswer(labels={a.name: None for a in attributes}, raw={a.name: None for a in attributes})
+    seen: set[str] = set()
+    try:
+        if isinstance(text, str):
+            best: list[tuple[str, Any]] = []
+            for cand in _candidates(text[:_MAX_TEXT]):
+                result.found_json = True
+                pairs = _pairs(cand, wanted)
+                if pairs:
+                    best = pairs
+                    break
+            for name, value in best:
+                if name in seen:
+                    continue  # first answer for an attribute wins
+                seen.add(name)
+                label = _value_to_label(by_name[name], value)
+                result.labels[name] = label
+                result.raw[name] = _raw(value) if value is not None else "null"
+                if label is None:
+                    result.abstentions += 1
+    except Exception:  # pragma: no cover - belt and braces: parsing never raises
+        pass
+    for name in by_name:
+        if name not in seen:
+            result.missing += 1
+            if missing_is_none and result.found_json:
+                result.labels[name] = NOT_PRESENT
+    # invariant: every label is one of the attribute's classes or None
+    for name, label in result.labels.items():
+        if label is not None and label not in by_name[name].classes:  # pragma: no cover
+            result.labels[name] = None
+    return result

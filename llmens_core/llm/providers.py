@@ -1,0 +1,177 @@
+"""Request building and response/usage extraction for each provider API.
+
+* ``openai``: chat completions (OpenAI, vLLM, Ollama ``/v1``, llama.cpp server, TGI, the simulator),
+  with structured output as ``response_format`` json_schema (enum per attribute), vLLM
+  ``structured_outputs`` or the older vLLM ``guided_json``.
+* ``anthropic``: Messages API.
+* ``gemini``: ``models/{model}:generateContent`` with ``responseSchema``.
+
+One request per product per LLM asks for all requested attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmens_core.llm.config import EndpointConfig
+from llmens_core.llm.prompts import Prompt
+
+__all__ = ["PROVIDERS", "Provider", "ProviderResponseError", "estimate_tokens"]
+
+
+class ProviderResponseError(ValueError):
+    """A 2xx response whose body does not have the provider's shape."""
+
+
+def estimate_tokens(chars: int) -> int:
+    return max(1, chars // 4)
+
+
+class Provider:
+    name = "base"
+
+    def url(self, ep: EndpointConfig) -> str:
+        raise NotImplementedError
+
+    def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+        """(answer text, input tokens, output tokens); tokens ``None`` when the response has no usage."""
+        raise NotImplementedError
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def url(self, ep: EndpointConfig) -> str:
+        return ep.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": ep.model,
+            "messages": [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}],
+            "temperature": ep.temperature,
+            "max_tokens": ep.max_output_tokens,
+        }
+        if ep.structured_output:
+            if ep.structured_style == "vllm":
+                body["structured_outputs"] = {"json": prompt.json_schema}
+            elif ep.structured_style == "guided_json":
+                body["guided_json"] = prompt.json_schema
+            elif prompt.json_schema.get("type") == "object":  # OpenAI strict schemas need an object root
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "attribute_labels", "strict": True, "schema": prompt.json_schema},
+                }
+            # an array root (ECInstruct) has no strict OpenAI schema: the prompt states the format
+        return body
+
+    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+        try:
+            msg = data["choices"][0]["message"]
+            text = msg.get("content")
+            if text is None and isinstance(msg.get("refusal"), str):
+                text = ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ProviderResponseError("no choices[0].message in response") from None
+        if not isinstance(text, str):
+            raise ProviderResponseError("message content is not text")
+        usage = data.get("usage") if isinstance(data, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        return text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+    version = "2023-06-01"
+
+    def url(self, ep: EndpointConfig) -> str:
+        return ep.base_url.rstrip("/") + "/messages"
+
+    def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "anthropic-version": self.version}
+        if key:
+            h["x-api-key"] = key
+        return h
+
+    def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
+        return {
+            "model": ep.model,
+            "max_tokens": ep.max_output_tokens,
+            "temperature": ep.temperature,
+            "system": prompt.system,
+            "messages": [{"role": "user", "content": prompt.user}],
+        }
+
+    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+        try:
+            parts = [c.get("text", "") for c in data["content"] if isinstance(c, dict) and c.get("type") == "text"]
+        except (KeyError, TypeError):
+            raise ProviderResponseError("no content in Messages response") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return "".join(p for p in parts if isinstance(p, str)), _int(usage.get("input_tokens")), _int(
+            usage.get("output_tokens"))
+
+
+def _gemini_schema(schema: Any) -> Any:
+    """JSON schema -> Gemini's OpenAPI subset (upper-case types, no additionalProperties)."""
+    if isinstance(schema, dict):
+        out = {}
+        for k, v in schema.items():
+            if k == "additionalProperties":
+                continue
+            out[k] = v.upper() if k == "type" and isinstance(v, str) else _gemini_schema(v)
+        return out
+    if isinstance(schema, list):
+        return [_gemini_schema(x) for x in schema]
+    return schema
+
+
+class GeminiProvider(Provider):
+    name = "gemini"
+
+    def url(self, ep: EndpointConfig) -> str:
+        return ep.base_url.rstrip("/") + f"/models/{ep.model}:generateContent"
+
+    def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["x-goog-api-key"] = key
+        return h
+
+    def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
+        gen: dict[str, Any] = {"temperature": ep.temperature, "maxOutputTokens": ep.max_output_tokens}
+        if ep.structured_output:
+            gen["responseMimeType"] = "application/json"
+            gen["responseSchema"] = _gemini_schema(prompt.json_schema)
+        return {
+            "systemInstruction": {"parts": [{"text": prompt.system}]},
+            "contents": [{"role": "user", "parts": [{"text": prompt.user}]}],
+            "generationConfig": gen,
+        }
+
+    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+        try:
+            parts = data["candidates"][0]["content"]["parts"]
+            text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+        except (KeyError, IndexError, TypeError):
+            raise ProviderResponseError("no candidates[0].content.parts in response") from None
+        usage = data.get("usageMetadata") if isinstance(data.get("usageMetadata"), dict) else {}
+        return text, _int(usage.get("promptTokenCount")), _int(usage.get("candidatesTokenCount"))
+
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (OpenAIProvider(), AnthropicProvider(), GeminiProvider())}
