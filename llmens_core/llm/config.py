@@ -22,7 +22,8 @@ __all__ = ["EndpointConfig", "load_endpoints"]
 class EndpointConfig(BaseModel):
     """One LLM endpoint (a model behind a base URL)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # hide_input_in_errors: a key pasted into a wrong field must not be echoed in validation errors
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, description="unique name; the `llm` of every vote it gives")
     provider: Literal["openai", "anthropic", "gemini"] = "openai"

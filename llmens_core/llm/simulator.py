@@ -217,7 +217,11 @@ class Simulator:
     def _load_replay(self, overrides: list[SimModel]) -> list[SimModel]:
         if not self.config.predictions:
             raise ValueError("replay mode needs `predictions` (a predictions JSONL)")
-        titles = {p["product_id"]: p["title"] for p in self._products_lines(self.config.products)}
+        products = self.config.products
+        if products is None:  # the products file that sits next to the predictions, if any
+            sibling = Path(self.config.predictions).with_name("products.jsonl")
+            products = str(sibling) if sibling.exists() else None
+        titles = {p["product_id"]: p["title"] for p in self._products_lines(products)}
         for line in Path(self.config.predictions).read_bytes().splitlines():
             if not line.strip():
                 continue
