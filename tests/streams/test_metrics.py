@@ -1,0 +1,107 @@
+"""Prometheus rendering of the worker metrics, the gateway collector and the consumer-lag collector."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmens_core.llm.client import EndpointCounters
+from streams.metrics import WorkerMetrics, render_metrics, update_model_metrics
+
+
+def _samples(body: bytes) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_worker_metrics_render():
+    m = WorkerMetrics()
+    m.events_in.labels("llmens.product-updates").inc(3)
+    m.events_out.labels("llmens.product-attributes").inc(5)
+    m.dead_letters.labels("invalid").inc()
+    m.superseded.inc(2)
+    m.observe_decision({"attribute": "color_family", "reason": "complete", "confidence": 0.93})
+    m.observe_decision({"attribute": "color_family", "reason": "deadline", "confidence": 0.42})
+    summary = {"version": 7, "classes": ["red", "blue"], "workers": ["a", "b"],
+               "accuracy": {"a": 0.91, "b": 0.6}, "weight": {"a": 2.3, "b": 0.4}}
+    update_model_metrics("color_family", summary, m)
+
+    c = EndpointCounters()
+    c.requests, c.successes, c.failures, c.retries = 10, 8, 1, 2
+    c.errors = {"http_429": 2, "timeout": 1}
+    c.breaker_state = "half_open"
+    c.tokens_in, c.tokens_out, c.cost_usd = 1200, 300, 0.0125
+    for v in (0.02, 0.2, 0.2, 3.0):
+        c.latency.observe(v)
+    m.attach_gateway(lambda: {"sim-large": c})
+
+    body, ctype = render_metrics(m.registry)
+    assert ctype.startswith("text/plain")
+    s = _samples(body)
+    assert s[("llmens_events_in_total", (("topic", "llmens.product-updates"),))] == 3
+    assert s[("llmens_events_out_total", (("topic", "llmens.product-attributes"),))] == 5
+    assert s[("llmens_dead_letters_total", (("reason", "invalid"),))] == 1
+    assert s[("llmens_superseded_total", ())] == 2
+    assert s[("llmens_decisions_total", (("attribute", "color_family"), ("reason", "deadline")))] == 1
+    assert s[("llmens_decision_confidence_count", (("attribute", "color_family"),))] == 2
+    assert s[("llmens_decision_confidence_bucket", (("attribute", "color_family"), ("le", "0.5")))] == 1
+    assert s[("llmens_llm_accuracy", (("attribute", "color_family"), ("llm", "a")))] == pytest.approx(0.91)
+    assert s[("llmens_llm_weight", (("attribute", "color_family"), ("llm", "b")))] == pytest.approx(0.4)
+    assert s[("llmens_model_version", (("attribute", "color_family"),))] == 7
+    lab = (("llm", "sim-large"),)
+    assert s[("llmens_llm_request_seconds_count", lab)] == 4
+    assert s[("llmens_llm_request_seconds_sum", lab)] == pytest.approx(3.42)
+    assert s[("llmens_llm_request_seconds_bucket", (("le", "0.25"), ("llm", "sim-large")))] == 3
+    assert s[("llmens_llm_request_seconds_bucket", (("le", "+Inf"), ("llm", "sim-large")))] == 4
+    assert s[("llmens_llm_errors_total", (("kind", "http_429"), ("llm", "sim-large")))] == 2
+    assert s[("llmens_llm_retries_total", lab)] == 2
+    assert s[("llmens_llm_breaker_open", lab)] == 0.5
+    assert s[("llmens_llm_tokens_total", (("direction", "in"), ("llm", "sim-large")))] == 1200
+    assert s[("llmens_llm_cost_usd_total", lab)] == pytest.approx(0.0125)
+    # counters keep counting across scrapes (cumulative, read at scrape time)
+    c.retries = 5
+    assert _samples(render_metrics(m.registry)[0])[("llmens_llm_retries_total", lab)] == 5
+
+
+def test_two_workers_have_separate_registries():
+    a, b = WorkerMetrics(), WorkerMetrics()
+    a.superseded.inc()
+    assert _samples(a.render()[0])[("llmens_superseded_total", ())] == 1
+    assert _samples(b.render()[0])[("llmens_superseded_total", ())] == 0
+
+
+@pytest.mark.integration
+def test_lag_collector(broker, topic_prefix):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic, group = f"{topic_prefix}in", f"{topic_prefix}g"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # keep a reference until the future is done
+    for f in admin.create_topics([NewTopic(topic, 2, 1)]).values():
+        f.result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+    for i in range(120):
+        p.produce(topic, value=b"x", partition=i % 2)
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, 20), TopicPartition(topic, 1, 60)], asynchronous=False)
+    c.close()
+
+    m = WorkerMetrics()
+    col = m.attach_lag(broker.bootstrap, [group], refresh_s=0.5)
+    t0 = time.monotonic()
+    render_metrics(m.registry)  # never waits on Kafka
+    assert time.monotonic() - t0 < 0.5
+    col.wait(10)
+    s = _samples(render_metrics(m.registry)[0])
+    key = lambda part: (("consumergroup", group), ("partition", str(part)), ("topic", topic))  # noqa: E731
+    assert s[("llmens_kafka_consumergroup_lag", key(0))] == 40
+    assert s[("llmens_kafka_consumergroup_lag", key(1))] == 0
+    assert s[("llmens_kafka_consumergroup_current_offset", key(0))] == 20
+    assert s[("llmens_kafka_topic_partition_current_offset", (("partition", "0"), ("topic", topic)))] == 60
+    m.close()
