@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 NONE = "none"
+SIM_KEY: web.AppKey["Simulator"] = web.AppKey("sim")
 
 
 class Latency(BaseModel):
@@ -281,7 +282,7 @@ class Simulator:
     # -- HTTP ------------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
-        app["sim"] = self
+        app[SIM_KEY] = self
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/v1/sim/stats", self.handle_stats)

@@ -23,7 +23,7 @@ def sim_llm(
     Each simulated model answers from gold labels through its own confusion matrix (or replays
     recorded answers), with configurable latency and faults (429, 500, hangs, malformed JSON).
     """
-    from llmens_core.llm.simulator import load_sim_config, start_simulator
+    from llmens_core.llm.simulator import SIM_KEY, load_sim_config, start_simulator
 
     cfg = load_sim_config(config)
     update: dict = {}
@@ -37,7 +37,7 @@ def sim_llm(
 
     async def serve() -> None:
         runner, bound = await start_simulator(cfg, host, port)
-        names = ", ".join(runner.app["sim"].models)
+        names = ", ".join(runner.app[SIM_KEY].models)
         typer.echo(f"llmens sim-llm (test/demo tool) on http://{host}:{bound}/v1  models: {names}", err=True)
         try:
             await asyncio.Event().wait()

@@ -107,7 +107,7 @@ _attr_names = ["gender", "color_family", "material", "sleeve_style"]
     st.text(max_size=300),
     st.builds(lambda d: orjson.dumps(d).decode(), st.dictionaries(
         st.sampled_from(_attr_names + ["x", "Gender"]),
-        st.one_of(st.none(), st.text(max_size=20), st.integers(), st.lists(st.text(max_size=5), max_size=3)),
+        st.one_of(st.none(), st.text(max_size=20), st.integers(-2**63, 2**63 - 1), st.lists(st.text(max_size=5), max_size=3)),
         max_size=6)),
     st.builds(lambda a, b: a + "```json\n" + b + "\n```", st.text(max_size=50), st.text(max_size=100)),
 ))
