@@ -124,8 +124,9 @@ class Gateway:
         votes: list[LabelVote] = []
         if attrs and targets:
             h = content_hash(product.content_text())
+            memo: dict = {}
             results = await asyncio.gather(
-                *(self._ask_with_fallback(self._clients[n], product, attrs, h, deadline, set(targets))
+                *(self._ask_with_fallback(self._clients[n], product, attrs, h, deadline, set(targets), memo)
                   for n in targets),
                 return_exceptions=True,
             )
@@ -147,11 +148,11 @@ class Gateway:
         return votes
 
     async def _ask_with_fallback(self, client: EndpointClient, product: ProductUpdate, attrs: list[Attribute],
-                                 h: str, deadline: float, asked: set[str]) -> list[LabelVote]:
-        votes, failed = await self._ask(client, product, attrs, h, deadline)
+                                 h: str, deadline: float, asked: set[str], memo: dict) -> list[LabelVote]:
+        votes, failed = await self._ask(client, product, attrs, h, deadline, memo)
         fb = client.config.fallback
         if failed and fb and fb not in asked and fb in self._clients and self._configs[fb].enabled:
-            fb_votes, _ = await self._ask(self._clients[fb], product, attrs, h, deadline)
+            fb_votes, _ = await self._ask(self._clients[fb], product, attrs, h, deadline, memo)
             votes.extend(fb_votes)
         return votes
 
@@ -160,10 +161,18 @@ class Gateway:
         return [LabelVote(product_id=product.product_id, version=product.version, attribute=a.name, llm=llm,
                           label=None, latency_s=latency, error=error) for a in attrs]
 
+    @staticmethod
+    def _prompt(product: ProductUpdate, attrs: list[Attribute], style: str, memo: dict):
+        # one prompt per style per label() call, shared by the endpoints using that style
+        prompt = memo.get(style)
+        if prompt is None:
+            prompt = memo[style] = build_prompt(product, attrs, style)
+        return prompt
+
     async def _ask(self, client: EndpointClient, product: ProductUpdate, attrs: list[Attribute], h: str,
-                   deadline: float) -> tuple[list[LabelVote], bool]:
+                   deadline: float, memo: dict) -> tuple[list[LabelVote], bool]:
         ep, k = client.config, client.counters
-        prompt = build_prompt(product, attrs, ep.prompt)
+        prompt = self._prompt(product, attrs, ep.prompt, memo)
         missing_is_none = ep.prompt == "ecinstruct"
         t0 = time.monotonic()
         parsed: ParsedAnswer | None = None
@@ -204,9 +213,12 @@ class Gateway:
         k.missing += parsed.missing
         share = cost / len(attrs)
         pid, ver = product.product_id, product.version
+        # model_construct: every field here is produced by this module with the right type (validation
+        # would cost more than the HTTP client per vote)
         return [
-            LabelVote(product_id=pid, version=ver, attribute=a.name, llm=ep.name, label=parsed.labels[a.name],
-                      raw=parsed.raw[a.name], latency_s=latency, cost_usd=share)
+            LabelVote.model_construct(product_id=pid, version=ver, attribute=a.name, llm=ep.name,
+                                      label=parsed.labels[a.name], raw=parsed.raw[a.name], latency_s=latency,
+                                      cost_usd=share, error=None)
             for a in attrs
         ], False
 
