@@ -113,6 +113,10 @@ class AttributeDecision(_Event):
     revision: int = 0
     reason: Literal["complete", "deadline", "adaptive", "revision", "failed"] = "complete"
     asked: list[str] = Field(default_factory=list)
+    llm_seconds: float = 0.0
+    """Wall time this product spent waiting on LLMs."""
+    processing_seconds: float = 0.0
+    """Wall time from the worker taking the event to this decision; minus ``llm_seconds`` = our overhead."""
 
     @property
     def key(self) -> str:

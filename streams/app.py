@@ -135,6 +135,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         return votes, f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
 
     async def handle(event: faust.types.EventT) -> None:
+        started = time.perf_counter()
         msg = event.message
         w.counters["events_in"] += 1
         try:
@@ -166,7 +167,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             return
         w.latest_seen[pid] = version
         await w.registry.ready.wait()
+        t_llm = time.perf_counter()
         votes, failure = await label_with_retries(product, attrs)
+        llm_seconds = time.perf_counter() - t_llm
         if w.latest_seen.get(pid, -1) > version:  # a newer version arrived while we waited on LLMs
             w.counters["superseded"] += 1
             return
@@ -177,7 +180,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         decided = {}
         for attribute, by_llm in votes_by_attribute(votes).items():
             model = w.registry.get(attribute)
-            decision, _ = decide(pid, version, attribute, by_llm, model)
+            decision, _ = decide(pid, version, attribute, by_llm, model, llm_seconds=llm_seconds,
+                                 started=started)
             decided[attribute] = decision.model_dump(mode="json")
             await emit(decision)
             if w.stats.add(attribute, pid, by_llm):

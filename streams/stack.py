@@ -77,6 +77,16 @@ def read_topic(bootstrap: str, topic: str, *, until: int | None = None, timeout_
         c.close()
 
 
+def replay_models(predictions: Path, template: list[dict]) -> list[dict]:
+    """One simulated model per recorded ``model`` of a predictions JSONL; family = base model (before ``|``)."""
+    names: dict[str, None] = {}
+    with open(predictions, "rb") as f:
+        for line in f:
+            names.setdefault(orjson.loads(line)["model"], None)
+    base = {k: v for k, v in (template[0] if template else {}).items() if k in ("latency_ms",)}
+    return [{**base, "name": n, "family": n.split("|", 1)[0].removeprefix("ft:")} for n in names]
+
+
 @dataclass
 class LocalStack:
     """Broker + simulator + workers. ``with LocalStack(workdir) as s: s.publish(products); s.collect(n)``."""
@@ -126,7 +136,9 @@ class LocalStack:
             cfg["products"] = str(self.sim_products)
         if self.replay is not None:
             cfg["mode"] = "replay"
-            cfg["replay"] = str(self.replay)
+            cfg["predictions"] = str(self.replay)
+            if not self.sim_config:
+                cfg["models"] = replay_models(self.replay, cfg.get("models") or [])
         self.sim_config_path = self.workdir / "sim.yaml"
         self.sim_config_path.write_text(yaml.safe_dump(cfg))
         self.sim_port = free_port()

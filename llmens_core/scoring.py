@@ -1,0 +1,69 @@
+"""Score decisions against gold: the ensemble, plain majority vote of the same votes, and every single LLM.
+
+Gold follows the development data's convention: a key in ``attributes`` with ``null`` means the
+attribute is not stated (label ``"none"``); a missing key means unknown and is not scored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+
+from llmens_core.events import NOT_PRESENT
+
+__all__ = ["gold_labels", "majority", "score_decisions"]
+
+
+def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
+    """``{(product_id, attribute): label}`` from product records carrying gold ``attributes`` dicts."""
+    out = {}
+    for p in products:
+        attrs = p.get("gold", p.get("attributes"))
+        if isinstance(attrs, Mapping):
+            for a, v in attrs.items():
+                out[(str(p["product_id"]), a)] = NOT_PRESENT if v is None else v
+    return out
+
+
+def majority(votes: Mapping[str, str | None]) -> str | None:
+    """Plain majority of the non-abstaining votes; ties go to the label seen first in sorted LLM order."""
+    counts = Counter(votes[k] for k in sorted(votes) if votes[k] is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(lab for lab, c in counts.items() if c == best)
+
+
+def score_decisions(decisions: Iterable[Mapping], gold: Mapping[tuple[str, str], str]) -> dict[str, dict]:
+    """Per attribute: accuracy of ``ensemble``, ``majority_vote`` and each LLM on items with gold, and ``n``.
+
+    An LLM that abstained on an item counts as wrong for that item (it gave no usable answer).
+    Only the latest revision of each (product, version, attribute) is scored.
+    """
+    latest: dict[tuple, Mapping] = {}
+    for d in decisions:
+        key = (d["product_id"], d["version"], d["attribute"])
+        if key not in latest or d.get("revision", 0) >= latest[key].get("revision", 0):
+            latest[key] = d
+    right: dict[str, Counter] = defaultdict(Counter)
+    total: Counter = Counter()
+    llms: dict[str, set] = defaultdict(set)
+    for (pid, _v, attr), d in latest.items():
+        g = gold.get((pid, attr))
+        if g is None:
+            continue
+        total[attr] += 1
+        votes = d.get("votes") or {}
+        right[attr]["ensemble"] += d.get("value") == g
+        right[attr]["majority_vote"] += majority(votes) == g
+        for llm, lab in votes.items():
+            llms[attr].add(llm)
+            right[attr][llm] += lab == g
+    out = {}
+    for attr in sorted(total):
+        n = total[attr]
+        row = {"n": n, "ensemble": right[attr]["ensemble"] / n, "majority_vote": right[attr]["majority_vote"] / n}
+        for llm in sorted(llms[attr]):
+            row[llm] = right[attr][llm] / n
+        out[attr] = row
+    return out
