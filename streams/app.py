@@ -36,6 +36,7 @@ from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
 from streams.embedded import EMBEDDED_FAUST_SETTINGS
 from streams.models import ModelRegistry, read_models_forever
+from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
 log = logging.getLogger("llmens.worker")
@@ -49,7 +50,9 @@ class Worker:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.schema = AttributeSchema.load(settings.attributes_file)
+        self.metrics = WorkerMetrics()
         self.registry = ModelRegistry(self.schema, settings.llms, **settings.aggregation.model_kwargs())
+        self.registry.on_update = self.metrics.update_model_metrics
         self.gateway: Gateway | None = None
         self.stats = StatsAccumulator(settings.aggregation.stats_flush_items)
         self.counters: dict[str, float] = defaultdict(float)
@@ -63,7 +66,16 @@ class Worker:
             self.gateway = Gateway(self.settings.llms, self.schema, cache=cache,
                                    product_deadline_s=self.settings.product_deadline_s)
             await self.gateway.start()
+            self.metrics.attach_gateway(self.gateway)
         return self.gateway
+
+    async def close(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+            if self.gateway.cache is not None:
+                self.gateway.cache.close()
+            self.gateway = None
+        self.metrics.close()
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:
@@ -98,9 +110,17 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     # product_id -> {"version": v, "decisions": {attribute: AttributeDecision JSON}}; changelog-backed.
     products = app.Table("products", partitions=P, schema=faust.Schema(key_serializer="raw", value_serializer="json"))
     review_below = st.aggregation.review_below
+    events_in = w.metrics.events_in.labels(t_updates.get_topic_name())
+    w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
 
-    async def dead_letter(raw_value: bytes | None, reason: str, msg: Any) -> None:
+    m = w.metrics
+    out_topics = {t: m.events_out.labels(t.get_topic_name()) for t in (t_out, t_review, t_votes, t_dlq, t_stats,
+                                                                      t_model)}
+
+    async def dead_letter(raw_value: bytes | None, reason: str, msg: Any, kind: str = "invalid") -> None:
         w.counters["dead_letters"] += 1
+        m.dead_letters.labels(kind).inc()
+        out_topics[t_dlq].inc()
         dl = DeadLetter.wrap(raw_value, reason, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                              key=msg.key)
         await t_dlq.send(key=msg.key, value=dl.to_bytes())
@@ -110,17 +130,19 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         body = decision.to_bytes()
         key = decision.product_id.encode()
         await t_out.send(key=key, value=body)
+        out_topics[t_out].inc()
         if decision.confidence < review_below:
             await t_review.send(key=key, value=body)
+            out_topics[t_review].inc()
         w.counters["decisions"] += 1
-        if w.on_decision:
-            w.on_decision(decision)
+        m.observe_decision(decision)
 
     async def flush_stats(attribute: str) -> None:
         stats = w.stats.take(attribute, w.registry.get(attribute))
         if stats is not None and stats.n_items > 0:
             payload = orjson.dumps({"attribute": attribute, "stats": stats.to_dict()})
             await t_stats.send(key=attribute.encode(), value=payload)
+            out_topics[t_stats].inc()
 
     async def label_with_retries(product: ProductUpdate, attrs: list[str]):
         gw = await w.start_gateway()
@@ -138,24 +160,29 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         started = time.perf_counter()
         msg = event.message
         w.counters["events_in"] += 1
+        events_in.inc()
         try:
             product = ProductUpdate.from_bytes(event.value, max_bytes=st.max_event_bytes)
         except EventError as exc:
-            await dead_letter(event.value, str(exc), msg)
+            reason = str(exc)
+            await dead_letter(event.value, reason, msg, "too_large" if reason.startswith("event too large")
+                              else "invalid")
             return
         attrs, unknown = w.schema.requested(product.attributes, product.category)
         if unknown:
-            await dead_letter(event.value, f"attributes: unknown attribute(s) {unknown}", msg)
+            await dead_letter(event.value, f"attributes: unknown attribute(s) {unknown}", msg,
+                              "unknown_attribute")
             return
         if not attrs:
             await dead_letter(event.value, f"attributes: none requested and category {product.category!r} "
-                              "has no default attributes", msg)
+                              "has no default attributes", msg, "no_attributes")
             return
         pid, version = product.product_id, product.version
         state = products.get(pid.encode())
         if state is not None:
             if version < state["version"]:
                 w.counters["superseded"] += 1
+                m.superseded.inc()
                 return
             if version == state["version"] and set(attrs) <= set(state["decisions"]):
                 w.counters["redelivered"] += 1  # same (product, version): the same decisions again
@@ -164,6 +191,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                 return
         if w.latest_seen.get(pid, -1) > version:
             w.counters["superseded"] += 1
+            m.superseded.inc()
             return
         w.latest_seen[pid] = version
         await w.registry.ready.wait()
@@ -172,11 +200,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         llm_seconds = time.perf_counter() - t_llm
         if w.latest_seen.get(pid, -1) > version:  # a newer version arrived while we waited on LLMs
             w.counters["superseded"] += 1
+            m.superseded.inc()
             return
         if failure is not None:
-            await dead_letter(event.value, failure, msg)
+            await dead_letter(event.value, failure, msg, "all_llms_failed")
             return
         await t_votes.send(key=pid.encode(), value=orjson.dumps([v.model_dump(mode="json") for v in votes]))
+        out_topics[t_votes].inc()
         decided = {}
         for attribute, by_llm in votes_by_attribute(votes).items():
             model = w.registry.get(attribute)
@@ -198,7 +228,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             except Exception as exc:  # noqa: BLE001 - one bad product must not stop the stream
                 log.exception("unexpected error on %s[%d]@%d", event.message.topic, event.message.partition,
                               event.message.offset)
-                await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message)
+                await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
+                                  "internal")
 
     @app.agent(t_stats)
     async def learn(stream):
@@ -220,7 +251,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             for attribute in changed:
                 model = w.registry.get(attribute)
                 await t_model.send(key=attribute.encode(), value=model.to_bytes())
+                out_topics[t_model].inc()
                 w.counters["model_versions"] += 1
+                m.update_model_metrics(attribute, model.summary())
 
     @app.timer(interval=st.aggregation.stats_flush_seconds)
     async def flush_all_stats():
@@ -230,6 +263,15 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     @app.task
     async def load_models():
         await read_models_forever(w.registry, st.kafka.bootstrap, st.topic("ds_model"))
+
+    @app.page("/metrics")
+    async def metrics_view(web, request):
+        body, content_type = m.render()
+        return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.on_before_shutdown.connect
+    async def close_worker(app, **kwargs):
+        await w.close()
 
     @app.page("/healthz")
     async def healthz(web, request):

@@ -28,6 +28,7 @@ class ModelRegistry:
         self.model_kwargs = model_kwargs
         self._models: dict[str, OnlineDawidSkene] = {}
         self.ready = asyncio.Event()
+        self.on_update = None  # callable(attribute, summary) when a newer model is adopted
         self.set_endpoints(endpoints)
 
     def set_endpoints(self, endpoints: Sequence[EndpointConfig]) -> None:
@@ -63,6 +64,8 @@ class ModelRegistry:
         if self.families:
             model.set_families(self.families)
         self._models[attribute] = model
+        if self.on_update is not None:
+            self.on_update(attribute, model.summary())
         return True
 
     def offer_bytes(self, attribute: str, data: bytes) -> bool:
