@@ -25,6 +25,32 @@ def prior_alpha(n_classes: int, accuracy: float, strength: float) -> np.ndarray:
     return a
 
 
+def sparse_onecoin_prior(
+    N: np.ndarray, alpha: np.ndarray, prior_accuracy: float, strength: float, sparse_strength: float
+) -> np.ndarray:
+    """Hierarchical Dirichlet pseudo-counts per worker, shape (J, K, K), from the current soft counts ``N``.
+
+    Each row of worker ``j`` gets ``s_j = strength + b_j`` pseudo-counts with ``b_j = sparse_strength * K /
+    sqrt(1 + n_j)`` (``n_j`` = the worker's answers): a share ``b_j / s_j`` of them follows the worker's own
+    one-coin (symmetric) matrix (accuracy ``p_j`` = its smoothed trace share, errors spread evenly), the rest
+    the population matrix ``normalise(sum_j N_j + alpha)``. A worker with few answers is thus shrunk hard
+    towards one-coin (one number to learn instead of K(K-1)); a dense worker keeps its full confusion.
+    """
+    J, K, _ = N.shape
+    tr = np.einsum("jkk->j", N)
+    n_j = N.sum(axis=(1, 2))
+    p_j = (tr + 2.0 * prior_accuracy) / (n_j + 2.0)
+    oc = np.empty((J, K, K))
+    oc[:] = ((1.0 - p_j) / max(K - 1, 1))[:, None, None]
+    idx = np.arange(K)
+    oc[:, idx, idx] = p_j[:, None] if K > 1 else 1.0
+    pooled = normalise_rows(N.sum(axis=0) + alpha)
+    b_j = sparse_strength * K / np.sqrt(1.0 + n_j)
+    s_j = strength + b_j
+    w = np.divide(b_j, s_j, out=np.zeros(J), where=s_j > 0)[:, None, None]
+    return s_j[:, None, None] * (w * oc + (1.0 - w) * pooled[None])
+
+
 def normalise_rows(counts: np.ndarray, floor: float = 1e-12) -> np.ndarray:
     """Rows (last axis) of non-negative counts to probabilities; a row of zeros becomes uniform. Never NaN."""
     c = np.maximum(counts, 0.0) + floor

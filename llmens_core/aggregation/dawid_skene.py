@@ -28,6 +28,15 @@ class DawidSkene(Aggregator):
             (composite likelihood): each gets weight ``1 / (1 + family_rho (n - 1))`` where ``n`` is the number of
             that family's votes on the item. ``family_rho=1`` counts a family as one vote.
         classes: fix the label set and its order (labels outside it are an error in ``fit``).
+        pooled_prior: how the confusion prior is centred. ``True``: empirical Bayes, every worker shrunk towards
+            the population confusion matrix (``prior_strength`` pseudo-counts per row); ``"sparse"``: as ``True``
+            plus ``sparse_strength * K / sqrt(1 + n_j)`` pseudo-counts per row towards the worker's own one-coin
+            (symmetric) matrix, so workers with few answers ``n_j`` learn one accuracy rather than K(K-1) cells
+            (see :func:`_em.sparse_onecoin_prior`); ``"onecoin"``: only the one-coin centre; ``False``: the fixed
+            ``prior_accuracy`` prior.
+        class_prior: ``"learned"`` (M-step estimate, smoothed by ``class_prior_strength``) or ``"uniform"``
+            (fixed 1/K; the decision is then the likelihood argmax, as in weighted voting; this avoids the
+            class-prior / confusion confounding that hurts EM when each item has few answers from sparse workers).
 
     Learned: ``confusion_`` (J, K, K), ``priors_`` (K,), ``skills_`` (J,) = expected accuracy
     ``sum_k priors_[k] confusion_[j, k, k]``, ``weights_`` (J,) = one-coin log-odds of ``skills_``,
@@ -46,8 +55,14 @@ class DawidSkene(Aggregator):
         family_rho: float = 1.0,
         classes: Sequence[Hashable] | None = None,
         compress: bool = True,
-        pooled_prior: bool = True,
+        pooled_prior: bool | str = True,
+        sparse_strength: float = 0.0,
+        class_prior: str = "learned",
     ):
+        if class_prior not in ("learned", "uniform"):
+            raise ValueError(f"class_prior must be 'learned' or 'uniform', got {class_prior!r}")
+        self.sparse_strength = sparse_strength
+        self.class_prior = class_prior
         self.pooled_prior = pooled_prior
         self.n_iter = n_iter
         self.tol = tol
@@ -93,16 +108,15 @@ class DawidSkene(Aggregator):
             # M-step
             Tm = T * m_eff[:, None]
             N = _em.confusion_counts(unit, wl, Tm, J)
-            if self.pooled_prior == "onecoin":
-                # hierarchical prior: shrink each worker's full matrix towards its own one-coin (symmetric) matrix
-                tr = np.einsum("jkk->j", N)
-                tot = N.sum(axis=(1, 2))
-                p_j = (tr + 2.0 * self.prior_accuracy) / (tot + 2.0)
-                off = (1.0 - p_j) / max(K - 1, 1)
-                oc = np.broadcast_to(off[:, None, None], (J, K, K)).copy()
-                idx = np.arange(K)
-                oc[:, idx, idx] = p_j[:, None] if K > 1 else 1.0
-                a_it = self.prior_strength * oc
+            if self.pooled_prior == "sparse":
+                # hierarchical prior: sparse workers -> their own one-coin matrix, dense ones -> population matrix
+                a_it = _em.sparse_onecoin_prior(
+                    N, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength
+                )
+            elif self.pooled_prior == "onecoin":
+                # shrink each worker's full matrix towards its own one-coin (symmetric) matrix
+                a_it = _em.sparse_onecoin_prior(N, alpha, self.prior_accuracy, 0.0, self.prior_strength / K)
+                a_it *= (self.prior_strength / a_it.sum(axis=2, keepdims=True).clip(1e-300))
             elif self.pooled_prior:
                 # empirical-Bayes prior: shrink each worker towards the population confusion matrix
                 pooled = _em.normalise_rows(N.sum(axis=0) + alpha)
@@ -110,7 +124,11 @@ class DawidSkene(Aggregator):
             else:
                 a_it = alpha
             theta = _em.normalise_rows(N + a_it)
-            pi = _em.normalise_rows(Tm.sum(axis=0) + beta)
+            pi = (
+                np.full(K, 1.0 / K)
+                if self.class_prior == "uniform"
+                else _em.normalise_rows(Tm.sum(axis=0) + beta)
+            )
             log_theta, log_pi = np.log(theta), np.log(pi)
             # E-step
             log_t = _em.log_joint(unit, wl, c, log_pi, log_theta, U)

@@ -128,6 +128,9 @@ class OnlineDawidSkene:
             ``1 / (1 + family_rho (n - 1))`` each. ``"prefix"`` derives the family from the name before ``|``.
         inner_iter: E-steps per mini-batch in ``partial_fit`` (the batch's posterior is refined with the
             parameters the batch itself moves; 1 = plain online EM).
+        pooled_prior, sparse_strength, class_prior: as in :class:`DawidSkene` (the M-step from ``n_eff * S``
+            uses the same empirical-Bayes / sparse one-coin prior and the same class-prior choice). A cold model
+            or a new worker (no counts) gets the prior centre ``normalise(alpha)`` either way.
 
     Attributes: ``version`` (int, +1 per ``partial_fit``/``apply``), ``classes_``, ``workers_``,
     ``confusion_`` (J, K, K), ``priors_`` (K,), ``skills_``/``weights_`` (J,), ``n_items_`` (items seen).
@@ -146,7 +149,17 @@ class OnlineDawidSkene:
         families: Mapping[str, str] | str | None = None,
         family_rho: float = 1.0,
         inner_iter: int = 3,
+        pooled_prior: bool | str = False,
+        sparse_strength: float = 0.0,
+        class_prior: str = "learned",
     ):
+        if class_prior not in ("learned", "uniform"):
+            raise ValueError(f"class_prior must be 'learned' or 'uniform', got {class_prior!r}")
+        if pooled_prior not in (True, False, "sparse"):
+            raise ValueError(f"pooled_prior must be True, False or 'sparse', got {pooled_prior!r}")
+        self.pooled_prior = pooled_prior
+        self.sparse_strength = float(sparse_strength)
+        self.class_prior = class_prior
         _em.prior_alpha(2, prior_accuracy, prior_strength)  # validates
         if not 0.5 < kappa <= 1.0:
             raise ValueError("kappa must be in (0.5, 1]")
@@ -237,8 +250,20 @@ class OnlineDawidSkene:
         alpha = _em.prior_alpha(K, self.prior_accuracy, max(self.prior_strength, 1e-9))
         n = self.n_eff
         counts = n * self.S
-        self.confusion_ = _em.normalise_rows(counts + alpha[None])
-        self.priors_ = _em.normalise_rows(n * self.S_class + self.class_prior_strength)
+        if self.pooled_prior == "sparse" and len(self.workers_):
+            a = _em.sparse_onecoin_prior(
+                counts, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength
+            )
+        elif self.pooled_prior and len(self.workers_):
+            a = self.prior_strength * _em.normalise_rows(counts.sum(axis=0) + alpha)[None]
+        else:
+            a = alpha[None]
+        self.confusion_ = _em.normalise_rows(counts + a)
+        self.priors_ = (
+            np.full(K, 1.0 / K)
+            if self.class_prior == "uniform"
+            else _em.normalise_rows(n * self.S_class + self.class_prior_strength)
+        )
         self._prior_theta = _em.normalise_rows(alpha)
         self._log_theta = np.log(self.confusion_)
         self._log_pi = np.log(self.priors_)
@@ -480,6 +505,9 @@ class OnlineDawidSkene:
             "eta_min": self.eta_min,
             "family_rho": self.family_rho,
             "inner_iter": self.inner_iter,
+            "pooled_prior": self.pooled_prior,
+            "sparse_strength": self.sparse_strength,
+            "class_prior": self.class_prior,
         }
 
     def to_bytes(self) -> bytes:
