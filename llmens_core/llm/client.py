@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ __all__ = [
     "EndpointClient",
     "EndpointCounters",
     "LatencyHistogram",
+    "Slots",
     "TokenBucket",
     "parse_retry_after",
 ]
@@ -231,6 +233,71 @@ class CircuitBreaker:
             self.probe_in_flight = False
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
+class Slots:
+    """FIFO concurrency limit whose wait is bounded by a deadline.
+
+    Cheaper than ``asyncio.Semaphore`` + ``asyncio.timeout`` on the hot path: a free slot is taken with
+    two attribute operations (no future, no timer, no task switch); only a caller that has to queue
+    gets a future and one timer for its deadline. ``release`` hands the slot straight to the oldest
+    live waiter.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, n: int):
+        self.free = n
+        self.waiters: deque[asyncio.Future] = deque()
+
+    def locked(self) -> bool:
+        return self.free <= 0 or bool(self.waiters)
+
+    def try_acquire(self) -> bool:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+            return True
+        return False
+
+    async def acquire(self, timeout: float) -> bool:
+        """A slot within ``timeout`` seconds (True), or False when the time ran out first."""
+        if self.try_acquire():
+            return True
+        if timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.waiters.append(fut)
+        timer = loop.call_later(timeout, _expire, fut)
+        got = False
+        try:
+            got = await fut
+            return got
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.result():
+                self.release()  # the slot was handed to us as we were cancelled: pass it on
+            raise
+        finally:
+            timer.cancel()
+            if not got:
+                try:
+                    self.waiters.remove(fut)
+                except ValueError:
+                    pass
+
+    def release(self) -> None:
+        w = self.waiters
+        while w:
+            fut = w.popleft()
+            if not fut.done():
+                fut.set_result(True)
+                return
+        self.free += 1
+
+
 class EndpointClient:
     """Calls one endpoint; shares the gateway's aiohttp session."""
 
@@ -240,7 +307,7 @@ class EndpointClient:
         self._session = session_getter
         self.counters = counters or EndpointCounters()
         self.provider = PROVIDERS[config.provider]
-        self.sem = asyncio.Semaphore(config.max_concurrency)
+        self.sem = Slots(config.max_concurrency)
         self.rpm = TokenBucket(config.requests_per_min) if config.requests_per_min else None
         self.tpm = TokenBucket(config.tokens_per_min) if config.tokens_per_min else None
         self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, self.counters)
@@ -248,6 +315,8 @@ class EndpointClient:
         self.rng = rng or random.Random()
         self.url = self.provider.url(config)
         self.closed = False
+        # the usual per-attempt timeout object (a fresh one only when the deadline is nearer)
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
 
     def __repr__(self) -> str:
         return f"EndpointClient({self.config.name!r}, model={self.config.model!r}, breaker={self.breaker.state})"
@@ -296,6 +365,10 @@ class EndpointClient:
                 if probe:
                     self.breaker.release_probe()
                 raise
+            if kind is None:  # the deadline passed while waiting for a concurrency slot
+                if probe:
+                    self.breaker.release_probe()
+                return self._fail("deadline" if attempt == 0 else last_kind, attempt, count_kind="deadline")
             attempt += 1
             if result is not None:
                 self.breaker.record(True)
@@ -332,19 +405,24 @@ class EndpointClient:
 
     async def _attempt(self, prompt: Prompt, body: bytes, headers: dict[str, str], deadline: float,
                        accept: Callable[[str], bool] | None, est_tokens: int
-                       ) -> tuple[str, float | None, CallResult | None]:
-        c, k = self.config, self.counters
-        async with self.sem:
-            timeout = max(0.001, min(c.timeout_s, deadline - time.monotonic()))
+                       ) -> tuple[str | None, float | None, CallResult | None]:
+        """One HTTP attempt: (error kind, Retry-After seconds, result); kind ``None`` = no slot before
+        the deadline."""
+        c, k, slots = self.config, self.counters, self.sem
+        if slots.free > 0 and not slots.waiters:  # Slots.try_acquire, inlined
+            slots.free -= 1
+        elif not await slots.acquire(deadline - time.monotonic()):
+            return None, None, None
+        try:
+            t0 = time.monotonic()
+            left = deadline - t0
+            timeout = self._timeout if left >= c.timeout_s else aiohttp.ClientTimeout(total=max(0.001, left))
             k.requests += 1
             k.in_flight += 1
-            t0 = time.monotonic()
             try:
-                async with self._session().post(
-                    self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-                ) as resp:
+                async with self._session().post(self.url, data=body, headers=headers, timeout=timeout) as resp:
                     status = resp.status
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    retry_after = None if status == 200 else parse_retry_after(resp.headers.get("Retry-After"))
                     raw = await resp.read()
             except asyncio.TimeoutError:
                 k.timeouts += 1
@@ -354,6 +432,8 @@ class EndpointClient:
             finally:
                 k.in_flight -= 1
             latency = time.monotonic() - t0
+        finally:
+            slots.release()
         if status != 200:
             return f"http_{status}", retry_after, None
         try:

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
-import orjson
 
 from llmens_core.events import LabelVote, ProductUpdate
 from llmens_core.llm.cache import ResponseCache, content_hash
@@ -26,6 +26,35 @@ from llmens_core.schema import Attribute, AttributeSchema
 __all__ = ["Gateway"]
 
 log = logging.getLogger("llmens.llm")
+
+_set_attr = object.__setattr__
+_new_vote = LabelVote.__new__
+_VOTE_FIELDS = frozenset(("product_id", "version", "attribute", "llm", "label", "raw", "latency_s", "cost_usd",
+                          "error"))
+# A vote built from values this module produced (right types by construction) needs no validation; the
+# contract is validated at the Kafka boundary. This is ``LabelVote.model_construct`` with every field
+# given, minus its per-field alias/default loop (which costs more than the HTTP client per vote).
+_FAST_VOTES = (
+    set(LabelVote.model_fields) == _VOTE_FIELDS
+    and all(f.alias is None and f.validation_alias is None for f in LabelVote.model_fields.values())
+    and not LabelVote.__pydantic_post_init__
+    and not LabelVote.__private_attributes__
+)
+
+
+def _vote(product_id: str, version: int, attribute: str, llm: str, label: str | None, raw: str | None,
+          latency_s: float, cost_usd: float) -> LabelVote:
+    if not _FAST_VOTES:  # pragma: no cover - LabelVote grew something model_construct must handle
+        return LabelVote.model_construct(product_id=product_id, version=version, attribute=attribute, llm=llm,
+                                         label=label, raw=raw, latency_s=latency_s, cost_usd=cost_usd, error=None)
+    v = _new_vote(LabelVote)
+    _set_attr(v, "__dict__", {"product_id": product_id, "version": version, "attribute": attribute, "llm": llm,
+                              "label": label, "raw": raw, "latency_s": latency_s, "cost_usd": cost_usd,
+                              "error": None})
+    _set_attr(v, "__pydantic_fields_set__", set(_VOTE_FIELDS))
+    _set_attr(v, "__pydantic_extra__", None)
+    _set_attr(v, "__pydantic_private__", None)
+    return v
 
 
 class Gateway:
@@ -42,6 +71,8 @@ class Gateway:
         self._configs: dict[str, EndpointConfig] = {}
         self._clients: dict[str, EndpointClient] = {}
         self._counters: dict[str, EndpointCounters] = {}
+        self._enabled: list[str] = []
+        self._asks: dict[tuple[str, ...], tuple[list[str], list[Attribute], list[str]]] = {}
         self.set_endpoints(endpoints)
 
     def __repr__(self) -> str:
@@ -95,6 +126,7 @@ class Gateway:
             if clients.get(name) is not old:
                 old.closed = True
         self._configs, self._clients = new, clients
+        self._enabled = [n for n, ep in new.items() if ep.enabled]
 
     @property
     def endpoints(self) -> dict[str, EndpointConfig]:
@@ -105,29 +137,44 @@ class Gateway:
         return dict(self._counters)
 
     # -- labelling -------------------------------------------------------------------------------
+    def _resolve(self, attributes: Sequence[str]) -> tuple[list[str], list[Attribute], list[str]]:
+        """(requested names without duplicates, known attributes, unknown names), memoised per request."""
+        key = tuple(attributes)
+        hit = self._asks.get(key)
+        if hit is None:
+            names = list(dict.fromkeys(key))
+            hit = (names, [self.schema[a] for a in names if a in self.schema],
+                   [a for a in names if a not in self.schema])
+            if len(self._asks) > 1024:
+                self._asks.clear()
+            self._asks[key] = hit
+        return hit
+
     async def label(self, product: ProductUpdate, attributes: Sequence[str], *,
                     llms: Sequence[str] | None = None) -> list[LabelVote]:
         """One vote per (asked LLM, attribute); failures are votes with ``label=None`` and ``error``."""
         if self._session is None:
             await self.start()
-        names = list(dict.fromkeys(attributes))
-        attrs = [self.schema[a] for a in names if a in self.schema]
-        unknown = [a for a in names if a not in self.schema]
+        _, attrs, unknown = self._resolve(attributes)
         if llms is None:
-            targets = [n for n, ep in self._configs.items() if ep.enabled]
+            targets = self._enabled
             missing_llms: list[str] = []
         else:
             wanted = list(dict.fromkeys(llms))
             targets = [n for n in wanted if n in self._configs and self._configs[n].enabled]
             missing_llms = [n for n in wanted if n not in targets]
-        deadline = time.monotonic() + self.product_deadline_s
         votes: list[LabelVote] = []
         if attrs and targets:
-            h = content_hash(product.content_text())
+            deadline = time.monotonic() + self.product_deadline_s
+            # the content hash only keys the response cache
+            h = content_hash(product.content_text()) if self.cache is not None else ""
             memo: dict = {}
+            clients = self._clients
+            asked = set(targets)
             results = await asyncio.gather(
-                *(self._ask_with_fallback(self._clients[n], product, attrs, h, deadline, set(targets), memo)
-                  for n in targets),
+                *(self._ask_with_fallback(c, product, attrs, h, deadline, asked, memo) if c.config.fallback
+                  else self._ask(c, product, attrs, h, deadline, memo)
+                  for c in [clients[n] for n in targets]),
                 return_exceptions=True,
             )
             for name, res in zip(targets, results, strict=True):
@@ -149,11 +196,11 @@ class Gateway:
 
     async def _ask_with_fallback(self, client: EndpointClient, product: ProductUpdate, attrs: list[Attribute],
                                  h: str, deadline: float, asked: set[str], memo: dict) -> list[LabelVote]:
-        votes, failed = await self._ask(client, product, attrs, h, deadline, memo)
+        votes = await self._ask(client, product, attrs, h, deadline, memo)
         fb = client.config.fallback
-        if failed and fb and fb not in asked and fb in self._clients and self._configs[fb].enabled:
-            fb_votes, _ = await self._ask(self._clients[fb], product, attrs, h, deadline, memo)
-            votes.extend(fb_votes)
+        # a failed call gives error votes only (attrs is never empty here)
+        if votes[0].error is not None and fb and fb not in asked and fb in self._clients and self._configs[fb].enabled:
+            votes.extend(await self._ask(self._clients[fb], product, attrs, h, deadline, memo))
         return votes
 
     def _failed(self, product: ProductUpdate, attrs: Sequence[Attribute], llm: str, error: str,
@@ -162,7 +209,7 @@ class Gateway:
                           label=None, latency_s=latency, error=error) for a in attrs]
 
     @staticmethod
-    def _prompt(product: ProductUpdate, attrs: list[Attribute], style: str, memo: dict):
+    def _prompt(product: ProductUpdate, attrs: list[Attribute], style: str, memo: dict[str, Any]):
         # one prompt per style per label() call, shared by the endpoints using that style
         prompt = memo.get(style)
         if prompt is None:
@@ -170,7 +217,11 @@ class Gateway:
         return prompt
 
     async def _ask(self, client: EndpointClient, product: ProductUpdate, attrs: list[Attribute], h: str,
-                   deadline: float, memo: dict) -> tuple[list[LabelVote], bool]:
+                   deadline: float, memo: dict[str, Any]) -> list[LabelVote]:
+        """The votes of one endpoint: all with ``error`` set when the call finally failed.
+
+        No extra timer here: ``client.call`` never runs past ``deadline`` (each attempt's aiohttp timeout,
+        waits for a slot, Retry-After pauses and backoff sleeps are all bounded by it)."""
         ep, k = client.config, client.counters
         prompt = self._prompt(product, attrs, ep.prompt, memo)
         missing_is_none = ep.prompt == "ecinstruct"
@@ -194,15 +245,11 @@ class Gateway:
                 return True
 
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + 0.05):
-                    res = await client.call(prompt, deadline=deadline, accept=accept)
+                res = await client.call(prompt, deadline=deadline, accept=accept)
             except CallFailed as exc:
-                log.debug("llm %s failed for %s: %s", ep.name, product.product_id, exc)
-                return self._failed(product, attrs, ep.name, str(exc), time.monotonic() - t0), True
-            except TimeoutError:
-                k.failures += 1
-                k.error("deadline")
-                return self._failed(product, attrs, ep.name, "deadline", time.monotonic() - t0), True
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("llm %s failed for %s: %s", ep.name, product.product_id, exc)
+                return self._failed(product, attrs, ep.name, str(exc), time.monotonic() - t0)
             parsed = box[-1]
             cost = res.cost_usd
             if self.cache is not None:
@@ -212,14 +259,5 @@ class Gateway:
         k.abstentions += parsed.abstentions
         k.missing += parsed.missing
         share = cost / len(attrs)
-        pid, ver = product.product_id, product.version
-        # model_construct: every field here is produced by this module with the right type (validation
-        # would cost more than the HTTP client per vote)
-        return [
-            LabelVote.model_construct(product_id=pid, version=ver, attribute=a.name, llm=ep.name,
-                                      label=parsed.labels[a.name], raw=parsed.raw[a.name], latency_s=latency,
-                                      cost_usd=share, error=None)
-            for a in attrs
-        ], False
-
-
+        pid, ver, llm, labels, raw = product.product_id, product.version, ep.name, parsed.labels, parsed.raw
+        return [_vote(pid, ver, a.name, llm, labels[a.name], raw[a.name], latency, share) for a in attrs]
