@@ -1,0 +1,243 @@
+"""Adaptive querying vs full fan-out (issue 7), same run, same data, through the real gateway over HTTP.
+
+Two datasets: (a) replay of ../shared/data/llm_predictions (the 10 recorded GPT runs, made-up prices: gpt-3.5
+cheapest, then gpt-4o, fine-tuned gpt-4o, gpt-4 most expensive) and (b) the 5 built-in simulated models on
+../shared/data/products (latency ~0-5 ms, no faults). One in-process simulator per dataset on a free port.
+
+Each mode (full, adaptive) runs its own online model per attribute (``default_online``) learning as it goes:
+products are processed in chunks of ``--chunk`` concurrently; after each chunk the decided items' votes are
+turned into statistics under the current model (``StatsAccumulator``) and applied. Full asks every LLM at once;
+adaptive asks ``AdaptivePolicy.plan`` stage by stage (only the attributes not yet confident) until
+``should_stop``. A call is one LLM request (one product, any number of attributes).
+Accuracy is against gold (null = "none"; a missing key is not scored). Last line:
+``calls_ratio=<adaptive/full> accuracy_delta=<points>``, pooled over both datasets (calls summed, accuracy over
+all scored decisions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from llmens_core.adaptive import AdaptivePolicy  # noqa: E402
+from llmens_core.aggregation import OnlineDawidSkene, default_online  # noqa: E402
+from llmens_core.decisions import StatsAccumulator, decide, votes_by_attribute  # noqa: E402
+from llmens_core.events import ProductUpdate  # noqa: E402
+from llmens_core.llm import Gateway  # noqa: E402
+from llmens_core.llm.simulator import endpoints_for, load_sim_config, start_simulator  # noqa: E402
+from llmens_core.schema import AttributeSchema  # noqa: E402
+from llmens_core.scoring import gold_labels  # noqa: E402
+
+SHARED = REPO / ".." / "shared" / "data"
+
+
+def replay_price(name: str) -> tuple[float, float]:
+    """Made-up prices per 1k tokens (in, out) for the recorded models (the recordings carry none)."""
+    if name.startswith("gpt-3.5"):
+        p = (0.0005, 0.0015)
+    elif name.startswith("gpt-4o"):
+        p = (0.0025, 0.01)
+    elif name.startswith("ft:gpt-4o"):
+        p = (0.00375, 0.015)
+    else:  # gpt-4
+        p = (0.03, 0.06)
+    return p
+
+
+def load(path: Path, predictions: Path | None, schema: AttributeSchema, limit: int | None):
+    recs = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    asked: dict[str, set] = {}
+    if predictions is not None:
+        for line in predictions.read_bytes().splitlines():
+            r = orjson.loads(line)
+            asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    out = []
+    for r in recs:
+        attrs = sorted(asked.get(r["product_id"], ())) if predictions else sorted(r.get("attributes") or {})
+        attrs = [a for a in attrs if a in schema]
+        if attrs:
+            out.append((ProductUpdate(product_id=r["product_id"], version=1, title=r["title"],
+                                      description=r.get("description"), category=r.get("category"),
+                                      attributes=attrs), attrs))
+    gold = gold_labels(recs)
+    return (out[:limit] if limit else out), gold
+
+
+class _Models(dict):
+    """attribute -> online model, created on first use with the schema's label set (cold = the prior)."""
+
+    def __init__(self, schema: AttributeSchema):
+        super().__init__()
+        self.schema = schema
+
+    def __missing__(self, a: str) -> OnlineDawidSkene:
+        m = self[a] = default_online(list(self.schema[a].classes))
+        return m
+
+
+class Learner:
+    def __init__(self, flush: int, schema: AttributeSchema):
+        self.models: dict[str, OnlineDawidSkene] = _Models(schema)
+        self.acc = StatsAccumulator(flush_items=flush)
+
+    def add(self, pid: str, votes: dict[str, dict]) -> None:
+        for a, v in votes.items():
+            self.acc.add(a, pid, v)
+
+    def flush(self) -> None:
+        for a in self.acc.attributes():
+            st = self.acc.take(a, self.models[a])
+            if st is not None:
+                self.models[a].apply(st)
+
+
+async def run_full(gw: Gateway, products, learner: Learner, chunk: int):
+    decisions, calls = [], 0
+
+    async def one(p, attrs):
+        return p, attrs, await gw.label(p, attrs)
+
+    for s in range(0, len(products), chunk):
+        for p, attrs, votes in await asyncio.gather(*(one(p, a) for p, a in products[s : s + chunk])):
+            calls += len({v.llm for v in votes})
+            by = votes_by_attribute(votes)
+            for a in attrs:
+                d, _ = decide(p.product_id, 1, a, by.get(a, {}), learner.models[a], reason="complete")
+                decisions.append(d.model_dump())
+            learner.add(p.product_id, by)
+        learner.flush()
+    return decisions, calls
+
+
+async def run_adaptive(gw: Gateway, products, learner: Learner, policy: AdaptivePolicy, chunk: int):
+    decisions, calls, reasons = [], 0, defaultdict(int)
+
+    async def one(p, attrs):
+        by: dict[str, dict] = {a: {} for a in attrs}
+        asked: list[str] = []
+        todo = list(attrs)
+        for stage in policy.plan(p.product_id):
+            votes = await gw.label(p, todo, llms=stage)
+            asked += stage
+            for v in votes:
+                by.setdefault(v.attribute, {})[v.llm] = v.label
+            post = policy.posteriors(learner.models, by, attrs)
+            if policy.should_stop(post):
+                break
+            todo = policy.pending(post)
+        return p, attrs, by, asked, policy.reason(p.product_id, policy.posteriors(learner.models, by, attrs))
+
+    for s in range(0, len(products), chunk):
+        for p, attrs, by, asked, why in await asyncio.gather(*(one(p, a) for p, a in products[s : s + chunk])):
+            calls += len(asked)
+            reasons[why] += 1
+            for a in attrs:
+                d, _ = decide(p.product_id, 1, a, by.get(a, {}), learner.models[a],
+                              reason="complete" if why == "explore" else "adaptive", asked=asked)
+                decisions.append(d.model_dump())
+            learner.add(p.product_id, by)
+        learner.flush()
+    return decisions, calls, dict(reasons)
+
+
+def accuracy(decisions, gold) -> tuple[int, int]:
+    ok = n = 0
+    for d in decisions:
+        g = gold.get((d["product_id"], d["attribute"]))
+        if g is not None:
+            n += 1
+            ok += d["value"] == g
+    return ok, n
+
+
+async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
+    runner, port = await start_simulator(sim)
+    try:
+        eps = endpoints_for(load_sim_config(sim), f"http://127.0.0.1:{port}/v1", max_concurrency=256,
+                            timeout_s=10, max_retries=1)
+        policy = AdaptivePolicy(eps, confidence_target=args.target, exploration_share=args.explore,
+                                first_stage=args.first_stage)
+        out = {"name": name, "products": len(products), "llms": len(eps), "stages": policy.stages}
+        async with Gateway(eps, schema) as gw:
+            t0 = time.perf_counter()
+            dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema), args.chunk)
+            t1 = time.perf_counter()
+            dec_a, calls_a, reasons = await run_adaptive(gw, products, Learner(args.flush, schema), policy, args.chunk)
+            t2 = time.perf_counter()
+        out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
+                   full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons)
+        return out
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--limit", type=int, default=None, help="products per dataset (default: all)")
+    ap.add_argument("--chunk", type=int, default=32, help="products in flight; the model learns between chunks")
+    ap.add_argument("--flush", type=int, default=1, help="StatsAccumulator flush_items")
+    ap.add_argument("--target", type=float, default=0.95)
+    ap.add_argument("--explore", type=float, default=0.1)
+    ap.add_argument("--first-stage", type=int, default=2)
+    args = ap.parse_args()
+    pred_dir = args.shared / "llm_predictions"
+    prod = args.shared / "products" / "products.jsonl"
+    if not (pred_dir / "predictions.jsonl").exists() or not prod.exists():
+        sys.exit(f"shared data not found under {args.shared.resolve()} (expected llm_predictions/ and products/)")
+    schema = AttributeSchema.load()
+    no_wait = {"latency_ms": {"mean": 2.0, "p99": 5.0},
+               "faults": {"http_429": 0, "http_500": 0, "malformed": 0, "out_of_schema": 0}}
+
+    # (a) replay of the recorded GPT runs
+    names = sorted({orjson.loads(x)["model"] for x in (pred_dir / "predictions.jsonl").read_bytes().splitlines()
+                    if x.strip()})
+    replay = {"mode": "replay", "predictions": str(pred_dir / "predictions.jsonl"),
+              "products": str(pred_dir / "products.jsonl"), "defaults": no_wait,
+              "models": [{"name": n, "family": n.split("|")[0], "accuracy": 1.0,
+                          "price_in_per_1k": replay_price(n)[0], "price_out_per_1k": replay_price(n)[1],
+                          "latency_ms": no_wait["latency_ms"]} for n in names]}
+    p_a, g_a = load(pred_dir / "products.jsonl", pred_dir / "predictions.jsonl", schema, args.limit)
+    # (b) 5 simulated models on the products catalogue
+    sim = load_sim_config(None).model_dump(mode="json")
+    sim["products"] = str(prod)
+    sim["defaults"] = {**sim.get("defaults", {}), **no_wait}
+    for m in sim["models"]:
+        m["latency_ms"], m["faults"] = no_wait["latency_ms"], None
+    p_b, g_b = load(prod, None, schema, args.limit)
+
+    async def both():
+        return [await dataset("replay llm_predictions", replay, p_a, g_a, schema, args),
+                await dataset("sim-5 products", sim, p_b, g_b, schema, args)]
+
+    res = asyncio.run(both())
+    tot = defaultdict(int)
+    for r in res:
+        n = r["products"]
+        fa, fn = r["full_acc"]
+        aa, an = r["adaptive_acc"]
+        print(f"[{r['name']}] {n} products, {r['llms']} LLMs, stages {r['stages']}")
+        print(f"  full     : {r['full_calls'] / n:.2f} calls/product  accuracy {fa / fn:.4f} ({fa}/{fn})  "
+              f"{r['full_s']:.1f}s")
+        print(f"  adaptive : {r['adaptive_calls'] / n:.2f} calls/product  accuracy {aa / an:.4f} ({aa}/{an})  "
+              f"{r['adaptive_s']:.1f}s  stop reasons {r['reasons']}")
+        print(f"  calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
+              f"accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
+        for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
+                     ("ao", aa), ("an", an)):
+            tot[k] += v
+    print(f"calls_ratio={tot['ac'] / tot['fc']:.3f} "
+          f"accuracy_delta={100 * (tot['ao'] / tot['an'] - tot['fo'] / tot['fn']):+.2f}")
+
+
+if __name__ == "__main__":
+    main()
