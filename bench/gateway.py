@@ -1,9 +1,15 @@
 """Gateway overhead: raw aiohttp request rate (ceiling) vs the gateway's call rate, same simulator.
 
 The simulator (5 models, 0 ms latency, no faults) runs in a separate process so client and server each
-get a core. Raw: a minimal aiohttp client POSTing the same prebuilt chat request. Gateway: Gateway.label
-for every product x 5 models with all machinery on (semaphores, breaker, retries, parsing, votes;
-no cache, so every call is real HTTP). Last line: gateway_vs_raw_aiohttp=<calls/s ratio>.
+get a core. Raw: a minimal aiohttp client (same connector settings as the gateway's session) POSTing
+the same prebuilt chat requests the gateway sends, with the same number of requests in flight
+(CONCURRENCY products x 5 models). Gateway: Gateway.label for every product x 5 models with all
+machinery on (slots, breaker, retries, deadline, parsing, votes; no cache, so every call is real HTTP).
+
+The machine is shared, so the two are measured in ROUNDS alternating rounds (raw, gateway, raw, ...)
+against the same simulator process and the medians are compared; client CPU per call (process time of
+this process / calls) is printed too, as it is less sensitive to other load than the rates.
+Last line: gateway_vs_raw_aiohttp=<median gateway calls/s / median raw requests/s>.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import socket
+import statistics
 import sys
 import time
 from importlib import resources
@@ -27,6 +34,7 @@ from llmens_core.schema import AttributeSchema
 
 N_PRODUCTS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 CONCURRENCY = 64  # products in flight (x5 models = requests in flight)
+ROUNDS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 
 
 def sim_config() -> SimConfig:
@@ -71,47 +79,68 @@ def products() -> list[ProductUpdate]:
 ATTRS = ["gender", "color_family", "material"]
 
 
-async def raw_rate(url: str, prods: list[ProductUpdate], schema: AttributeSchema) -> float:
-    eps = endpoints_for(sim_config(), url)
-    oa = PROVIDERS["openai"]
-    bodies = [orjson.dumps(oa.body(ep, build_prompt(p, [schema[a] for a in ATTRS]))) for p in prods for ep in eps]
+
+
+def _session() -> aiohttp.ClientSession:
+    # the gateway's own session settings (Gateway.start), so both clients do the same HTTP work
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
+                                 skip_auto_headers=("User-Agent",))
+
+
+async def raw_rate(url: str, bodies: list[bytes], s: aiohttp.ClientSession) -> tuple[float, float]:
+    """(requests/s, client CPU us per request)."""
     sem = asyncio.Semaphore(CONCURRENCY * 5)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        async def one(b: bytes):
-            async with sem, s.post(url + "/chat/completions", data=b,
-                                   headers={"Content-Type": "application/json"}) as r:
-                await r.read()
-        await asyncio.gather(*(one(b) for b in bodies[:200]))  # warm-up
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(b) for b in bodies))
-        return len(bodies) / (time.perf_counter() - t0)
+    headers = {"Content-Type": "application/json"}
+
+    async def one(b: bytes):
+        async with sem, s.post(url + "/chat/completions", data=b, headers=headers) as r:
+            await r.read()
+    await asyncio.gather(*(one(b) for b in bodies[:200]))  # warm-up
+    c0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one(b) for b in bodies))
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return len(bodies) / dt, cpu / len(bodies) * 1e6
 
 
-async def gateway_rate(url: str, prods: list[ProductUpdate], schema: AttributeSchema) -> tuple[float, float, dict]:
-    eps = endpoints_for(sim_config(), url, max_concurrency=CONCURRENCY * 2, timeout_s=10)
-    async with Gateway(eps, schema) as gw:
-        sem = asyncio.Semaphore(CONCURRENCY)
+async def gateway_rate(gw: Gateway, prods: list[ProductUpdate]) -> tuple[float, float, float]:
+    """(LLM calls/s, votes/s, client CPU us per call)."""
+    sem = asyncio.Semaphore(CONCURRENCY)
 
-        async def one(p):
-            async with sem:
-                return len(await gw.label(p, ATTRS))
-        await asyncio.gather(*(one(p) for p in prods[:40]))  # warm-up
-        t0 = time.perf_counter()
-        votes = sum(await asyncio.gather(*(one(p) for p in prods)))
-        dt = time.perf_counter() - t0
-        c = gw.counters()
-    return len(prods) * 5 / dt, votes / dt, {n: (k.successes, k.failures) for n, k in c.items()}
+    async def one(p):
+        async with sem:
+            return len(await gw.label(p, ATTRS))
+    await asyncio.gather(*(one(p) for p in prods[:40]))  # warm-up
+    c0, t0 = time.process_time(), time.perf_counter()
+    votes = sum(await asyncio.gather(*(one(p) for p in prods)))
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    calls = len(prods) * 5
+    return calls / dt, votes / dt, cpu / calls * 1e6
 
 
 async def main(url: str) -> None:
     schema = AttributeSchema.load()
     prods = products()
-    raw = await raw_rate(url, prods, schema)
-    print(f"raw aiohttp: {raw:,.0f} requests/s ({len(prods) * 5} requests, {CONCURRENCY * 5} in flight)")
-    calls, votes, c = await gateway_rate(url, prods, schema)
-    print(f"gateway: {calls:,.0f} LLM calls/s = {votes:,.0f} votes/s ({len(ATTRS)} attributes per call); "
-          f"(successes, failures) per endpoint: {c}")
-    print(f"gateway_vs_raw_aiohttp={calls / raw:.3f}")
+    eps = endpoints_for(sim_config(), url, max_concurrency=CONCURRENCY * 2, timeout_s=10)
+    bodies = [orjson.dumps(PROVIDERS[ep.provider].body(ep, build_prompt(p, [schema[a] for a in ATTRS], ep.prompt)))
+              for p in prods for ep in eps]
+    raws, gws = [], []
+    async with _session() as s, Gateway(eps, schema, session=s) as gw:
+        for r in range(ROUNDS):
+            raw, raw_cpu = await raw_rate(url, bodies, s)
+            raws.append(raw)
+            print(f"round {r + 1} raw aiohttp: {raw:,.0f} requests/s, client CPU {raw_cpu:.0f} us/request "
+                  f"({len(bodies)} requests, {CONCURRENCY * 5} in flight)", flush=True)
+            calls, votes, gw_cpu = await gateway_rate(gw, prods)
+            gws.append(calls)
+            print(f"round {r + 1} gateway: {calls:,.0f} LLM calls/s = {votes:,.0f} votes/s "
+                  f"({len(ATTRS)} attributes per call), client CPU {gw_cpu:.0f} us/call "
+                  f"(+{gw_cpu - raw_cpu:.0f} us over raw)", flush=True)
+        c = gw.counters()
+    print(f"(successes, failures) per endpoint: { {n: (k.successes, k.failures) for n, k in c.items()} }")
+    raw_med, gw_med = statistics.median(raws), statistics.median(gws)
+    print(f"medians over {ROUNDS} alternating rounds (shared machine: single rounds are noisy): "
+          f"raw {raw_med:,.0f} requests/s, gateway {gw_med:,.0f} calls/s")
+    print(f"gateway_vs_raw_aiohttp={gw_med / raw_med:.3f}")
 
 
 if __name__ == "__main__":
@@ -127,7 +156,8 @@ if __name__ == "__main__":
             except OSError:
                 time.sleep(0.1)
         loop_name = _install_uvloop()
-        print(f"event loop: {loop_name}; products: {N_PRODUCTS}; models: 5; simulator in a separate process")
+        print(f"event loop: {loop_name}; products: {N_PRODUCTS}; models: 5; simulator in a separate process; "
+              f"{ROUNDS} alternating rounds raw/gateway (the machine is shared with other runs; medians compared)")
         asyncio.run(main(url))
     finally:
         proc.terminate()

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from llmens_core.events import NOT_PRESENT
-from llmens_core.schema import Attribute, normalise_text
+from llmens_core.schema import NOT_PRESENT_WORDS, Attribute, normalise_text
 
 __all__ = ["ParsedAnswer", "extract_json", "parse_answer"]
 
@@ -74,8 +74,62 @@ def _candidates(text: str):
             yield v
 
 
+_NORM: dict[str, str] = {}
+_NORM_MAX_LEN = 80       # answer keys/values are a small vocabulary; long strings are not memoised
+_NORM_MAX_SIZE = 50_000
+
+
+def _norm(s: str) -> str:
+    """:func:`normalise_text`, memoised for short strings."""
+    r = _NORM.get(s)
+    if r is None:
+        r = normalise_text(s)
+        if len(s) <= _NORM_MAX_LEN:
+            if len(_NORM) >= _NORM_MAX_SIZE:
+                _NORM.clear()
+            _NORM[s] = r
+    return r
+
+
 def _norm_key(k: object) -> str:
-    return normalise_text(k) if isinstance(k, str) else ""
+    return _norm(k) if isinstance(k, str) else ""
+
+
+def _to_label(attr: Attribute, value: object) -> str | None:
+    """:meth:`Attribute.to_label` with the normalisation memoised."""
+    if isinstance(value, str):
+        key = _norm(value)
+        return NOT_PRESENT if key in NOT_PRESENT_WORDS else attr.lookup.get(key)
+    return attr.to_label(value)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What parsing needs about one attribute list, computed once per list."""
+
+    attributes: tuple[Attribute, ...]
+    names: tuple[str, ...]
+    wanted: dict[str, str]
+    by_name: dict[str, Attribute]
+    classes: dict[str, frozenset[str]]
+
+
+_PLANS: dict[tuple[int, ...], _Plan] = {}
+
+
+def _plan(attributes: Sequence[Attribute]) -> _Plan:
+    # keyed by identity (Attribute holds a dict, so it is unhashable); the plan keeps the attributes
+    # alive, so an id in a key cannot be reused by another object while the entry exists
+    key = tuple(map(id, attributes))
+    plan = _PLANS.get(key)
+    if plan is None:
+        attrs = tuple(attributes)
+        plan = _Plan(attrs, tuple(a.name for a in attrs), {normalise_text(a.name): a.name for a in attrs},
+                     {a.name: a for a in attrs}, {a.name: frozenset(a.classes) for a in attrs})
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
 
 
 def _pairs(obj: Any, wanted: dict[str, str], depth: int = 0) -> list[tuple[str, Any]]:
@@ -125,10 +179,10 @@ def _value_to_label(attr: Attribute, value: Any) -> str | None:
     if isinstance(value, list):  # ["red"] is fine; two different labels is not one answer
         if not value:
             return NOT_PRESENT
-        labels = {attr.to_label(v) if isinstance(v, str) or v is None else None for v in value}
+        labels = {_to_label(attr, v) if isinstance(v, str) or v is None else None for v in value}
         return labels.pop() if len(labels) == 1 else None
     try:
-        return attr.to_label(value)
+        return _to_label(attr, value)
     except Exception:
         return None
 
@@ -150,9 +204,9 @@ def parse_answer(text: Any, attributes: Sequence[Attribute], *, missing_is_none:
     ``missing_is_none``: an attribute the answer does not mention means "not present" (the ECInstruct
     convention); otherwise it is an abstention.
     """
-    wanted = {normalise_text(a.name): a.name for a in attributes}
-    by_name = {a.name: a for a in attributes}
-    result = ParsedAnswer(labels={a.name: None for a in attributes}, raw={a.name: None for a in attributes})
+    plan = _plan(attributes)
+    wanted, by_name = plan.wanted, plan.by_name
+    result = ParsedAnswer(labels=dict.fromkeys(plan.names), raw=dict.fromkeys(plan.names))
     seen: set[str] = set()
     try:
         if isinstance(text, str):
@@ -180,7 +234,8 @@ def parse_answer(text: Any, attributes: Sequence[Attribute], *, missing_is_none:
             if missing_is_none and result.found_json:
                 result.labels[name] = NOT_PRESENT
     # invariant: every label is one of the attribute's classes or None
+    classes = plan.classes
     for name, label in result.labels.items():
-        if label is not None and label not in by_name[name].classes:  # pragma: no cover
+        if label is not None and label not in classes[name]:  # pragma: no cover
             result.labels[name] = None
     return result
