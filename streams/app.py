@@ -34,8 +34,9 @@ from llmens_core.events import AttributeDecision, DeadLetter, EventError, Produc
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
-from streams.embedded import EMBEDDED_FAUST_SETTINGS
+from streams.embedded import EMBEDDED_FAUST_SETTINGS, patch_faust_highwaters
 from streams.models import ModelRegistry, read_models_forever
+from streams.learner import run_learner
 from streams.metrics import WorkerMetrics
 from streams.settings import Settings
 
@@ -81,7 +82,10 @@ class Worker:
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     """Build the faust app for ``settings``; returns it with the :class:`Worker` state it closes over."""
     st = settings
-    extra: dict[str, Any] = dict(EMBEDDED_FAUST_SETTINGS) if st.kafka.embedded else {}
+    extra: dict[str, Any] = {}
+    if st.kafka.embedded:
+        extra.update(EMBEDDED_FAUST_SETTINGS)
+        patch_faust_highwaters(st.kafka.bootstrap)
     st.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         st.kafka.app_id,
@@ -143,6 +147,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             payload = orjson.dumps({"attribute": attribute, "stats": stats.to_dict()})
             await t_stats.send(key=attribute.encode(), value=payload)
             out_topics[t_stats].inc()
+            w.counters["stats_sent"] += 1
 
     async def label_with_retries(product: ProductUpdate, attrs: list[str]):
         gw = await w.start_gateway()
@@ -231,29 +236,17 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                 await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
                                   "internal")
 
-    @app.agent(t_stats)
-    async def learn(stream):
-        async for batch in stream.take(512, within=0.5):
-            changed = set()
-            for raw_value in batch:
-                try:
-                    d = orjson.loads(raw_value)
-                    from llmens_core.aggregation import SufficientStats
+    def on_model_published(attribute: str, summary: dict) -> None:
+        out_topics[t_model].inc()
+        w.counters["model_versions"] += 1
+        m.update_model_metrics(attribute, summary)
 
-                    stats = SufficientStats.from_dict(d["stats"])
-                    attribute = d["attribute"]
-                except Exception as exc:  # noqa: BLE001
-                    log.error("ignoring malformed ds-stats record: %s", exc)
-                    continue
-                model = w.registry.get(attribute)
-                model.apply(stats)
-                changed.add(attribute)
-            for attribute in changed:
-                model = w.registry.get(attribute)
-                await t_model.send(key=attribute.encode(), value=model.to_bytes())
-                out_topics[t_model].inc()
-                w.counters["model_versions"] += 1
-                m.update_model_metrics(attribute, model.summary())
+    @app.task
+    async def learn():
+        await w.registry.ready.wait()
+        await run_learner(w.registry, st.kafka.bootstrap, st.topic("ds_stats"), f"{st.kafka.app_id}-learner",
+                          st.topic("ds_model"), embedded=st.kafka.embedded, counters=w.counters,
+                          on_publish=on_model_published)
 
     @app.timer(interval=st.aggregation.stats_flush_seconds)
     async def flush_all_stats():

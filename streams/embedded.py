@@ -21,12 +21,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EMBEDDED_FAUST_SETTINGS", "BrokerError", "EmbeddedBroker", "find_tansu", "free_port"]
+__all__ = ["EMBEDDED_FAUST_SETTINGS", "BrokerError", "EmbeddedBroker", "find_tansu", "free_port",
+           "patch_faust_highwaters"]
 
 EMBEDDED_FAUST_SETTINGS: dict[str, object] = {
-    # Tansu's ListOffsets(latest) reports base offset of the last batch + 1; one record per batch keeps
-    # changelog recovery right (faust compares persisted offsets with that highwater).
-    "producer_max_batch_size": 1,
+    # Tansu's ListOffsets(latest) is wrong for batched records; `patch_faust_highwaters` takes the end
+    # from a fetch instead, so batching stays on (one record per batch serialised every partition).
     "consumer_auto_offset_reset": "earliest",
     # Tansu's group join waits about half the session timeout: keep joins ~2.5 s instead of ~32 s.
     "broker_session_timeout": 2.0,
@@ -36,6 +36,33 @@ EMBEDDED_FAUST_SETTINGS: dict[str, object] = {
     "processing_guarantee": "at_least_once",
 }
 """faust settings for the embedded broker profile only (never production defaults)."""
+
+
+def patch_faust_highwaters(bootstrap: str) -> None:
+    """Make faust's table recovery read changelog end offsets from a fetch response (embedded profile only).
+
+    Tansu answers ListOffsets(latest) with the base offset of the last batch + 1, so faust would stop
+    recovering a changelog early (losing state) or crash with ``ConsistencyError``. The fetch-based
+    end offset (:func:`streams.lag.end_offsets`) is right on Tansu and on Kafka.
+    """
+    import asyncio
+
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from streams.lag import end_offsets
+
+    if getattr(AIOKafkaConsumerThread, "_llmens_patched", False):
+        return
+
+    async def _highwaters(self, partitions):
+        if self.consumer.in_transaction:
+            consumer = self._ensure_consumer()
+            return {tp: consumer.last_stable_offset(tp) for tp in partitions}
+        ends = await asyncio.to_thread(end_offsets, bootstrap, [(tp.topic, tp.partition) for tp in partitions])
+        return {tp: ends.get((tp.topic, tp.partition)) for tp in partitions}
+
+    AIOKafkaConsumerThread._highwaters = _highwaters
+    AIOKafkaConsumerThread._llmens_patched = True
 
 
 class BrokerError(RuntimeError):
