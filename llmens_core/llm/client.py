@@ -335,7 +335,7 @@ class EndpointClient:
         c, k = self.config, self.counters
         k.calls += 1
         if body is None:
-            body = orjson.dumps(self.provider.body(c, prompt))
+            body = self.provider.body_bytes(c, prompt)
         headers = self.provider.headers(c, c.api_key())
         est_tokens = estimate_tokens(prompt.chars) + 8 * len(prompt.attributes)
         attempt, last_kind = 0, "no_attempt"

@@ -19,7 +19,7 @@ from llmens_core.events import LabelVote, ProductUpdate
 from llmens_core.llm.cache import ResponseCache, content_hash
 from llmens_core.llm.client import CallFailed, EndpointClient, EndpointCounters
 from llmens_core.llm.config import EndpointConfig
-from llmens_core.llm.parsing import ParsedAnswer, parse_answer
+from llmens_core.llm.parsing import ParsedAnswer, parse_answer_shared
 from llmens_core.llm.prompts import build_prompt
 from llmens_core.schema import Attribute, AttributeSchema
 
@@ -233,12 +233,12 @@ class Gateway:
             if hit is not None:
                 k.calls += 1
                 k.cache_hits += 1
-                parsed = parse_answer(hit.text, attrs, missing_is_none=missing_is_none)
+                parsed = parse_answer_shared(hit.text, attrs, missing_is_none=missing_is_none)
         if parsed is None:
             box: list[ParsedAnswer] = []
 
             def accept(text: str) -> bool:
-                p = parse_answer(text, attrs, missing_is_none=missing_is_none)
+                p = parse_answer_shared(text, attrs, missing_is_none=missing_is_none)
                 if not p.found_json:
                     return False
                 box.append(p)

@@ -21,7 +21,7 @@ import orjson
 from llmens_core.events import NOT_PRESENT
 from llmens_core.schema import NOT_PRESENT_WORDS, Attribute, normalise_text
 
-__all__ = ["ParsedAnswer", "extract_json", "parse_answer"]
+__all__ = ["ParsedAnswer", "extract_json", "parse_answer", "parse_answer_shared"]
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*(.*?)```", re.S)
 _DECODER = json.JSONDecoder()
@@ -112,6 +112,8 @@ class _Plan:
     wanted: dict[str, str]
     by_name: dict[str, Attribute]
     classes: dict[str, frozenset[str]]
+    exact_keys: frozenset[str]
+    """Names that are their own normalised form: a JSON object with only these keys needs no key search."""
 
 
 _PLANS: dict[tuple[int, ...], _Plan] = {}
@@ -124,8 +126,10 @@ def _plan(attributes: Sequence[Attribute]) -> _Plan:
     plan = _PLANS.get(key)
     if plan is None:
         attrs = tuple(attributes)
-        plan = _Plan(attrs, tuple(a.name for a in attrs), {normalise_text(a.name): a.name for a in attrs},
-                     {a.name: a for a in attrs}, {a.name: frozenset(a.classes) for a in attrs})
+        wanted = {normalise_text(a.name): a.name for a in attrs}
+        plan = _Plan(attrs, tuple(a.name for a in attrs), wanted, {a.name: a for a in attrs},
+                     {a.name: frozenset(a.classes) for a in attrs},
+                     frozenset(k for k, name in wanted.items() if k == name))
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -211,12 +215,19 @@ def parse_answer(text: Any, attributes: Sequence[Attribute], *, missing_is_none:
     try:
         if isinstance(text, str):
             best: list[tuple[str, Any]] = []
-            for cand in _candidates(text[:_MAX_TEXT]):
+            # fast path, same result as the search below: the whole text is one JSON object whose keys
+            # are all exactly requested attribute names (what a structured-output model sends)
+            whole = _loads(text) if len(text) <= _MAX_TEXT else _NOTHING
+            if type(whole) is dict and whole and plan.exact_keys.issuperset(whole):
                 result.found_json = True
-                pairs = _pairs(cand, wanted)
-                if pairs:
-                    best = pairs
-                    break
+                best = list(whole.items())
+            else:
+                for cand in _candidates(text[:_MAX_TEXT]):
+                    result.found_json = True
+                    pairs = _pairs(cand, wanted)
+                    if pairs:
+                        best = pairs
+                        break
             for name, value in best:
                 if name in seen:
                     continue  # first answer for an attribute wins
@@ -239,3 +250,30 @@ def parse_answer(text: Any, attributes: Sequence[Attribute], *, missing_is_none:
         if label is not None and label not in classes[name]:  # pragma: no cover
             result.labels[name] = None
     return result
+
+
+_ANSWERS: dict[tuple[str, tuple[int, ...], bool], tuple[_Plan, ParsedAnswer]] = {}
+_ANSWER_MAX_LEN = 1024
+_ANSWERS_MAX = 20_000
+
+
+def parse_answer_shared(text: str, attributes: Sequence[Attribute], *, missing_is_none: bool = False
+                        ) -> ParsedAnswer:
+    """:func:`parse_answer` memoised on (text, attributes, flag) for short texts.
+
+    Structured-output answers repeat a lot (a few labels per attribute), so most answers are parsed
+    once. The result may be shared between callers: treat it as read-only.
+    """
+    if not isinstance(text, str) or len(text) > _ANSWER_MAX_LEN:
+        return parse_answer(text, attributes, missing_is_none=missing_is_none)
+    ids = tuple(map(id, attributes))
+    key = (text, ids, missing_is_none)
+    hit = _ANSWERS.get(key)
+    if hit is not None:
+        return hit[1]
+    plan = _plan(attributes)  # kept in the entry so the ids in the key stay those of live attributes
+    parsed = parse_answer(text, attributes, missing_is_none=missing_is_none)
+    if len(_ANSWERS) >= _ANSWERS_MAX:
+        _ANSWERS.clear()
+    _ANSWERS[key] = (plan, parsed)
+    return parsed

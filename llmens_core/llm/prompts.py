@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -108,6 +109,12 @@ class Prompt:
     @property
     def chars(self) -> int:
         return len(self.system) + len(self.user)
+
+    @cached_property
+    def openai_messages_json(self) -> orjson.Fragment:
+        """The chat ``messages`` array, JSON-encoded once per prompt (it goes to every endpoint)."""
+        return orjson.Fragment(orjson.dumps(
+            [{"role": "system", "content": self.system}, {"role": "user", "content": self.user}]))
 
 
 def prompt_version(style: str, attributes: Sequence[Attribute]) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.prompts import Prompt
 
@@ -39,6 +41,10 @@ class Provider:
     def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
         raise NotImplementedError
 
+    def body_bytes(self, ep: EndpointConfig, prompt: Prompt) -> bytes:
+        """:meth:`body` encoded as JSON (what is sent)."""
+        return orjson.dumps(self.body(ep, prompt))
+
     def extract(self, data: Any) -> tuple[str, int | None, int | None]:
         """(answer text, input tokens, output tokens); tokens ``None`` when the response has no usage."""
         raise NotImplementedError
@@ -46,6 +52,19 @@ class Provider:
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+_SCHEMA_JSON: dict[int, tuple[Any, orjson.Fragment]] = {}
+
+
+def _schema_fragment(schema: dict[str, Any]) -> orjson.Fragment:
+    """The JSON encoding of a (cached, shared) prompt schema, encoded once per schema object."""
+    hit = _SCHEMA_JSON.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        if len(_SCHEMA_JSON) >= 4096:
+            _SCHEMA_JSON.clear()
+        hit = _SCHEMA_JSON[id(schema)] = (schema, orjson.Fragment(orjson.dumps(schema)))  # keeps schema alive
+    return hit[1]
 
 
 class OpenAIProvider(Provider):
@@ -79,6 +98,28 @@ class OpenAIProvider(Provider):
                 }
             # an array root (ECInstruct) has no strict OpenAI schema: the prompt states the format
         return body
+
+    def body_bytes(self, ep: EndpointConfig, prompt: Prompt) -> bytes:
+        # same JSON as body(), with the parts shared by many requests encoded once: the messages once per
+        # prompt (one prompt goes to every endpoint), the schema once per attribute set
+        body: dict[str, Any] = {
+            "model": ep.model,
+            "messages": prompt.openai_messages_json,
+            "temperature": ep.temperature,
+            "max_tokens": ep.max_output_tokens,
+        }
+        if ep.structured_output:
+            schema = prompt.json_schema
+            if ep.structured_style == "vllm":
+                body["structured_outputs"] = {"json": _schema_fragment(schema)}
+            elif ep.structured_style == "guided_json":
+                body["guided_json"] = _schema_fragment(schema)
+            elif schema.get("type") == "object":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "attribute_labels", "strict": True, "schema": _schema_fragment(schema)},
+                }
+        return orjson.dumps(body)
 
     def extract(self, data: Any) -> tuple[str, int | None, int | None]:
         try:
