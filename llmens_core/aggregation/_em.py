@@ -51,6 +51,25 @@ def sparse_onecoin_prior(
     return s_j[:, None, None] * (w * oc + (1.0 - w) * pooled[None])
 
 
+def onecoin_prior(N: np.ndarray, prior_accuracy: float, strength: float) -> np.ndarray:
+    """Pseudo-counts per worker, shape (J, K, K): every row sums to ``strength`` and follows the worker's own
+    one-coin (symmetric) matrix, accuracy = its smoothed trace share of the soft counts ``N`` (J, K, K).
+
+    Rows with little mass (rare classes, classes that never occur) stay one-coin, so a handful of items
+    cannot teach EM a "phantom class" that explains other classes' votes; rows with plenty of data
+    are free to learn a full confusion.
+    """
+    J, K, _ = N.shape
+    tr = np.einsum("jkk->j", N)
+    n_j = N.sum(axis=(1, 2))
+    p_j = (tr + 2.0 * prior_accuracy) / (n_j + 2.0)
+    oc = np.empty((J, K, K))
+    oc[:] = ((1.0 - p_j) / max(K - 1, 1))[:, None, None]
+    idx = np.arange(K)
+    oc[:, idx, idx] = p_j[:, None] if K > 1 else 1.0
+    return strength * oc
+
+
 def normalise_rows(counts: np.ndarray, floor: float = 1e-12) -> np.ndarray:
     """Rows (last axis) of non-negative counts to probabilities; a row of zeros becomes uniform. Never NaN."""
     c = np.maximum(counts, 0.0) + floor

@@ -115,8 +115,7 @@ class DawidSkene(Aggregator):
                 )
             elif self.pooled_prior == "onecoin":
                 # shrink each worker's full matrix towards its own one-coin (symmetric) matrix
-                a_it = _em.sparse_onecoin_prior(N, alpha, self.prior_accuracy, 0.0, self.prior_strength / K)
-                a_it *= (self.prior_strength / a_it.sum(axis=2, keepdims=True).clip(1e-300))
+                a_it = _em.onecoin_prior(N, self.prior_accuracy, self.prior_strength)
             elif self.pooled_prior:
                 # empirical-Bayes prior: shrink each worker towards the population confusion matrix
                 pooled = _em.normalise_rows(N.sum(axis=0) + alpha)

@@ -51,6 +51,12 @@ def run_online(items, workers, labels, *, passes: int = 1, seed: int = 0, batch_
     uniq, inv = np.unique(it.astype(str), return_inverse=True)
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
+    if "regime" not in kw:
+        from llmens_core.aggregation import PANEL_DENSITY
+
+        n_votes = sum(lab is not None and lab == lab for lab in lb)
+        density = n_votes / max(1, len(uniq) * len(set(wk.tolist())))
+        kw["regime"] = "panel" if density >= PANEL_DENSITY else "crowd"
     model = default_online(**kw)
     rng = np.random.default_rng(seed)
     for _ in range(max(1, passes)):

@@ -150,14 +150,16 @@ class OnlineDawidSkene:
         family_rho: float = 1.0,
         inner_iter: int = 3,
         pooled_prior: bool | str = False,
+        prior_strength_per_class: float | None = None,
         sparse_strength: float = 0.0,
         class_prior: str = "learned",
     ):
         if class_prior not in ("learned", "uniform"):
             raise ValueError(f"class_prior must be 'learned' or 'uniform', got {class_prior!r}")
-        if pooled_prior not in (True, False, "sparse"):
-            raise ValueError(f"pooled_prior must be True, False or 'sparse', got {pooled_prior!r}")
+        if pooled_prior not in (True, False, "sparse", "onecoin"):
+            raise ValueError(f"pooled_prior must be True, False, 'sparse' or 'onecoin', got {pooled_prior!r}")
         self.pooled_prior = pooled_prior
+        self.prior_strength_per_class = prior_strength_per_class
         self.sparse_strength = float(sparse_strength)
         self.class_prior = class_prior
         _em.prior_alpha(2, prior_accuracy, prior_strength)  # validates
@@ -247,13 +249,17 @@ class OnlineDawidSkene:
         self._ready = K > 0
         if K == 0:
             return
-        alpha = _em.prior_alpha(K, self.prior_accuracy, max(self.prior_strength, 1e-9))
+        strength = (self.prior_strength_per_class * max(1, K - 1) if self.prior_strength_per_class
+                    else self.prior_strength)
+        alpha = _em.prior_alpha(K, self.prior_accuracy, max(strength, 1e-9))
         n = self.n_eff
         counts = n * self.S
         if self.pooled_prior == "sparse" and len(self.workers_):
             a = _em.sparse_onecoin_prior(
                 counts, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength
             )
+        elif self.pooled_prior == "onecoin" and len(self.workers_):
+            a = _em.onecoin_prior(counts, self.prior_accuracy, strength)
         elif self.pooled_prior and len(self.workers_):
             a = self.prior_strength * _em.normalise_rows(counts.sum(axis=0) + alpha)[None]
         else:
@@ -506,6 +512,7 @@ class OnlineDawidSkene:
             "family_rho": self.family_rho,
             "inner_iter": self.inner_iter,
             "pooled_prior": self.pooled_prior,
+            "prior_strength_per_class": self.prior_strength_per_class,
             "sparse_strength": self.sparse_strength,
             "class_prior": self.class_prior,
         }

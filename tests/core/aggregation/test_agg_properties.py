@@ -7,7 +7,7 @@ from agg_synth import make_confusions, sample_votes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmens_core.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene, default_aggregator
+from llmens_core.aggregation import METHODS, DawidSkene, MajorityVote, OneCoinDawidSkene, default_aggregator
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -68,7 +68,7 @@ def test_recovers_planted_confusions(seed):
 @SETTINGS
 @given(seed=st.integers(0, 10_000), method=st.sampled_from(["ds", "default", "onecoin"]))
 def test_perfect_worker_is_followed(seed, method):
-    make = {"ds": DawidSkene, "default": default_aggregator, "onecoin": OneCoinDawidSkene}[method]
+    make = {"ds": METHODS["ds"], "default": default_aggregator, "onecoin": OneCoinDawidSkene}[method]
     rng = np.random.default_rng(seed)
     K, n = 3, 1000
     conf = make_confusions(rng, 4, K, 0.45, 0.6)
