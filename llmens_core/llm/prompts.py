@@ -92,7 +92,7 @@ class PromptSpec:
     labels_json: str
     json_schema: dict[str, Any]
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.attributes)
 
