@@ -94,3 +94,69 @@ class StatsAccumulator:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+class RevisionWindow:
+    """The most recent decisions per attribute, re-scored when the model changes (bounded memory).
+
+    When a newer model flips the value of a recent item, the item gets a new decision with
+    ``revision + 1`` (reason ``revision``): early decisions made by a young model are corrected as it
+    learns. Only the last ``size`` items per attribute are kept; older decisions stand as they are.
+    """
+
+    def __init__(self, size: int = 2000):
+        self.size = size
+        self._items: dict[str, dict[tuple[str, int], AttributeDecision]] = defaultdict(dict)
+        self._seen_version: dict[str, int] = {}
+
+    def add(self, decision: AttributeDecision) -> None:
+        if self.size <= 0 or decision.value is None:
+            return
+        window = self._items[decision.attribute]
+        key = (decision.product_id, decision.version)
+        window.pop(key, None)
+        window[key] = decision
+        while len(window) > self.size:
+            window.pop(next(iter(window)))
+
+    def drop_product(self, product_id: str) -> None:
+        """Forget a product whose newer version superseded these decisions."""
+        for window in self._items.values():
+            for key in [k for k in window if k[0] == product_id]:
+                del window[key]
+
+    def revise(self, attribute: str, model: OnlineDawidSkene) -> list[AttributeDecision]:
+        """Re-score the window under ``model`` (vectorised); return the flipped items' new decisions."""
+        window = self._items.get(attribute)
+        if not window or self._seen_version.get(attribute) == model.version:
+            return []
+        self._seen_version[attribute] = model.version
+        keys, items, workers, labels = list(window), [], [], []
+        for n, key in enumerate(keys):
+            for llm, lab in window[key].votes.items():
+                if lab is not None:
+                    items.append(n)
+                    workers.append(llm)
+                    labels.append(lab)
+        if not items:
+            return []
+        item_ids, proba = model.predict_proba_batch(items, workers, labels)
+        best = proba.argmax(axis=1)
+        out = []
+        for row, n in enumerate(item_ids.tolist()):
+            old = window[keys[n]]
+            value = model.classes_[int(best[row])]
+            if value == old.value:
+                continue
+            post = proba[row]
+            new = old.model_copy(update={
+                "value": value, "confidence": float(post[best[row]]), "model_version": model.version,
+                "posterior": {str(c): round(float(p), 6) for c, p in zip(model.classes_, post) if p >= 1e-4},
+                "revision": old.revision + 1, "reason": "revision", "decided_at": time.time(),
+            })
+            window[keys[n]] = new
+            out.append(new)
+        return out
+
+    def attributes(self) -> list[str]:
+        return list(self._items)

@@ -29,7 +29,7 @@ from typing import Any
 import faust
 import orjson
 
-from llmens_core.decisions import StatsAccumulator, all_failed, decide, votes_by_attribute
+from llmens_core.decisions import RevisionWindow, StatsAccumulator, all_failed, decide, votes_by_attribute
 from llmens_core.events import AttributeDecision, DeadLetter, EventError, ProductUpdate
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
@@ -56,6 +56,7 @@ class Worker:
         self.registry.on_update = self.metrics.update_model_metrics
         self.gateway: Gateway | None = None
         self.stats = StatsAccumulator(settings.aggregation.stats_flush_items)
+        self.revisions = RevisionWindow(settings.aggregation.revision_window)
         self.counters: dict[str, float] = defaultdict(float)
         self.latest_seen: dict[str, int] = {}
         self.on_decision = None  # optional hook (metrics)
@@ -203,6 +204,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         t_llm = time.perf_counter()
         votes, failure = await label_with_retries(product, attrs)
         llm_seconds = time.perf_counter() - t_llm
+        if state is not None and state["version"] < version:
+            w.revisions.drop_product(pid)
         if w.latest_seen.get(pid, -1) > version:  # a newer version arrived while we waited on LLMs
             w.counters["superseded"] += 1
             m.superseded.inc()
@@ -219,6 +222,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                                  started=started)
             decided[attribute] = decision.model_dump(mode="json")
             await emit(decision)
+            w.revisions.add(decision)
             if w.stats.add(attribute, pid, by_llm):
                 await flush_stats(attribute)
         products[pid.encode()] = {"version": version, "decisions": decided}
@@ -252,6 +256,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     async def flush_all_stats():
         for attribute in w.stats.attributes():
             await flush_stats(attribute)
+
+    @app.timer(interval=st.aggregation.revise_seconds)
+    async def revise_recent_decisions():
+        """Re-emit recent decisions that a newer model flips (revision + 1)."""
+        for attribute in w.revisions.attributes():
+            for decision in w.revisions.revise(attribute, w.registry.get(attribute)):
+                w.counters["revisions"] += 1
+                await emit(decision)
 
     @app.task
     async def load_models():

@@ -57,6 +57,8 @@ class AggregationSettings(BaseModel):
     review_below: float = Field(0.7, ge=0, le=1, description="decisions below this confidence also go to review")
     stats_flush_items: int = 256
     stats_flush_seconds: float = 1.0
+    revision_window: int = Field(2000, ge=0, description="recent decisions per attribute re-scored on new models")
+    revise_seconds: float = 1.0
 
     def model_kwargs(self) -> dict[str, Any]:
         keys = ("prior_accuracy", "prior_strength", "kappa", "t0", "eta_min")

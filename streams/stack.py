@@ -84,7 +84,7 @@ def replay_models(predictions: Path, template: list[dict]) -> list[dict]:
         for line in f:
             names.setdefault(orjson.loads(line)["model"], None)
     base = {k: v for k, v in (template[0] if template else {}).items() if k in ("latency_ms",)}
-    return [{**base, "name": n, "family": n.split("|", 1)[0].removeprefix("ft:")} for n in names]
+    return [{**base, "name": n, "family": n.split("|", 1)[0]} for n in names]
 
 
 @dataclass
@@ -97,6 +97,8 @@ class LocalStack:
     sim_products: Path | None = None
     replay: Path | None = None
     bootstrap: str | None = None
+    embedded: bool = True
+    """Apply the embedded-broker profile to workers (True for Tansu, also when ``bootstrap`` is a Tansu)."""
     topic_prefix: str = "llmens."
     partitions: int = 4
     settings_overrides: dict[str, Any] = field(default_factory=dict)
@@ -157,7 +159,7 @@ class LocalStack:
 
         endpoints = endpoints_for(load_sim_config(self.sim_config_path), self.sim_url, **self.endpoint_overrides)
         raw = {
-            "kafka": {"bootstrap": self.bootstrap, "embedded": self.broker is not None,
+            "kafka": {"bootstrap": self.bootstrap, "embedded": self.embedded,
                       "topic_prefix": self.topic_prefix, "app_id": f"{self.topic_prefix}workers"},
             "topics": {"partitions": self.partitions, "model_partitions": 2},
             "llms": [e.model_dump(mode="json") for e in endpoints],
@@ -262,6 +264,23 @@ class LocalStack:
     def read(self, topic_field: str, **kw) -> list[Any]:
         return read_topic(self.bootstrap, self.topic(topic_field), **kw)
 
-    def decisions(self, expected: int, timeout_s: float = 120.0) -> list[dict]:
-        msgs = self.read("product_attributes", until=expected, timeout_s=timeout_s)
+    def decisions(self, expected: int | set, timeout_s: float = 120.0, settle_s: float = 0.0) -> list[dict]:
+        """Decisions read from the beginning until ``expected`` distinct (product, version, attribute) keys
+        (a count or the set of keys) are in, then until ``settle_s`` pass without a new one (revisions)."""
+        want = expected if isinstance(expected, int) else len(expected)
+        seen: set = set()
+        parsed: list[dict] = []
+
+        def covered(msgs) -> bool:
+            for m in msgs[len(parsed):]:
+                d = orjson.loads(m.value())
+                parsed.append(d)
+                seen.add((d["product_id"], d["version"], d["attribute"]))
+            return len(seen) >= want
+
+        start = time.monotonic()
+        msgs = self.read("product_attributes", stop=covered, timeout_s=timeout_s)
+        if settle_s > 0:
+            left = max(1.0, timeout_s - (time.monotonic() - start))
+            msgs = self.read("product_attributes", idle_s=settle_s, timeout_s=left)
         return [orjson.loads(m.value()) for m in msgs]

@@ -1,0 +1,50 @@
+"""Helpers for end-to-end tests: product events with gold kept aside, fast simulator configs."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import orjson
+
+from llmens_core.llm.simulator import load_sim_config
+from llmens_core.scoring import gold_labels
+
+DEMO = Path(__file__).resolve().parents[2] / "llmens_core" / "data" / "demo_products.jsonl"
+
+
+def demo_events(copies: int = 1, *, limit: int | None = None, distinct_text: bool = False):
+    """(events, gold): demo products as ProductUpdate dicts asking their annotated attributes.
+
+    Copies get new product ids; with ``distinct_text`` their text differs too (no response-cache hits).
+    """
+    base = [orjson.loads(line) for line in DEMO.read_bytes().splitlines()][:limit]
+    events, gold_src = [], []
+    for c in range(copies):
+        for p in base:
+            pid = p["product_id"] if c == 0 else f"{p['product_id']}~{c}"
+            desc = f"copy {c}" if distinct_text and c else None
+            events.append({"product_id": pid, "version": 1, "title": p["title"], "description": desc,
+                           "category": p["category"], "attributes": sorted(p["attributes"])})
+            gold_src.append({"product_id": pid, "attributes": p["attributes"]})
+    return events, gold_labels(gold_src)
+
+
+def fast_sim(latency_ms: float = 5.0, **model_overrides) -> dict:
+    """The built-in 5 simulated models with short latency and no faults, as a dict."""
+    cfg = load_sim_config(None).model_dump(mode="json")
+    cfg["defaults"] = {**cfg.get("defaults", {}), "latency_ms": {"mean": latency_ms, "p99": latency_ms * 2},
+                       "faults": {}}
+    for m in cfg["models"]:
+        m["latency_ms"] = {"mean": latency_ms, "p99": latency_ms * 2}
+        m["faults"] = None
+        m.update(model_overrides)
+    return cfg
+
+
+def expected_keys(events) -> set[tuple[str, int, str]]:
+    return {(e["product_id"], e["version"], a) for e in events for a in e["attributes"]}
+
+
+def decision_keys(decisions) -> collections.Counter:
+    return collections.Counter((d["product_id"], d["version"], d["attribute"]) for d in decisions)

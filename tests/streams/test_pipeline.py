@@ -1,0 +1,183 @@
+"""End to end through real processes: Tansu broker, simulated LLMs over HTTP, `llmens worker` processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import orjson
+import pytest
+
+from llmens_core.scoring import score_decisions
+from streams.stack import LocalStack
+from tests.conftest import shared_data
+from tests.streams.pipeline_kit import decision_keys, demo_events, expected_keys, fast_sim
+
+pytestmark = pytest.mark.integration
+
+
+def stack(tmp_path, broker, topic_prefix, **kw) -> LocalStack:
+    kw.setdefault("sim_config", fast_sim())
+    kw.setdefault("endpoint_overrides", {"max_concurrency": 256, "timeout_s": 5})
+    return LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, **kw)
+
+
+def test_each_asked_attribute_decided_once_and_ensemble_beats_every_single_model(tmp_path, broker,
+                                                                                  topic_prefix):
+    events, gold = demo_events()
+    with stack(tmp_path, broker, topic_prefix) as s:
+        s.publish(events)
+        decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=3.0)
+        counters = s.worker_json(0, "/counters")
+        model = s.worker_json(0, "/model")
+    first = [d for d in decisions if d["revision"] == 0]
+    keys = decision_keys(first)
+    assert set(keys) == expected_keys(events) and max(keys.values()) == 1
+    revised = [d for d in decisions if d["revision"] > 0]
+    assert len(revised) == counters["worker"].get("revisions", 0)
+    assert all(d["reason"] == "revision" for d in revised)
+    acc = score_decisions(decisions, gold)  # the latest revision of each decision
+    for attribute, row in acc.items():
+        singles = {k: v for k, v in row.items() if k.startswith("sim-")}
+        assert row["ensemble"] >= max(singles.values()), (attribute, row)
+    pooled = sum(r["ensemble"] * r["n"] for r in acc.values()) / sum(r["n"] for r in acc.values())
+    best = max(sum(r[m] * r["n"] for r in acc.values()) for m in ("sim-large", "sim-careful"))
+    assert pooled > best / sum(r["n"] for r in acc.values())
+    assert counters["llm"]["sim-large"]["requests"] >= len(events)
+    assert model["gender"]["version"] >= 1, counters
+    assert set(model["gender"]["accuracy"]) >= {"sim-large", "sim-tiny"}
+
+
+def test_bad_input_goes_to_dead_letter_with_reason_and_the_stream_goes_on(tmp_path, broker, topic_prefix):
+    events, _ = demo_events(limit=100)
+    bad = [
+        (b"p-bytes", b"\xff\xfe\x00 not utf-8"),
+        (b"p-json", b"{\"product_id\": \"x\", "),
+        (b"p-array", b"[1, 2, 3]"),
+        (b"p-missing", orjson.dumps({"product_id": "m1", "title": "t"})),
+        (b"p-type", orjson.dumps({"product_id": "m2", "version": "seven", "title": "t"})),
+        (b"p-big", orjson.dumps({"product_id": "m3", "version": 1, "title": "x" * 200_000})),
+        (b"p-attr", orjson.dumps({"product_id": "m4", "version": 1, "title": "t", "attributes": ["bogus"]})),
+        (None, b""),
+    ]
+    mixed = []
+    for i, e in enumerate(events):
+        mixed.append((e["product_id"].encode(), orjson.dumps(e)))
+        if i < len(bad):
+            mixed.append(bad[i])
+    with stack(tmp_path, broker, topic_prefix, settings_overrides={"max_event_bytes": 65536}) as s:
+        s.produce("product_updates", mixed)
+        decisions = s.decisions(expected_keys(events), timeout_s=120)
+        dead = s.read("dead_letter", until=len(bad), timeout_s=30)
+    assert set(decision_keys(decisions)) == expected_keys(events)
+    letters = [orjson.loads(m.value()) for m in dead]
+    assert len(letters) == len(bad)
+    reasons = " | ".join(sorted(d["error"] for d in letters))
+    for fragment in ("invalid JSON", "must be a JSON object", "version", "too large", "unknown attribute"):
+        assert fragment in reasons, reasons
+    by_key = {d["key_b64"]: d for d in letters}
+    import base64
+
+    original = by_key[base64.b64encode(b"p-bytes").decode()]
+    assert base64.b64decode(original["original_b64"]) == b"\xff\xfe\x00 not utf-8"
+    assert original["source_topic"].endswith("product-updates") and original["offset"] >= 0
+
+
+def test_newer_version_supersedes_and_redelivery_repeats_the_same_decision(tmp_path, broker, topic_prefix):
+    events, _ = demo_events(limit=20)
+    v2 = [{**e, "version": 2} for e in events[:10]]
+    late_v1 = events[:10]
+    with stack(tmp_path, broker, topic_prefix) as s:
+        s.publish(v2)
+        first = s.decisions(expected_keys(v2), timeout_s=60)
+        calls_before = sum(c["requests"] for c in s.worker_json(0, "/counters")["llm"].values())
+        s.publish(late_v1)   # older versions arriving late: dropped, counted
+        s.publish(v2[:5])    # redelivery of the same versions: same decisions, no LLM calls
+        s.publish(events[10:])
+        want = expected_keys(v2) | expected_keys(events[10:])
+        decisions = s.decisions(want, timeout_s=60, settle_s=2.0)
+        counters = s.worker_json(0, "/counters")
+    keys = decision_keys(decisions)
+    assert not any(v == 1 and pid in {e["product_id"] for e in late_v1} for pid, v, _ in keys)
+    assert counters["worker"]["superseded"] == len(late_v1)
+    assert counters["worker"]["redelivered"] == 5
+    calls_after = sum(c["requests"] for c in counters["llm"].values())
+    assert calls_after - calls_before == 5 * len(events[10:])
+    by_key: dict = {}
+    for d in decisions:
+        by_key.setdefault((d["product_id"], d["version"], d["attribute"], d["revision"]), set()).add(d["value"])
+    assert all(len(vals) == 1 for vals in by_key.values())
+    assert set(keys) == want
+
+
+def test_product_whose_llms_all_fail_is_retried_then_dead_lettered(tmp_path, broker, topic_prefix):
+    events, _ = demo_events(limit=3)
+    sim = fast_sim(faults={"http_500": 1.0})
+    with stack(tmp_path, broker, topic_prefix, sim_config=sim,
+               endpoint_overrides={"max_retries": 0, "timeout_s": 2},
+               settings_overrides={"all_failed_retries": 1, "all_failed_backoff_s": 0.1}) as s:
+        s.publish(events)
+        dead = s.read("dead_letter", until=len(events), timeout_s=60)
+        decided = s.read("product_attributes", idle_s=1.0, timeout_s=3)
+    letters = [orjson.loads(m.value()) for m in dead]
+    assert len(letters) == len(events) and not decided
+    assert all("every LLM failed after 2 attempts" in d["error"] and "http_500" in d["error"] for d in letters)
+
+
+@pytest.mark.slow
+def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_path, broker, topic_prefix):
+    events, gold = demo_events(copies=25)  # 10,000 products
+    with stack(tmp_path, broker, topic_prefix, workers=2, partitions=8, sim_config=fast_sim(latency_ms=2)) as s:
+        s.publish(events)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = sum(s.worker_json(i, "/counters")["worker"].get("decisions", 0) for i in (0, 1))
+            if done > 3000:
+                break
+            time.sleep(0.2)
+        s.kill_worker(1, signal.SIGKILL)
+        time.sleep(1.0)
+        s.start_worker(1)
+        s.wait_worker_ready(1)
+        want = expected_keys(events)
+        msgs = s.read("product_attributes", timeout_s=300, idle_s=20,
+                      stop=lambda ms: len(ms) >= len(want) and len(decision_keys(
+                          orjson.loads(m.value()) for m in ms)) == len(want))
+        counters = [s.worker_json(i, "/counters")["worker"] for i in (0, 1)]
+    decisions = [orjson.loads(m.value()) for m in msgs]
+    keys = decision_keys(decisions)
+    assert set(keys) == want, f"missing {len(want - set(keys))}"
+    values: dict = {}
+    for d in decisions:
+        values.setdefault((d["product_id"], d["version"], d["attribute"]), set()).add(d["value"])
+    assert all(len(v) == 1 for v in values.values()), "a duplicate decision carries a different value"
+    assert all(c.get("events_in", 0) > 0 for c in counters), counters
+    acc = score_decisions(decisions, gold)
+    assert all(row["ensemble"] >= row["majority_vote"] - 0.02 for row in acc.values()), acc
+
+
+def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, broker, topic_prefix):
+    predictions = shared_data("llm_predictions", "predictions.jsonl")
+    products = shared_data("llm_predictions", "products.jsonl")
+    asked: dict[str, set] = {}
+    for line in predictions.read_bytes().splitlines():
+        r = orjson.loads(line)
+        asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    events, gold_src = [], []
+    for line in products.read_bytes().splitlines():
+        p = orjson.loads(line)
+        events.append({"product_id": p["product_id"], "version": 1, "title": p["title"],
+                       "description": p.get("description"), "category": p.get("category"),
+                       "attributes": sorted(asked[p["product_id"]])})
+        gold_src.append(p)
+    from llmens_core.scoring import gold_labels
+
+    gold = gold_labels(gold_src)
+    with LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, replay=predictions,
+                    sim_config=None, endpoint_overrides={"max_concurrency": 256}) as s:
+        s.publish(events)
+        decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=3.0)
+    assert set(decision_keys(d for d in decisions if d["revision"] == 0)) == expected_keys(events)
+    acc = score_decisions(decisions, gold)
+    for attribute, row in acc.items():
+        assert row["ensemble"] >= row["majority_vote"], (attribute, row)
