@@ -100,6 +100,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         web_port=st.web_port,
         web_host=st.web_host,
         stream_wait_empty=False,
+        # Every product writes one table record and several output records; faust's 16 KiB batches made
+        # the producer the bottleneck and starved offset commits (they wait for the producer to drain).
+        producer_max_batch_size=256 * 1024,
+        producer_linger=0.005,
         **extra,
     )
     w = Worker(st)
@@ -113,7 +117,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     t_stats = app.topic(st.topic("ds_stats"), partitions=MP, **raw)
     t_model = app.topic(st.topic("ds_model"), partitions=MP, **raw)
     # product_id -> {"version": v, "decisions": {attribute: AttributeDecision JSON}}; changelog-backed.
-    products = app.Table("products", partitions=P, schema=faust.Schema(key_serializer="raw", value_serializer="json"))
+    products = app.Table("products", partitions=P, key_type=str)
     review_below = st.aggregation.review_below
     events_in = w.metrics.events_in.labels(t_updates.get_topic_name())
     w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
@@ -184,7 +188,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                               "has no default attributes", msg, "no_attributes")
             return
         pid, version = product.product_id, product.version
-        state = products.get(pid.encode())
+        state = products.get(pid)
         if state is not None:
             if version < state["version"]:
                 w.counters["superseded"] += 1
@@ -225,7 +229,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             w.revisions.add(decision)
             if w.stats.add(attribute, pid, by_llm):
                 await flush_stats(attribute)
-        products[pid.encode()] = {"version": version, "decisions": decided}
+        products[pid] = {"version": version, "decisions": decided}
         if w.latest_seen.get(pid) == version:
             del w.latest_seen[pid]
 
@@ -282,6 +286,24 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     async def healthz(web, request):
         return web.json({"ok": True, "models_ready": w.registry.ready.is_set(),
                          "counters": dict(w.counters), "time": time.time()})
+
+    @app.page("/debug/tasks")
+    async def tasks_view(web, request):
+        """Where every asyncio task of this worker is waiting (for diagnosing a stalled worker)."""
+        import collections
+
+        where: collections.Counter = collections.Counter()
+        for task in asyncio.all_tasks():
+            coro, frame = task.get_coro(), None
+            while coro is not None:
+                frame = (getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                         or getattr(coro, "ag_frame", None) or frame)
+                coro = (getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+                        or getattr(coro, "ag_await", None))
+            if frame is not None:
+                code = frame.f_code
+                where[f"{'/'.join(code.co_filename.rsplit('/', 2)[-2:])}:{frame.f_lineno} {code.co_name}"] += 1
+        return web.json(dict(where.most_common(40)))
 
     @app.page("/model")
     async def model_view(web, request):

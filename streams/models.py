@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from llmens_core.aggregation import OnlineDawidSkene, default_online
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.schema import AttributeSchema
+from streams.embedded import fetched_end_offsets
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class ModelRegistry:
 
 
 async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: str,
-                              on_model=None) -> None:
+                              on_model=None, ready_timeout_s: float = 30.0) -> None:
     """Tail every partition of ``topic`` from the beginning into ``registry``; set ``registry.ready`` once at end.
 
     Uses aiokafka without a group: each worker reads everything. The end is judged from fetch
@@ -103,9 +104,13 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
             await consumer._client.force_metadata_update()  # topic just created
             await asyncio.sleep(0.1)
         tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        # "Caught up" = read up to the end offsets as they were when we started (fetch-based, so right on
+        # the embedded broker too). Waiting for an idle topic instead never ends while learners publish.
+        targets = await fetched_end_offsets(bootstrap, tps)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        empty_polls = 0
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + ready_timeout_s
         while True:
             batches = await consumer.getmany(timeout_ms=300, max_records=1000)
             for _tp, msgs in batches.items():
@@ -114,13 +119,12 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
                     if attr and registry.offer_bytes(attr, msg.value) and on_model:
                         on_model(attr, registry.get(attr))
             if not registry.ready.is_set():
-                at_end = True
-                for tp in tps:
-                    hw = consumer.highwater(tp)
-                    if hw is None or await consumer.position(tp) < hw:
-                        at_end = False
-                empty_polls = empty_polls + 1 if not batches else 0
-                if at_end or empty_polls >= 3:
+                positions = [await consumer.position(tp) for tp in tps]
+                caught_up = all(pos >= targets.get(tp, 0) for pos, tp in zip(positions, tps))
+                if caught_up or loop.time() > give_up:
+                    if not caught_up:
+                        log.warning("models not fully loaded from %s after %.0fs; deciding with what is loaded",
+                                    topic, ready_timeout_s)
                     log.info("models loaded from %s: %s", topic, sorted(a for a, _ in registry.items()))
                     registry.ready.set()
     finally:

@@ -176,11 +176,15 @@ class LocalStack:
             self._ports[i] = free_port()
         return self._ports[i]
 
-    def start_worker(self, i: int) -> subprocess.Popen:
+    def start_worker(self, i: int, *, fresh_state: bool = False) -> subprocess.Popen:
+        """Start worker ``i``; ``fresh_state`` gives it an empty data directory (a new machine)."""
         env = {**os.environ, "LLMENS_CONFIG": str(self.config_path)}
-        (self.workdir / f"worker{i}").mkdir(exist_ok=True)
+        data = self.workdir / f"worker{i}"
+        if fresh_state:
+            data = self.workdir / f"worker{i}-{time.time_ns()}"
+        data.mkdir(exist_ok=True)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--data-dir", str(self.workdir / f"worker{i}"),
+            [sys.executable, "-m", "streams.cli", "worker", "--data-dir", str(data),
              "--web-port", str(self.worker_port(i)), "--loglevel", self.worker_loglevel],
             env=env, stdout=open(self.workdir / f"worker{i}.log", "ab"), stderr=subprocess.STDOUT,
             start_new_session=True)

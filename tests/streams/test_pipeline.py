@@ -127,7 +127,8 @@ def test_product_whose_llms_all_fail_is_retried_then_dead_lettered(tmp_path, bro
 @pytest.mark.slow
 def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_path, broker, topic_prefix):
     events, gold = demo_events(copies=25)  # 10,000 products
-    with stack(tmp_path, broker, topic_prefix, workers=2, partitions=8, sim_config=fast_sim(latency_ms=2)) as s:
+    with stack(tmp_path, broker, topic_prefix, workers=2, partitions=8, sim_config=fast_sim(latency_ms=2),
+               worker_loglevel="info") as s:
         s.publish(events)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -140,13 +141,13 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
         s.start_worker(1)
         s.wait_worker_ready(1)
         want = expected_keys(events)
-        msgs = s.read("product_attributes", timeout_s=300, idle_s=20,
+        msgs = s.read("product_attributes", timeout_s=300, idle_s=60,
                       stop=lambda ms: len(ms) >= len(want) and len(decision_keys(
                           orjson.loads(m.value()) for m in ms)) == len(want))
         counters = [s.worker_json(i, "/counters")["worker"] for i in (0, 1)]
     decisions = [orjson.loads(m.value()) for m in msgs]
     keys = decision_keys(decisions)
-    assert set(keys) == want, f"missing {len(want - set(keys))}"
+    assert set(keys) == want, f"missing {len(want - set(keys))}; workers: {counters}"
     values: dict = {}
     for d in decisions:
         values.setdefault((d["product_id"], d["version"], d["attribute"]), set()).add(d["value"])
