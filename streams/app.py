@@ -219,17 +219,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             return
         await t_votes.send(key=pid.encode(), value=orjson.dumps([v.model_dump(mode="json") for v in votes]))
         out_topics[t_votes].inc()
-        decided = {}
+        decisions = []
         for attribute, by_llm in votes_by_attribute(votes).items():
-            model = w.registry.get(attribute)
-            decision, _ = decide(pid, version, attribute, by_llm, model, llm_seconds=llm_seconds,
-                                 started=started)
-            decided[attribute] = decision.model_dump(mode="json")
-            await emit(decision)
-            w.revisions.add(decision)
+            decision, _ = decide(pid, version, attribute, by_llm, w.registry.get(attribute),
+                                 llm_seconds=llm_seconds, started=started)
+            decisions.append(decision)
             if w.stats.add(attribute, pid, by_llm):
                 await flush_stats(attribute)
-        products[pid] = {"version": version, "decisions": decided}
+        # State first, output second: after a crash in between, the redelivered event re-emits the
+        # stored decisions instead of deciding again under a newer model.
+        products[pid] = {"version": version,
+                         "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}}
+        for decision in decisions:
+            await emit(decision)
+            w.revisions.add(decision)
         if w.latest_seen.get(pid) == version:
             del w.latest_seen[pid]
 

@@ -1,4 +1,8 @@
-"""`llmens demo` (being built; see the open issues)."""
+"""`llmens demo`: the whole pipeline on this machine with the embedded broker and simulated LLMs."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
@@ -6,6 +10,11 @@ from streams.cli._app import app
 
 
 @app.command("demo")
-def demo() -> None:
-    """Not built yet."""
-    raise typer.Exit("llmens demo is not built yet")
+def demo(
+    out: Path = typer.Option(Path("llmens-demo-report"), help="Where to write the report (PNG + HTML)."),
+    products: Path = typer.Option(None, help="Products JSONL with gold attributes (default: shipped catalogue)."),
+) -> None:
+    """Run broker, simulated LLMs and a worker; publish the demo catalogue; print accuracy, weights, lag."""
+    from streams.demo import run_demo
+
+    run_demo(out_dir=out, products=products)
