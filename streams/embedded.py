@@ -92,6 +92,16 @@ def patch_faust_highwaters(bootstrap: str) -> None:
     AIOKafkaConsumerThread._highwaters = _highwaters
     AIOKafkaConsumerThread._llmens_patched = True
 
+    from faust.transport.consumer import Consumer
+
+    original_add_gap = Consumer._add_gap
+
+    async def _add_gap(self, tp, offset_from, offset_to):
+        log.warning("consumer gap on %s: offsets %d..%d skipped by the fetch", tp, offset_from, offset_to)
+        return await original_add_gap(self, tp, offset_from, offset_to)
+
+    Consumer._add_gap = _add_gap
+
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started or did not become ready."""

@@ -55,3 +55,34 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 raise
     log.info("created topics: %s", ", ".join(created))
     return created
+
+
+def commit_start_offsets(settings: Settings, timeout_s: float = 10.0) -> int:
+    """Embedded profile: give every input partition without a committed offset one at its start.
+
+    On the embedded broker a partition whose group never committed (e.g. its worker was killed before its
+    first commit) was seen to stall after a rebalance: the new owner never fetched it. Committing the low
+    watermark up front is what ``auto.offset.reset=earliest`` would do anyway. Returns partitions committed.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = settings.topic("product_updates")
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": settings.kafka.app_id,
+                         "enable.auto.commit": False, "log_level": 0})
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s)
+        parts = sorted(md.topics[topic].partitions)
+        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout_s)
+        missing = [tp for tp in committed if tp.offset < 0]
+        if not missing:
+            return 0
+        starts = [TopicPartition(topic, tp.partition,
+                                 consumer.get_watermark_offsets(tp, timeout=timeout_s)[0]) for tp in missing]
+        try:
+            consumer.commit(offsets=starts, asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - a live group may refuse; its members commit themselves
+            log.info("start offsets not committed (%s); the group's members will", exc)
+            return 0
+        return len(starts)
+    finally:
+        consumer.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from llmens_core.aggregation import DEFAULT_CONFIG, default_aggregator
+from llmens_core.aggregation import DEFAULT_CONFIG, ONLINE_CONFIG, PANEL_CONFIG, default_aggregator
 from llmens_core.aggregation.online import OnlineDawidSkene
 
 __all__ = ["fit_votes", "read_votes"]
@@ -28,17 +28,19 @@ def read_votes(path: str | Path) -> dict[str, tuple[list[str], list[str], list[s
             if not line.strip():
                 continue
             try:
-                v = orjson.loads(line)
-                key = (v["attribute"], v["product_id"])
-                version, llm, label = int(v["version"]), v["llm"], v.get("label")
+                obj = orjson.loads(line)
+                # one LabelVote per line, or the llm-votes topic's record: a list of a product's votes
+                parsed = [(( v["attribute"], v["product_id"]), int(v["version"]), v["llm"], v.get("label"))
+                          for v in (obj if isinstance(obj, list) else [obj])]
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{n}: not a LabelVote ({e})") from None
-            old = latest.get(key)
-            if old is None or version > old:
-                latest[key] = version
-                rows[key] = {}
-            if version == latest[key]:
-                rows[key][llm] = label  # last vote of an llm for one product version wins
+            for key, version, llm, label in parsed:
+                old = latest.get(key)
+                if old is None or version > old:
+                    latest[key] = version
+                    rows[key] = {}
+                if version == latest[key]:
+                    rows[key][llm] = label  # last vote of an llm for one product version wins
     out: dict[str, tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
     for (attr, pid), votes in rows.items():
         it, wk, lb = out[attr]
@@ -78,5 +80,7 @@ def fit_votes(
             out[attr] = m
             continue
         batch = default_aggregator(families=families, classes=cls, **kw).fit(it, wk, lb)
-        out[attr] = OnlineDawidSkene.from_batch(batch, families=families)
+        online_kw = {k: v for k, v in {**PANEL_CONFIG, **ONLINE_CONFIG}.items()
+                     if k not in ("families", "prior_strength", "family_rho")}
+        out[attr] = OnlineDawidSkene.from_batch(batch, families=families, **online_kw)
     return out

@@ -39,11 +39,13 @@ def run_worker(settings, loglevel: str = "info") -> None:
     from faust.worker import Worker as FaustWorker
 
     from streams.app import create_app
-    from streams.topics import ensure_topics
+    from streams.topics import commit_start_offsets, ensure_topics
 
     logging.basicConfig(level=loglevel.upper() if loglevel != "warn" else "WARNING")
     use_uvloop()
     ensure_topics(settings)
+    if settings.kafka.embedded:
+        commit_start_offsets(settings)
     faust_app, _ = create_app(settings)
     FaustWorker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
