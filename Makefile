@@ -29,7 +29,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmens_core streams tests bench
-	$(BIN)/ruff format --check llmens_core streams tests bench
+
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/aggregation.py

@@ -33,7 +33,7 @@ def all_failed(votes: Sequence[LabelVote]) -> bool:
 def decide(
     product_id: str, version: int, attribute: str, votes: Mapping[str, str | None], model: OnlineDawidSkene,
     *, reason: str = "complete", revision: int = 0, asked: Sequence[str] = (), llm_seconds: float = 0.0,
-    started: float | None = None,
+    started: float | None = None, stopped: str | None = None,
 ) -> tuple[AttributeDecision, np.ndarray]:
     """The decision for one attribute under ``model``, and the posterior (K,) over ``model.classes_``.
 
@@ -50,7 +50,7 @@ def decide(
         product_id=product_id, version=version, attribute=attribute, value=value, confidence=confidence,
         posterior={str(c): round(float(p), 6) for c, p in zip(model.classes_, post) if p >= 1e-4},
         votes=dict(votes), model_version=model.version, decided_at=time.time(), revision=revision,
-        reason=reason, asked=list(asked or votes), llm_seconds=llm_seconds,
+        reason=reason, asked=list(asked or votes), llm_seconds=llm_seconds, stopped=stopped,
         processing_seconds=(time.perf_counter() - started) if started is not None else 0.0,
     )
     return decision, post

@@ -35,9 +35,9 @@ from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
 from streams.embedded import EMBEDDED_FAUST_SETTINGS, patch_faust_highwaters
-from streams.models import ModelRegistry, read_models_forever
 from streams.learner import run_learner
 from streams.metrics import WorkerMetrics
+from streams.models import ModelRegistry, read_models_forever
 from streams.settings import Settings
 
 log = logging.getLogger("llmens.worker")
@@ -154,17 +154,45 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             out_topics[t_stats].inc()
             w.counters["stats_sent"] += 1
 
+    policy = None
+    if st.adaptive.enabled:
+        from llmens_core.adaptive import AdaptivePolicy
+
+        policy = AdaptivePolicy(st.llms, confidence_target=st.adaptive.confidence_target,
+                                exploration_share=st.adaptive.exploration_share,
+                                first_stage=st.adaptive.first_stage)
+
+    async def ask(gw: Gateway, product: ProductUpdate, attrs: list[str]):
+        """All LLMs at once, or (adaptive) stage by stage until every attribute is confident.
+
+        Returns the votes and, for adaptive runs, why asking stopped ("explore", "confident", "exhausted").
+        """
+        if policy is None:
+            return await gw.label(product, attrs), None
+        votes: list = []
+        posts: dict = {}
+        for stage in policy.plan(product.product_id):
+            votes += await gw.label(product, attrs, llms=stage)
+            by_attr = votes_by_attribute(votes)
+            posts = {a: w.registry.get(a).posterior(by_attr.get(a, {})) if by_attr.get(a) else []
+                     for a in attrs}
+            posts = {a: p for a, p in posts.items() if len(p)}
+            if len(posts) == len(attrs) and policy.should_stop(posts):
+                break
+        return votes, policy.reason(product.product_id, posts)
+
     async def label_with_retries(product: ProductUpdate, attrs: list[str]):
         gw = await w.start_gateway()
         for attempt in range(st.all_failed_retries + 1):
-            votes = await gw.label(product, attrs)
+            votes, stop_reason = await ask(gw, product, attrs)
             if not all_failed(votes):
-                return votes, None
+                return votes, None, stop_reason
             w.counters["all_failed_attempts"] += 1
             if attempt < st.all_failed_retries:
                 await asyncio.sleep(st.all_failed_backoff_s * (2**attempt))
         errors = sorted({f"{v.llm}: {v.error}" for v in votes})
-        return votes, f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
+        failure = f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
+        return votes, failure, None
 
     async def handle(event: faust.types.EventT) -> None:
         started = time.perf_counter()
@@ -206,7 +234,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         w.latest_seen[pid] = version
         await w.registry.ready.wait()
         t_llm = time.perf_counter()
-        votes, failure = await label_with_retries(product, attrs)
+        votes, failure, stop_reason = await label_with_retries(product, attrs)
+        if stop_reason is not None:
+            w.counters[f"adaptive_{stop_reason}"] += 1
         llm_seconds = time.perf_counter() - t_llm
         if state is not None and state["version"] < version:
             w.revisions.drop_product(pid)
@@ -222,7 +252,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         decisions = []
         for attribute, by_llm in votes_by_attribute(votes).items():
             decision, _ = decide(pid, version, attribute, by_llm, w.registry.get(attribute),
-                                 llm_seconds=llm_seconds, started=started)
+                                 llm_seconds=llm_seconds, started=started,
+                                 reason="adaptive" if policy is not None else "complete", stopped=stop_reason)
             decisions.append(decision)
             if w.stats.add(attribute, pid, by_llm):
                 await flush_stats(attribute)

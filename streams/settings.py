@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from llmens_core.llm.config import EndpointConfig
 
-__all__ = ["AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings"]
+__all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings"]
 
 
 class TopicNames(BaseModel):
@@ -65,6 +65,15 @@ class AggregationSettings(BaseModel):
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
+class AdaptiveSettings(BaseModel):
+    """Ask LLMs in stages, cheapest first, until every attribute is confident (off by default)."""
+
+    enabled: bool = False
+    confidence_target: float = Field(0.95, gt=0, lt=1)
+    exploration_share: float = Field(0.1, ge=0, le=1, description="products that ask every LLM at once")
+    first_stage: int = Field(2, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything a worker or a CLI command needs."""
 
@@ -73,6 +82,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicNames = TopicNames()
     aggregation: AggregationSettings = AggregationSettings()
+    adaptive: AdaptiveSettings = AdaptiveSettings()
     llms: list[EndpointConfig] = Field(default_factory=list)
     attributes_file: Path | None = None
     data_dir: Path = Path("var/llmens")

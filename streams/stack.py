@@ -7,6 +7,7 @@ speaks the Kafka protocol, the simulator speaks the OpenAI chat API over HTTP, w
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -118,6 +119,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         from streams.topics import ensure_topics
 
+        atexit.register(self.stop)  # never leave worker or simulator processes behind
         if self.bootstrap is None:
             self.broker = EmbeddedBroker(log_dir=self.workdir / "broker").start()
             self.bootstrap = self.broker.bootstrap

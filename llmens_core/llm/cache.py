@@ -76,7 +76,7 @@ class ResponseCache:
     def __len__(self) -> int:
         if self._db is None:
             return 0
-        return sum(1 for _ in self._db.keys())
+        return sum(1 for _ in self._db.keys())  # noqa: SIM118 - Rdict iterates items
 
     def close(self) -> None:
         if self._db is not None:

@@ -424,7 +424,7 @@ class EndpointClient:
                     status = resp.status
                     retry_after = None if status == 200 else parse_retry_after(resp.headers.get("Retry-After"))
                     raw = await resp.read()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 k.timeouts += 1
                 return "timeout", None, None
             except (aiohttp.ClientError, OSError):

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 NONE = "none"
-SIM_KEY: web.AppKey["Simulator"] = web.AppKey("sim")
+SIM_KEY: web.AppKey[Simulator] = web.AppKey("sim")
 
 
 class Latency(BaseModel):

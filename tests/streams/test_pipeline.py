@@ -89,7 +89,7 @@ def test_newer_version_supersedes_and_redelivery_repeats_the_same_decision(tmp_p
     late_v1 = events[:10]
     with stack(tmp_path, broker, topic_prefix) as s:
         s.publish(v2)
-        first = s.decisions(expected_keys(v2), timeout_s=60)
+        s.decisions(expected_keys(v2), timeout_s=60)
         calls_before = sum(c["requests"] for c in s.worker_json(0, "/counters")["llm"].values())
         s.publish(late_v1)   # older versions arriving late: dropped, counted
         s.publish(v2[:5])    # redelivery of the same versions: same decisions, no LLM calls
@@ -188,3 +188,24 @@ def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, brok
     acc = score_decisions(decisions, gold)
     for attribute, row in acc.items():
         assert row["ensemble"] >= row["majority_vote"], (attribute, row)
+
+
+def test_adaptive_querying_asks_cheapest_first_and_stops_when_confident(tmp_path, broker, topic_prefix):
+    events, gold = demo_events()
+    adaptive = {"enabled": True, "confidence_target": 0.9, "exploration_share": 0.1, "first_stage": 2}
+    with stack(tmp_path, broker, topic_prefix, settings_overrides={"adaptive": adaptive}) as s:
+        s.publish(events)
+        decisions = s.decisions(expected_keys(events), timeout_s=120)
+        counters = s.worker_json(0, "/counters")
+    first = [d for d in decisions if d["revision"] == 0]
+    assert set(decision_keys(first)) == expected_keys(events) and max(decision_keys(first).values()) == 1
+    assert all(d["reason"] == "adaptive" and d["stopped"] in ("explore", "confident", "exhausted") for d in first)
+    calls = sum(c["requests"] for c in counters["llm"].values())
+    assert calls < 0.8 * 5 * len(events), calls
+    explored = {d["product_id"] for d in first if d["stopped"] == "explore"}
+    assert 0.03 * len(events) < len(explored) < 0.2 * len(events)
+    assert all(len(d["asked"]) == 5 for d in first if d["stopped"] == "explore")
+    cheap = {"sim-tiny", "sim-small"}  # the two cheapest simulated models are always asked first
+    assert all(cheap <= set(d["asked"]) for d in first)
+    confident = [d for d in first if d["stopped"] == "confident"]
+    assert confident and all(d["confidence"] >= 0.9 for d in confident)

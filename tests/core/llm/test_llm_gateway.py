@@ -9,14 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from llm_testkit import sim_config, to_update
 
 from llmens_core.events import ProductUpdate
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.gateway import Gateway
 from llmens_core.llm.simulator import SimConfig, endpoints_for
-
-from llm_testkit import sim_config, to_update
 
 FAST = dict(timeout_s=0.25, max_retries=6, backoff_base_s=0.005, backoff_cap_s=0.05, breaker_failures=10,
             breaker_cooldown_s=0.05, max_concurrency=64)
