@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--copies", type=int, default=1, help="publish the catalogue this many times (new ids)")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--save", type=Path, help="write every decision (JSON lines) here for later analysis")
     ap.add_argument("--json", action="store_true", help="only the JSON summary line and the ratio line")
     args = ap.parse_args()
 
@@ -110,22 +111,24 @@ def main() -> None:
         say(f"stack up: broker {stack.bootstrap}, simulator {stack.sim_url}, {args.workers} worker(s)")
         t0 = time.perf_counter()
         stack.publish(products)
-        msgs = stack.read("product_attributes", until=expected, timeout_s=600)
+        want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
+        decisions = stack.decisions(want, timeout_s=600)
         elapsed = time.perf_counter() - t0
-        decisions = [orjson.loads(m.value()) for m in msgs]
+        decisions += stack.decisions(want, timeout_s=30, settle_s=2.0)[len(decisions):]  # late revisions
         dlq = len(stack.read("dead_letter", idle_s=1.0, timeout_s=5))
         calls = sum(c.get("requests", 0) for i in stack.procs
                     for c in stack.worker_json(i, "/counters")["llm"].values())
         ceiling = asyncio.run(raw_ceiling(stack.sim_url, models))
 
-    first_decided = {}
-    for d in decisions:
-        first_decided.setdefault(d["product_id"], d["decided_at"])
-    overhead_ms = np.array([(d["processing_seconds"] - d["llm_seconds"]) * 1000 for d in decisions])
-    products_per_s = len({d["product_id"] for d in decisions}) / elapsed
+    if args.save:
+        args.save.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
+    first = [d for d in decisions if d["revision"] == 0]
+    overhead_ms = np.array([(d["processing_seconds"] - d["llm_seconds"]) * 1000 for d in first])
+    products_per_s = len({d["product_id"] for d in first}) / elapsed
     summary = {
-        "products": len(products), "decisions": len(decisions), "expected_decisions": expected,
-        "unique_decisions": len({(d["product_id"], d["version"], d["attribute"]) for d in decisions}),
+        "products": len(products), "decisions": len(first), "expected_decisions": expected,
+        "unique_decisions": len({(d["product_id"], d["version"], d["attribute"]) for d in first}),
+        "revisions": len(decisions) - len(first),
         "accuracy": score_decisions(decisions, gold), "products_per_s": round(products_per_s, 1),
         "seconds": round(elapsed, 2), "llm_calls": calls, "models": len(models), "workers": args.workers,
         "overhead_ms_p50": round(float(np.percentile(overhead_ms, 50)), 2) if len(overhead_ms) else None,
