@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -120,6 +121,9 @@ class LocalStack:
         from streams.topics import ensure_topics
 
         atexit.register(self.stop)  # never leave worker or simulator processes behind
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind (and stop children) on SIGTERM
         if self.bootstrap is None:
             self.broker = EmbeddedBroker(log_dir=self.workdir / "broker").start()
             self.bootstrap = self.broker.bootstrap
