@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -157,6 +158,65 @@ def llm(llm_dir: Path) -> None:
     )
 
 
+def simulated_panel(products: Path) -> None:
+    """5 simulated LLMs (the built-in simulator over real HTTP) on the shared products: a dense panel.
+
+    This is the setting llmens runs in; it is where the crowd prior (uniform class prior) lets phantom
+    classes win, and why the default switches to the panel prior on dense data.
+    """
+    import asyncio
+
+    from llmens_core.aggregation import CROWD_CONFIG, DawidSkene
+    from llmens_core.events import ProductUpdate
+    from llmens_core.llm.gateway import Gateway
+    from llmens_core.llm.simulator import endpoints_for, load_sim_config, start_simulator
+    from llmens_core.schema import AttributeSchema
+
+    recs = [orjson.loads(line) for line in products.read_bytes().splitlines()]
+    recs = [r for r in recs if r["attributes"] and not r["source"].startswith("implicitave")]
+    cfg = load_sim_config(None).model_dump(mode="json")
+    cfg["products"] = str(products)
+    cfg["defaults"] = {"latency_ms": {"mean": 0, "p99": 0}, "faults": {}}
+    for m in cfg["models"]:
+        m["latency_ms"], m["faults"] = None, None
+
+    async def collect():
+        runner, port = await start_simulator(cfg)
+        eps = endpoints_for(load_sim_config(cfg), f"http://127.0.0.1:{port}/v1", max_concurrency=64)
+        votes = []
+        sem = asyncio.Semaphore(64)
+        async with Gateway(eps, AttributeSchema.load()) as gw:
+            async def one(r):
+                async with sem:
+                    p = ProductUpdate(product_id=r["product_id"], version=1, title=r["title"],
+                                      description=r["description"], category=r["category"])
+                    votes.extend(await gw.label(p, sorted(r["attributes"])))
+            await asyncio.gather(*(one(r) for r in recs))
+        await runner.cleanup()
+        return votes
+
+    votes = asyncio.run(collect())
+    by_attr: dict = {}
+    for v in votes:
+        if v.label is not None:
+            it, wk, lb = by_attr.setdefault(v.attribute, ([], [], []))
+            it.append(v.product_id)
+            wk.append(v.llm)
+            lb.append(v.label)
+    gold = {(r["product_id"], a): (g if g is not None else "none") for r in recs for a, g in r["attributes"].items()}
+    rows = []
+    for attr, (it, wk, lb) in sorted(by_attr.items()):
+        truth = {pid: g for (pid, a), g in gold.items() if a == attr}
+        res = {}
+        for name, est in (("default", default_aggregator()), ("crowd prior", DawidSkene(**CROWD_CONFIG)),
+                          ("mv", MajorityVote()), ("ds", METHODS["ds"]()), ("onecoin", OneCoinDawidSkene())):
+            pred = est.fit_predict(it, wk, lb)
+            res[name] = _score(est.items_.tolist(), pred.tolist(), truth)[0]
+        rows.append([attr, len(truth), res["default"], res["crowd prior"], res["mv"], res["ds"], res["onecoin"]])
+    table("Simulated LLM panel (5 built-in simulated models, shared products): default vs crowd prior",
+          ["attribute", "items", "default (panel prior)", "crowd prior", "MV", "DS (ML)", "IWMV"], rows)
+
+
 def synthetic(n_items: int = 200_000, n_workers: int = 5, n_classes: int = 4, seed: int = 0):
     rng = np.random.default_rng(seed)
     K = n_classes
@@ -274,6 +334,9 @@ def main() -> None:
         crowd(args.crowd)
     if args.llm.is_dir():
         llm(args.llm)
+    products = REPO / ".." / "shared" / "data" / "products" / "products.jsonl"
+    if products.exists():
+        simulated_panel(products)
     else:
         print(f"LLM predictions not found at {args.llm.resolve()}; skipped")
     ratio = speed(args.skip_crowdkit)
