@@ -209,3 +209,52 @@ def test_adaptive_querying_asks_cheapest_first_and_stops_when_confident(tmp_path
     assert all(cheap <= set(d["asked"]) for d in first)
     confident = [d for d in first if d["stopped"] == "confident"]
     assert confident and all(d["confidence"] >= 0.9 for d in confident)
+
+
+BAD_KINDS = [
+    b"\xff\xfe\x00 not utf-8",
+    b"{\"product_id\": \"x\", ",
+    b"[1, 2, 3]",
+    b'{"title": "no id or version"}',
+    b'{"product_id": "m", "version": "seven", "title": "t"}',
+    b'{"product_id": "m", "version": 1, "title": "t", "attributes": ["bogus"]}',
+    b'{"product_id": "m", "version": -3, "title": "t"}',
+    b"",
+]
+
+
+@pytest.mark.slow
+def test_a_thousand_malformed_events_among_five_thousand_good_ones(tmp_path, broker, topic_prefix):
+    events, _ = demo_events(copies=13)
+    events = events[:5000]
+    records, n_bad = [], 0
+    for i, e in enumerate(events):
+        records.append((e["product_id"].encode(), orjson.dumps(e)))
+        if i % 5 == 0:
+            records.append((f"bad-{n_bad}".encode(), BAD_KINDS[n_bad % len(BAD_KINDS)]))
+            n_bad += 1
+    assert n_bad == 1000
+    with stack(tmp_path, broker, topic_prefix) as s:
+        s.produce("product_updates", records)
+        decisions = s.decisions(expected_keys(events), timeout_s=300)
+        dead = s.read("dead_letter", idle_s=3.0, timeout_s=60)
+    assert set(decision_keys(d for d in decisions if d["revision"] == 0)) == expected_keys(events)
+    assert len(dead) == 1000
+    assert {m.key() for m in dead} == {f"bad-{i}".encode() for i in range(1000)}
+
+
+@pytest.mark.slow
+def test_two_workers_split_the_partitions_and_match_one_worker(tmp_path, broker, topic_prefix):
+    events, gold = demo_events(copies=2, distinct_text=True)
+    pooled = {}
+    for workers in (1, 2):
+        prefix = f"{topic_prefix}w{workers}."
+        with stack(tmp_path / f"w{workers}", broker, prefix, workers=workers, partitions=8) as s:
+            s.publish(events)
+            decisions = s.decisions(expected_keys(events), timeout_s=180, settle_s=2.0)
+            counters = [s.worker_json(i, "/counters")["worker"] for i in range(workers)]
+        assert set(decision_keys(d for d in decisions if d["revision"] == 0)) == expected_keys(events)
+        assert all(c.get("events_in", 0) > 0 for c in counters), counters
+        acc = score_decisions(decisions, gold)
+        pooled[workers] = sum(r["ensemble"] * r["n"] for r in acc.values()) / sum(r["n"] for r in acc.values())
+    assert abs(pooled[2] - pooled[1]) <= 0.01, pooled
