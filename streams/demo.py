@@ -97,7 +97,7 @@ def _print_tables(console: Console, accuracy: dict, models: dict, counters: dict
     prefix = os.path.commonprefix(llms) if len(llms) > 1 else ""
     short = [m[len(prefix):] or m for m in llms]
     t = Table(title="Accuracy against gold (OA-Mine annotations)", show_lines=False)
-    t.add_column("attribute")
+    t.add_column("attribute", no_wrap=True, min_width=12)
     t.add_column("n", justify="right")
     for name in short:
         t.add_column(name, justify="right")
