@@ -21,6 +21,8 @@ in memory for at most that deadline; a crash before the decision is covered by a
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -59,6 +61,8 @@ class Worker:
         self.revisions = RevisionWindow(settings.aggregation.revision_window)
         self.counters: dict[str, float] = defaultdict(float)
         self.latest_seen: dict[str, int] = {}
+        self.inflight: collections.Counter = collections.Counter()
+        """Products in flight per stage (diagnostics for a stalled worker, served by /counters)."""
         self.on_decision = None  # optional hook (metrics)
 
     async def start_gateway(self) -> Gateway:
@@ -70,6 +74,14 @@ class Worker:
             await self.gateway.start()
             self.metrics.attach_gateway(self.gateway)
         return self.gateway
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        self.inflight[name] += 1
+        try:
+            yield
+        finally:
+            self.inflight[name] -= 1
 
     async def close(self) -> None:
         if self.gateway is not None:
@@ -232,9 +244,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             m.superseded.inc()
             return
         w.latest_seen[pid] = version
-        await w.registry.ready.wait()
+        with w.stage("wait_models"):
+            await w.registry.ready.wait()
         t_llm = time.perf_counter()
-        votes, failure, stop_reason = await label_with_retries(product, attrs)
+        with w.stage("ask_llms"):
+            votes, failure, stop_reason = await label_with_retries(product, attrs)
         if stop_reason is not None:
             w.counters[f"adaptive_{stop_reason}"] += 1
         llm_seconds = time.perf_counter() - t_llm
@@ -247,7 +261,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         if failure is not None:
             await dead_letter(event.value, failure, msg, "all_llms_failed")
             return
-        await t_votes.send(key=pid.encode(), value=orjson.dumps([v.model_dump(mode="json") for v in votes]))
+        with w.stage("send_votes"):
+            await t_votes.send(key=pid.encode(), value=orjson.dumps([v.model_dump(mode="json") for v in votes]))
         out_topics[t_votes].inc()
         decisions = []
         for attribute, by_llm in votes_by_attribute(votes).items():
@@ -256,14 +271,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                                  reason="adaptive" if policy is not None else "complete", stopped=stop_reason)
             decisions.append(decision)
             if w.stats.add(attribute, pid, by_llm):
-                await flush_stats(attribute)
+                with w.stage("send_stats"):
+                    await flush_stats(attribute)
         # State first, output second: after a crash in between, the redelivered event re-emits the
         # stored decisions instead of deciding again under a newer model.
         products[pid] = {"version": version,
                          "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}}
-        for decision in decisions:
-            await emit(decision)
-            w.revisions.add(decision)
+        with w.stage("emit"):
+            for decision in decisions:
+                await emit(decision)
+                w.revisions.add(decision)
         if w.latest_seen.get(pid) == version:
             del w.latest_seen[pid]
 
@@ -347,7 +364,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     async def counters_view(web, request):
         gw = w.gateway
         llm = {n: c.as_dict() if hasattr(c, "as_dict") else vars(c) for n, c in (gw.counters() if gw else {}).items()}
-        return web.json({"worker": dict(w.counters), "llm": llm})
+        return web.json({"worker": dict(w.counters), "llm": llm, "inflight": dict(w.inflight)})
 
     app.llmens_worker = w  # type: ignore[attr-defined]
     return app, w
