@@ -364,7 +364,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     async def counters_view(web, request):
         gw = w.gateway
         llm = {n: c.as_dict() if hasattr(c, "as_dict") else vars(c) for n, c in (gw.counters() if gw else {}).items()}
-        return web.json({"worker": dict(w.counters), "llm": llm, "inflight": dict(w.inflight)})
+        consumer = app.consumer
+        parts = {
+            "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment()),
+            "paused": sorted(f"{tp.topic}:{tp.partition}" for tp in getattr(consumer, "_paused_partitions", ())),
+            "active": sorted(f"{tp.topic}:{tp.partition}" for tp in (consumer._active_partitions or ())),
+        }
+        return web.json({"worker": dict(w.counters), "llm": llm, "inflight": dict(w.inflight),
+                         "partitions": parts})
 
     app.llmens_worker = w  # type: ignore[attr-defined]
     return app, w
