@@ -22,7 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 __all__ = ["EMBEDDED_FAUST_SETTINGS", "BrokerError", "EmbeddedBroker", "find_tansu", "free_port",
-           "patch_faust_highwaters"]
+           "patch_faust_highwaters", "stop_process_group"]
 
 EMBEDDED_FAUST_SETTINGS: dict[str, object] = {
     # Tansu's ListOffsets(latest) is wrong for batched records; `patch_faust_highwaters` takes the end
@@ -123,6 +123,20 @@ def find_tansu() -> Path:
     return path
 
 
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """SIGTERM the process group we started (its own session), SIGKILL it after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout_s)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -217,15 +231,7 @@ class EmbeddedBroker:
         if proc is None:
             return
         _STARTED.pop(proc.pid, None)
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout_s)
+        stop_process_group(proc, timeout_s)
         if self.log_path:
             with contextlib.suppress(FileNotFoundError):
                 (self.log_path.parent / f"tansu-{self.port}.pid").unlink()

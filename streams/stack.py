@@ -25,7 +25,7 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import EmbeddedBroker, free_port, stop_process_group
 from streams.settings import Settings
 
 __all__ = ["LocalStack", "read_topic"]
@@ -212,25 +212,14 @@ class LocalStack:
 
     def stop_worker(self, i: int, timeout_s: float = 20) -> None:
         proc = self.procs.pop(i, None)
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        if proc is not None:
+            stop_process_group(proc, timeout_s)
 
     def stop(self) -> None:
         for i in list(self.procs):
             self.stop_worker(i)
         if self.sim_proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.sim_proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.sim_proc.wait(10)
+            stop_process_group(self.sim_proc, 10)
             self.sim_proc = None
         if self.broker is not None:
             self.broker.stop()

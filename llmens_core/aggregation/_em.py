@@ -37,13 +37,8 @@ def sparse_onecoin_prior(
     towards one-coin (one number to learn instead of K(K-1)); a dense worker keeps its full confusion.
     """
     J, K, _ = N.shape
-    tr = np.einsum("jkk->j", N)
     n_j = N.sum(axis=(1, 2))
-    p_j = (tr + 2.0 * prior_accuracy) / (n_j + 2.0)
-    oc = np.empty((J, K, K))
-    oc[:] = ((1.0 - p_j) / max(K - 1, 1))[:, None, None]
-    idx = np.arange(K)
-    oc[:, idx, idx] = p_j[:, None] if K > 1 else 1.0
+    oc = onecoin_prior(N, prior_accuracy, 1.0)
     pooled = normalise_rows(N.sum(axis=0) + alpha)
     b_j = sparse_strength * K / np.sqrt(1.0 + n_j)
     s_j = strength + b_j
