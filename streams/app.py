@@ -320,6 +320,49 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                 w.counters["revisions"] += 1
                 await emit(decision)
 
+    stalled_checks: dict = {}
+
+    @app.timer(interval=5.0)
+    async def redeliver_stalled_partitions():
+        """Seek a partition back to its committed offset when its records were fetched but never delivered.
+
+        Seen after a rebalance (a worker of two SIGKILLed and restarted): faust drops the rest of a fetched
+        batch when the group generation changes, the fetch position has moved past those records, and
+        nothing re-fetches them, so the committed offset stops while the position sits at the end.
+        Three checks in a row with nothing in flight and the fetch position past what faust delivered
+        trigger a seek back to the committed offset;
+        redelivery is idempotent (stored decisions are re-emitted).
+        """
+        if any(w.inflight.values()):
+            stalled_checks.clear()
+            return
+        consumer = app.consumer
+        try:
+            sub = consumer._thread._consumer._subscription.subscription
+            states = {tp: sub.assignment.state_value(tp) for tp in sub.assignment.tps}
+        except Exception:  # noqa: BLE001 - not assigned yet, or rebalancing
+            return
+        for tp, state in states.items():
+            if tp.topic != t_updates.get_topic_name():
+                continue
+            committed = consumer._committed_offset.get(tp)
+            read = consumer._read_offset.get(tp)
+            position = state._position
+            delivered = -1 if read is None else read
+            if position is None or position <= delivered + 1:
+                for key in [k for k in stalled_checks if k[0] == tp]:
+                    del stalled_checks[key]
+                continue
+            key = (tp, delivered)
+            stalled_checks[key] = stalled_checks.get(key, 0) + 1
+            if stalled_checks[key] >= 3:
+                target = committed if committed is not None else max(delivered, 0)
+                log.warning("%s stalled: fetch position %d, delivered up to %d: redelivering from %d", tp,
+                            position, delivered, target)
+                w.counters["stalled_redeliveries"] += 1
+                stalled_checks.pop(key, None)
+                await consumer.seek(tp, target)
+
     @app.task
     async def load_models():
         await read_models_forever(w.registry, st.kafka.bootstrap, st.topic("ds_model"))
@@ -370,8 +413,19 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             "paused": sorted(f"{tp.topic}:{tp.partition}" for tp in getattr(consumer, "_paused_partitions", ())),
             "active": sorted(f"{tp.topic}:{tp.partition}" for tp in (consumer._active_partitions or ())),
         }
+        fetch = {}
+        try:  # the aiokafka consumer faust runs in its thread: positions as its fetcher sees them
+            sub = consumer._thread._consumer._subscription.subscription
+            for tp in sub.assignment.tps:
+                state = sub.assignment.state_value(tp)
+                fetch[f"{tp.topic}:{tp.partition}"] = {
+                    "position": state._position, "highwater": state.highwater, "paused": state.paused,
+                    "status": str(state._status), "committed": consumer._committed_offset.get(tp),
+                    "read_offset": consumer._read_offset.get(tp)}
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            fetch = {"error": repr(exc)}
         return web.json({"worker": dict(w.counters), "llm": llm, "inflight": dict(w.inflight),
-                         "partitions": parts})
+                         "partitions": parts, "fetch": fetch})
 
     app.llmens_worker = w  # type: ignore[attr-defined]
     return app, w

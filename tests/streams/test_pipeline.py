@@ -125,11 +125,6 @@ def test_product_whose_llms_all_fail_is_retried_then_dead_lettered(tmp_path, bro
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, about half of the runs on the embedded broker: after SIGKILL + restart, the restarted "
-    "worker's partitions stop being delivered after a few hundred offsets (assigned, active, not paused, "
-    "nothing in flight); nothing is dead-lettered or dropped silently, the consumer lag stays > 0. "
-    "See the streaming issue's closing note."))
 def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_path, broker, topic_prefix):
     events, gold = demo_events(copies=25)  # 10,000 products
     with stack(tmp_path, broker, topic_prefix, workers=2, partitions=8, sim_config=fast_sim(latency_ms=2),
