@@ -35,7 +35,7 @@ from llmens_core.events import ProductUpdate  # noqa: E402
 from llmens_core.llm import Gateway  # noqa: E402
 from llmens_core.llm.simulator import endpoints_for, load_sim_config, start_simulator  # noqa: E402
 from llmens_core.schema import AttributeSchema  # noqa: E402
-from llmens_core.scoring import gold_labels  # noqa: E402
+from llmens_core.scoring import gold_labels, recorded_attributes  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "data"
 
@@ -55,11 +55,7 @@ def replay_price(name: str) -> tuple[float, float]:
 
 def load(path: Path, predictions: Path | None, schema: AttributeSchema, limit: int | None):
     recs = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
-    asked: dict[str, set] = {}
-    if predictions is not None:
-        for line in predictions.read_bytes().splitlines():
-            r = orjson.loads(line)
-            asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    asked = recorded_attributes(predictions) if predictions is not None else {}
     out = []
     for r in recs:
         attrs = sorted(asked.get(r["product_id"], ())) if predictions else sorted(r.get("attributes") or {})

@@ -23,18 +23,14 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmens_core.llm.simulator import load_sim_config  # noqa: E402
-from llmens_core.scoring import gold_labels, score_decisions  # noqa: E402
+from llmens_core.scoring import gold_labels, recorded_attributes, score_decisions  # noqa: E402
 from streams.stack import LocalStack, replay_models  # noqa: E402
 
 
 def load_products(path: Path, predictions: Path | None, copies: int = 1) -> list[dict]:
     """Product events (attributes = the annotated ones, or those with recorded predictions) with gold kept aside."""
     recs = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    asked: dict[str, set] = {}
-    if predictions is not None:
-        for line in predictions.read_bytes().splitlines():
-            r = orjson.loads(line)
-            asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    asked = recorded_attributes(predictions) if predictions is not None else {}
     out = []
     for c in range(copies):
         for r in recs:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import orjson
 
 from llmens_core.events import NOT_PRESENT
 
-__all__ = ["gold_labels", "majority", "score_decisions"]
+__all__ = ["gold_labels", "majority", "recorded_attributes", "score_decisions"]
 
 
 def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
@@ -23,6 +26,16 @@ def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
             for a, v in attrs.items():
                 out[(str(p["product_id"]), a)] = NOT_PRESENT if v is None else v
     return out
+
+
+def recorded_attributes(predictions: Path) -> dict[str, set[str]]:
+    """``{product_id: attributes}`` that a predictions JSONL (one recorded LLM output per line) covers."""
+    asked: dict[str, set[str]] = {}
+    for line in Path(predictions).read_bytes().splitlines():
+        if line.strip():
+            r = orjson.loads(line)
+            asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    return asked
 
 
 def majority(votes: Mapping[str, str | None]) -> str | None:

@@ -8,7 +8,7 @@ import time
 import orjson
 import pytest
 
-from llmens_core.scoring import score_decisions
+from llmens_core.scoring import recorded_attributes, score_decisions
 from streams.stack import LocalStack
 from tests.conftest import shared_data
 from tests.streams.pipeline_kit import decision_keys, demo_events, expected_keys, fast_sim
@@ -166,10 +166,7 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
 def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, broker, topic_prefix):
     predictions = shared_data("llm_predictions", "predictions.jsonl")
     products = shared_data("llm_predictions", "products.jsonl")
-    asked: dict[str, set] = {}
-    for line in predictions.read_bytes().splitlines():
-        r = orjson.loads(line)
-        asked.setdefault(r["product_id"], set()).add(r["attribute"])
+    asked = recorded_attributes(predictions)
     events, gold_src = [], []
     for line in products.read_bytes().splitlines():
         p = orjson.loads(line)
