@@ -17,7 +17,9 @@ from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.gateway import Gateway
 from llmens_core.llm.simulator import SimConfig, endpoints_for
 
-FAST = dict(timeout_s=0.25, max_retries=6, backoff_base_s=0.005, backoff_cap_s=0.05, breaker_failures=10,
+# Short backoffs keep fault tests quick; the timeout is generous because a loaded 2-core CI machine can stall a
+# healthy loopback answer for hundreds of milliseconds (a 0.25 s timeout once opened a breaker there).
+FAST = dict(timeout_s=3.0, max_retries=6, backoff_base_s=0.005, backoff_cap_s=0.05, breaker_failures=10,
             breaker_cooldown_s=0.05, max_concurrency=64)
 
 
