@@ -158,6 +158,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         w.counters["decisions"] += 1
         m.observe_decision(decision)
 
+    async def save_state(event: faust.types.EventT, pid: str, state: dict) -> None:
+        """Store a product's decisions and wait until its changelog record is delivered.
+
+        Only then are the decisions emitted: a worker killed after its outputs were delivered must have
+        delivered the state too, so the redelivered event re-emits the stored decisions instead of deciding
+        again under a newer model (faust's ``table[key] = value`` buffers the changelog record with
+        ``send_soon``, which a SIGKILL loses while the awaited outputs were already out).
+        """
+        products.data[pid] = state
+        delivered = await products.changelog_topic.send(
+            key=pid, value=state, partition=event.message.partition, key_serializer=products.key_serializer,
+            value_serializer=products.value_serializer, callback=products._on_changelog_sent)
+        await delivered
+
     async def flush_stats(attribute: str) -> None:
         stats = w.stats.take(attribute, w.registry.get(attribute))
         if stats is not None and stats.n_items > 0:
@@ -273,10 +287,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             if w.stats.add(attribute, pid, by_llm):
                 with w.stage("send_stats"):
                     await flush_stats(attribute)
-        # State first, output second: after a crash in between, the redelivered event re-emits the
-        # stored decisions instead of deciding again under a newer model.
-        products[pid] = {"version": version,
-                         "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}}
+        with w.stage("save_state"):
+            await save_state(event, pid, {"version": version,
+                                          "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}})
         with w.stage("emit"):
             for decision in decisions:
                 await emit(decision)

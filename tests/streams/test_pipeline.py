@@ -125,11 +125,6 @@ def test_product_whose_llms_all_fail_is_retried_then_dead_lettered(tmp_path, bro
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known gap: no decision goes missing any more (the stalled-partition watchdog redelivers), but a "
-    "product whose table changelog record was still in faust's producer buffer when the worker was killed "
-    "while its decisions had been delivered is decided again after the restart, and a newer model can "
-    "give a different value at revision 0. See the streaming issue's closing note."))
 def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_path, broker, topic_prefix):
     events, gold = demo_events(copies=25)  # 10,000 products
     with stack(tmp_path, broker, topic_prefix, workers=2, partitions=8, sim_config=fast_sim(latency_ms=2),
