@@ -5,7 +5,14 @@
 
 Publishes every product, waits for every decision, prints one JSON summary line, then last
 ``pipeline_vs_ceiling=<products/s divided by (raw requests/s / models)>``. The ceiling is measured in the
-same run against the same simulator by a minimal aiohttp client with no Kafka and no aggregation.
+same run against the same simulator by a minimal aiohttp client that sends the pipeline's own requests (every
+product's prompt for every model, built as the gateway builds them) with as many in flight as one worker
+(256 products x 5 LLMs), with no Kafka and no aggregation.
+
+Latency per decision, two parts: ``overhead_ms`` is the time from the event reaching the worker's handler to
+the decision, minus the time spent waiting on LLMs (our CPU work and any event-loop queueing in between);
+``decided_to_output_ms`` is the time from the decision to its output record's CreateTime (the state record
+is acknowledged by the broker first, see the README's delivery contract).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmens_core.llm.simulator import load_sim_config  # noqa: E402
+from llmens_core.llm.simulator import endpoints_for, load_sim_config  # noqa: E402
 from llmens_core.scoring import gold_labels, recorded_attributes, score_decisions  # noqa: E402
 from streams.stack import LocalStack, replay_models  # noqa: E402
 
@@ -44,22 +51,41 @@ def load_products(path: Path, predictions: Path | None, copies: int = 1) -> list
     return out
 
 
-async def raw_ceiling(url: str, models: list[str], seconds: float = 4.0, concurrency: int = 256) -> float:
-    """Requests/s of a minimal aiohttp client against the simulator (same prompt shape, no machinery)."""
+def request_bodies(products: list[dict], endpoints) -> list[bytes]:
+    """The chat requests the workers send for these products: one per (product, LLM), built as the gateway does."""
+    from llmens_core.events import ProductUpdate
+    from llmens_core.llm.prompts import build_prompt
+    from llmens_core.llm.providers import PROVIDERS
+    from llmens_core.schema import AttributeSchema
+
+    schema = AttributeSchema.load()
+    out = []
+    for p in products:
+        update = ProductUpdate.model_validate(p)
+        attrs = [schema[a] for a in p["attributes"] if a in schema]
+        out += [orjson.dumps(PROVIDERS[ep.provider].body(ep, build_prompt(update, attrs, ep.prompt))) for ep in endpoints]
+    return out
+
+
+async def raw_ceiling(url: str, bodies: list[bytes], seconds: float = 4.0, concurrency: int = 1280) -> float:
+    """Requests/s of a minimal aiohttp client sending the pipeline's own requests (no Kafka, no aggregation).
+
+    ``concurrency`` defaults to what one worker has in flight: 256 products x 5 LLMs.
+    """
     import aiohttp
 
-    body = {"messages": [{"role": "user", "content": "Product: {\"title\": \"Men's running shoe\"}\n"
-                          "Attributes: gender"}], "temperature": 0}
     done = 0
     stop = time.perf_counter() + seconds
+    headers = {"Content-Type": "application/json"}
 
     async def loop(session, i):
         nonlocal done
+        n = i
         while time.perf_counter() < stop:
-            async with session.post(f"{url}/chat/completions",
-                                    json={**body, "model": models[i % len(models)]}) as r:
+            async with session.post(f"{url}/chat/completions", data=bodies[n % len(bodies)], headers=headers) as r:
                 await r.read()
                 done += 1
+            n += concurrency
 
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as s:
@@ -111,15 +137,22 @@ def main() -> None:
         decisions = stack.decisions(want, timeout_s=600)
         elapsed = time.perf_counter() - t0
         decisions += stack.decisions(want, timeout_s=30, settle_s=2.0)[len(decisions):]  # late revisions
+        out_ts = {}  # (product, attribute) -> when the first decision record was produced (CreateTime)
+        for msg in stack.read("product_attributes", idle_s=1.0, timeout_s=60):
+            d = orjson.loads(msg.value())
+            out_ts.setdefault((d["product_id"], d["attribute"]), msg.timestamp()[1] / 1000)
         dlq = len(stack.read("dead_letter", idle_s=1.0, timeout_s=5))
         calls = sum(c.get("requests", 0) for i in stack.procs
                     for c in stack.worker_json(i, "/counters")["llm"].values())
-        ceiling = asyncio.run(raw_ceiling(stack.sim_url, models))
+        ceiling = asyncio.run(raw_ceiling(stack.sim_url, request_bodies(
+            products, endpoints_for(load_sim_config(stack.sim_config_path), stack.sim_url))))
 
     if args.save:
         args.save.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
     first = [d for d in decisions if d["revision"] == 0]
     overhead_ms = np.array([(d["processing_seconds"] - d["llm_seconds"]) * 1000 for d in first])
+    emit_ms = np.array([(out_ts[(d["product_id"], d["attribute"])] - d["decided_at"]) * 1000 for d in first
+                        if (d["product_id"], d["attribute"]) in out_ts])
     products_per_s = len({d["product_id"] for d in first}) / elapsed
     summary = {
         "products": len(products), "decisions": len(first), "expected_decisions": expected,
@@ -129,6 +162,8 @@ def main() -> None:
         "seconds": round(elapsed, 2), "llm_calls": calls, "models": len(models), "workers": args.workers,
         "overhead_ms_p50": round(float(np.percentile(overhead_ms, 50)), 2) if len(overhead_ms) else None,
         "overhead_ms_p99": round(float(np.percentile(overhead_ms, 99)), 2) if len(overhead_ms) else None,
+        "decided_to_output_ms_p50": round(float(np.percentile(emit_ms, 50)), 2) if len(emit_ms) else None,
+        "decided_to_output_ms_p99": round(float(np.percentile(emit_ms, 99)), 2) if len(emit_ms) else None,
         "dlq": dlq, "raw_requests_per_s": round(ceiling, 1), "latency_ms": args.latency_ms,
     }
     print(orjson.dumps(summary).decode())

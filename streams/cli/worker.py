@@ -47,7 +47,15 @@ def run_worker(settings, loglevel: str = "info") -> None:
     if settings.kafka.embedded:
         commit_start_offsets(settings)
     faust_app, _ = create_app(settings)
-    FaustWorker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+    class QuietWorker(FaustWorker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # faust's terminal spinner handler sets the root logger to DEBUG at levels >= WARN, so every
+            # debug call in faust and aiokafka built a log record (measured: 4% of the worker's main thread).
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
+    QuietWorker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 def use_uvloop() -> bool:
