@@ -70,7 +70,8 @@ def request_bodies(products: list[dict], endpoints) -> list[bytes]:
 async def raw_ceiling(url: str, bodies: list[bytes], seconds: float = 4.0, concurrency: int = 1280) -> float:
     """Requests/s of a minimal aiohttp client sending the pipeline's own requests (no Kafka, no aggregation).
 
-    ``concurrency`` defaults to what one worker has in flight: 256 products x 5 LLMs.
+    ``concurrency``: requests in flight (1280 = 256 products x 5 LLMs saturates the simulator; more only overflows
+    its listen backlog).
     """
     import aiohttp
 
@@ -104,6 +105,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--copies", type=int, default=1, help="publish the catalogue this many times (new ids)")
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=256, help="products in flight per worker (setting)")
     ap.add_argument("--save", type=Path, help="write every decision (JSON lines) here for later analysis")
     ap.add_argument("--json", action="store_true", help="only the JSON summary line and the ratio line")
     args = ap.parse_args()
@@ -128,7 +130,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="llmens-bench-") as tmp, LocalStack(
         Path(tmp), workers=args.workers, sim_config=sim, partitions=args.partitions,
-        endpoint_overrides={"max_concurrency": 512, "timeout_s": 10},
+        endpoint_overrides={"max_concurrency": max(512, args.concurrency), "timeout_s": 10},
+        settings_overrides={"concurrency": args.concurrency},
     ) as stack:
         say(f"stack up: broker {stack.bootstrap}, simulator {stack.sim_url}, {args.workers} worker(s)")
         t0 = time.perf_counter()
@@ -145,7 +148,8 @@ def main() -> None:
         calls = sum(c.get("requests", 0) for i in stack.procs
                     for c in stack.worker_json(i, "/counters")["llm"].values())
         ceiling = asyncio.run(raw_ceiling(stack.sim_url, request_bodies(
-            products, endpoints_for(load_sim_config(stack.sim_config_path), stack.sim_url))))
+            products, endpoints_for(load_sim_config(stack.sim_config_path), stack.sim_url)),
+            concurrency=min(1280, args.concurrency * len(models))))
 
     if args.save:
         args.save.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in decisions))
