@@ -6,10 +6,16 @@ cheapest, then gpt-4o, fine-tuned gpt-4o, gpt-4 most expensive) and (b) the 5 bu
 
 Each mode (full, adaptive) runs its own online model per attribute (``default_online``) learning as it goes:
 products are processed in chunks of ``--chunk`` concurrently; after each chunk the decided items' votes are
-turned into statistics under the current model (``StatsAccumulator``) and applied. Full asks every LLM at once;
-adaptive asks ``AdaptivePolicy.plan`` stage by stage (only the attributes not yet confident) until
-``should_stop``. A call is one LLM request (one product, any number of attributes).
-Accuracy is against gold (null = "none"; a missing key is not scored). Last line:
+turned into statistics under the current model (``StatsAccumulator``) and applied. Every attribute of the
+dataset has a (cold) model from the start, as the stream's ``ModelRegistry.get`` creates one on first use.
+Full asks every LLM at once; adaptive asks ``AdaptivePolicy.plan(pid, models, attrs)`` stage by stage (only the
+attributes still unsettled) until ``unsettled`` is empty (``--rule gain``, the default), or with ``--rule
+confidence`` the previous behaviour: stages cheapest first until ``should_stop`` (max posterior >= ``--target``).
+A call is one LLM request (one product, any number of attributes); "cost" weighs each call with the LLM's
+configured price per 1k tokens (in + out), a proxy for dollars.
+Accuracy is against gold (null = "none"; a missing key is not scored). Per dataset: calls and accuracy of both
+modes, stop reasons, where adaptive lost or won decisions against full (by stop reason, cold = first 10
+chunks), and the adaptive calls by stop reason. Last line:
 ``calls_ratio=<adaptive/full> accuracy_delta=<points>``, pooled over both datasets (calls summed, accuracy over
 all scored decisions).
 """
@@ -81,8 +87,10 @@ class _Models(dict):
 
 
 class Learner:
-    def __init__(self, flush: int, schema: AttributeSchema):
+    def __init__(self, flush: int, schema: AttributeSchema, attributes=()):
         self.models: dict[str, OnlineDawidSkene] = _Models(schema)
+        for a in attributes:  # cold models up front, as the stream's registry hands out on first use
+            self.models[a]
         self.acc = StatsAccumulator(flush_items=flush)
 
     def add(self, pid: str, votes: dict[str, dict]) -> None:
@@ -114,35 +122,49 @@ async def run_full(gw: Gateway, products, learner: Learner, chunk: int):
     return decisions, calls
 
 
-async def run_adaptive(gw: Gateway, products, learner: Learner, policy: AdaptivePolicy, chunk: int):
-    decisions, calls, reasons = [], 0, defaultdict(int)
+async def run_adaptive(gw: Gateway, products, learner: Learner, policy: AdaptivePolicy, chunk: int, rule: str):
+    decisions, calls, reasons, asked_by = [], 0, defaultdict(int), {}
 
     async def one(p, attrs):
         by: dict[str, dict] = {a: {} for a in attrs}
         asked: list[str] = []
         todo = list(attrs)
-        for stage in policy.plan(p.product_id):
+        models = learner.models
+        explore = policy.explore(p.product_id)
+        for stage in policy.plan(p.product_id, models if rule == "gain" else None, attrs):
             votes = await gw.label(p, todo, llms=stage)
             asked += stage
             for v in votes:
                 by.setdefault(v.attribute, {})[v.llm] = v.label
-            post = policy.posteriors(learner.models, by, attrs)
-            if policy.should_stop(post):
-                break
-            todo = policy.pending(post)
-        return p, attrs, by, asked, policy.reason(p.product_id, policy.posteriors(learner.models, by, attrs))
+            if explore:
+                continue
+            if rule == "gain":
+                todo = policy.unsettled(models, by, todo, asked=asked)
+                if not todo:
+                    break
+            else:
+                post = policy.posteriors(models, by, attrs)
+                if policy.should_stop(post):
+                    break
+                todo = policy.pending(post)
+        if rule == "gain":
+            why = policy.reason(p.product_id, unsettled=todo)
+        else:
+            why = policy.reason(p.product_id, policy.posteriors(models, by, attrs))
+        return p, attrs, by, asked, why
 
     for s in range(0, len(products), chunk):
         for p, attrs, by, asked, why in await asyncio.gather(*(one(p, a) for p, a in products[s : s + chunk])):
             calls += len(asked)
             reasons[why] += 1
+            asked_by[p.product_id] = (list(asked), why, s // chunk)
             for a in attrs:
                 d, _ = decide(p.product_id, 1, a, by.get(a, {}), learner.models[a],
                               reason="complete" if why == "explore" else "adaptive", asked=asked)
                 decisions.append(d.model_dump())
             learner.add(p.product_id, by)
         learner.flush()
-    return decisions, calls, dict(reasons)
+    return decisions, calls, dict(reasons), asked_by
 
 
 def accuracy(decisions, gold) -> tuple[int, int]:
@@ -155,22 +177,50 @@ def accuracy(decisions, gold) -> tuple[int, int]:
     return ok, n
 
 
+def where(dec_f, dec_a, gold, asked_by) -> dict:
+    """Adaptive minus full correct decisions and adaptive calls, by stop reason and by phase (cold = the first 10
+    chunks), and the first two LLMs asked most often."""
+    full = {(d["product_id"], d["attribute"]): d["value"] for d in dec_f}
+    out: dict = {"lost": defaultdict(int), "calls": defaultdict(int), "first": defaultdict(int)}
+    for asked, why, chunk_no in asked_by.values():
+        out["calls"][why] += len(asked)
+        out["calls"]["cold" if chunk_no < 10 else "warm"] += len(asked)
+        if why != "explore":
+            out["first"][" + ".join(asked[:2])] += 1
+    for d in dec_a:
+        g = gold.get((d["product_id"], d["attribute"]))
+        if g is None:
+            continue
+        _, why, chunk_no = asked_by[d["product_id"]]
+        diff = int(full[(d["product_id"], d["attribute"])] == g) - int(d["value"] == g)
+        for k in (why, "cold" if chunk_no < 10 else "warm", d["attribute"]):
+            out["lost"][k] += diff
+    return out
+
+
 async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
     runner, port = await start_simulator(sim)
     try:
         eps = endpoints_for(load_sim_config(sim), f"http://127.0.0.1:{port}/v1", max_concurrency=256,
                             timeout_s=10, max_retries=1)
-        policy = AdaptivePolicy(eps, confidence_target=args.target, exploration_share=args.explore,
-                                first_stage=args.first_stage)
-        out = {"name": name, "products": len(products), "llms": len(eps), "stages": policy.stages}
+        kw = {k: v for k, v in (("exploration_share", args.explore), ("max_gain", args.max_gain)) if v is not None}
+        policy = AdaptivePolicy(eps, confidence_target=args.target, first_stage=args.first_stage, cost=args.cost,
+                                **kw)
+        attributes = sorted({a for _, attrs in products for a in attrs})
+        out = {"name": name, "products": len(products), "llms": len(eps), "policy": repr(policy)}
         async with Gateway(eps, schema) as gw:
             t0 = time.perf_counter()
-            dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema), args.chunk)
+            dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes), args.chunk)
             t1 = time.perf_counter()
-            dec_a, calls_a, reasons = await run_adaptive(gw, products, Learner(args.flush, schema), policy, args.chunk)
+            dec_a, calls_a, reasons, asked_by = await run_adaptive(
+                gw, products, Learner(args.flush, schema, attributes), policy, args.chunk, args.rule)
             t2 = time.perf_counter()
+        price = policy.prices
         out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
-                   full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons)
+                   full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons,
+                   full_cost=len(products) * sum(price.values()),
+                   adaptive_cost=sum(price[n] for asked, _, _ in asked_by.values() for n in asked),
+                   where=where(dec_f, dec_a, gold, asked_by))
         return out
     finally:
         await runner.cleanup()
@@ -182,8 +232,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="products per dataset (default: all)")
     ap.add_argument("--chunk", type=int, default=32, help="products in flight; the model learns between chunks")
     ap.add_argument("--flush", type=int, default=1, help="StatsAccumulator flush_items")
-    ap.add_argument("--target", type=float, default=0.95)
-    ap.add_argument("--explore", type=float, default=0.1)
+    ap.add_argument("--rule", choices=("gain", "confidence"), default="gain",
+                    help="stopping rule: expected accuracy gain (default) or the previous max-posterior target")
+    ap.add_argument("--target", type=float, default=0.95, help="confidence_target (--rule confidence)")
+    ap.add_argument("--max-gain", type=float, default=None, help="max_gain (--rule gain; default: the policy's)")
+    ap.add_argument("--cost", choices=("calls", "price"), default="calls", help="what plan() ranks value against")
+    ap.add_argument("--explore", type=float, default=None, help="exploration_share (default: the policy's)")
     ap.add_argument("--first-stage", type=int, default=2)
     args = ap.parse_args()
     pred_dir = args.shared / "llm_predictions"
@@ -221,16 +275,23 @@ def main() -> None:
         n = r["products"]
         fa, fn = r["full_acc"]
         aa, an = r["adaptive_acc"]
-        print(f"[{r['name']}] {n} products, {r['llms']} LLMs, stages {r['stages']}")
+        print(f"[{r['name']}] {n} products, {r['llms']} LLMs, {r['policy']}")
         print(f"  full     : {r['full_calls'] / n:.2f} calls/product  accuracy {fa / fn:.4f} ({fa}/{fn})  "
               f"{r['full_s']:.1f}s")
         print(f"  adaptive : {r['adaptive_calls'] / n:.2f} calls/product  accuracy {aa / an:.4f} ({aa}/{an})  "
               f"{r['adaptive_s']:.1f}s  stop reasons {r['reasons']}")
+        w = r["where"]
+        lost = {k: v for k, v in sorted(w["lost"].items()) if v}
+        print(f"  decisions lost(+)/won(-) vs full: {lost or 'none'}")
+        print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
+        top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"  first asked (staged products): {dict(top)}")
         print(f"  calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
-              f"accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
+              f"cost_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
         for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
-                     ("ao", aa), ("an", an)):
+                     ("ao", aa), ("an", an), ("fcost", r["full_cost"]), ("acost", r["adaptive_cost"])):
             tot[k] += v
+    print(f"pooled cost_ratio={tot['acost'] / tot['fcost']:.3f} (price-weighted calls)")
     print(f"calls_ratio={tot['ac'] / tot['fc']:.3f} "
           f"accuracy_delta={100 * (tot['ao'] / tot['an'] - tot['fo'] / tot['fn']):+.2f}")
 

@@ -1,33 +1,85 @@
-"""Cost-aware adaptive querying (issue 7): ask LLMs in stages, cheapest first, until the live model is confident.
+"""Cost-aware adaptive querying (issue 7): ask LLMs in stages until asking the rest could not pay off.
 
 Pure logic over :class:`~llmens_core.llm.config.EndpointConfig` and the online model; the caller does the I/O::
 
     policy = AdaptivePolicy(endpoints)
-    votes = {}                                   # attribute -> {llm: label}
-    for stage in policy.plan(pid):
-        for v in await gateway.label(product, policy.pending(models, votes, attrs), llms=stage): ...
-        if policy.should_stop(policy.posteriors(models, votes, attrs)):
+    votes = {a: {} for a in attrs}              # attribute -> {llm: label}
+    todo, asked = list(attrs), []
+    for stage in policy.plan(pid, models, attrs):
+        for v in await gateway.label(product, todo, llms=stage): votes[v.attribute][v.llm] = v.label
+        asked += stage
+        todo = policy.unsettled(models, votes, todo, asked=asked)
+        if not todo:
             break
-    reason = policy.reason(pid, policy.posteriors(models, votes, attrs))
+    reason = policy.reason(pid, unsettled=todo)
 
-Defaults and why:
+Without ``models`` the policy behaves as before (stages cheapest first; ``should_stop(posteriors)`` stops once
+every attribute's max posterior reaches ``confidence_target``): the streaming worker's calls keep working.
 
-* ``confidence_target=0.95``: stop once every asked attribute's max posterior under the live model reaches it.
-* ``first_stage=2``: one vote can never be trusted alone, so the first stage holds the two cheapest LLMs. With a
-  *cold* model (prior accuracy 0.7, uniform class prior) two agreeing votes give a posterior of
-  ``r^2 / (r^2 + K - 1)`` with ``r = 0.7 (K - 1) / 0.3``: 0.845 for K = 2, 0.956 for K = 5. So a cold model keeps
-  asking on small label sets (safe: more votes while nothing is known) and the calls drop as the model learns that
-  the LLMs are accurate. ``stage_size=1`` then adds one LLM at a time in price order.
-* ``exploration_share=0.1``: a deterministic 10% of products (by a hash of the product id and ``seed``) ask every
-  enabled LLM in one stage, so every LLM's full confusion keeps being learned (also the expensive ones that the
-  staged plan rarely reaches, and a newly added LLM).
+**Stopping rule (``unsettled``): expected accuracy gain.** For an attribute with votes ``v`` the live model
+gives the posterior ``p`` and the decision ``d = argmax p``. Asking every LLM not asked yet (``R``) would give
+the full fan-out decision; under the model its expected accuracy gain over ``d`` is
+
+    gain = E_{v_R ~ p(v_R | v)} [ max_k q(k | v, v_R) - q(d | v, v_R) ]
+
+(``q`` the model's posterior with all votes, ``p(v_R | v) = sum_k p_k prod_j theta_j[k, l_j]``). Each term is
+>= 0 and is 0 exactly when the outcome does not change the decision, so ``gain = 0`` iff no answer of the
+unasked LLMs can flip ``d``, and a weak LLM that could flip the decision only at random (no better than ``d``)
+adds little: "could the rest change my mind *for the better*", which is what full fan-out buys. The attribute
+is settled when ``gain <= max_gain``. It is computed exactly (enumerating the unasked LLMs' answers) when there
+are at most ``exact_outcomes`` combinations, else by Monte Carlo stratified by true class (``samples`` draws per
+class with posterior > 1e-6; the mass of the other classes is added to ``gain`` as if it were lost), with a
+random generator seeded by the votes, so a decision is reproducible. Abstentions of unasked LLMs are not
+modelled (every unasked LLM is assumed to answer: more gain, i.e. more asking, than reality).
+
+* ``max_gain=0.03``: an attribute may stop when full fan-out would add at most 3 points of expected accuracy
+  *on that item*. Most stops have a far smaller gain (two strong LLMs agreeing: < 0.001), so the measured loss
+  is much lower; on ``bench/adaptive.py`` (pooled) 0.01 / 0.02 / 0.03 / 0.04 measured +0.10 / -0.13 / -0.16 /
+  -0.16 points for 0.513 / 0.498 / 0.487 / 0.481 of the calls: the loss is flat there (one decision in 3,083)
+  and 0.03 leaves a margin on both goals (0.5 of the calls, -0.3 points). With a cold model (prior accuracy 0.7
+  for every LLM, nothing learnt) and 3 LLMs left, two agreeing votes leave a gain of 0.030 for K = 2 (keep
+  asking), 0.023 for K = 3 and 0.013 for K = 5 (stop, like the old 0.95 target did for K >= 5); two
+  disagreeing votes 0.28 - 0.45 (ask on). Only the first ~10 chunks of products are asked with such a model.
+* ``abstain_limit=2``: an attribute on which this many LLMs abstained (label ``None``) and none answered is
+  not asked further (its decision is "failed", as with full fan-out when nobody answers). On the recorded GPT
+  runs, attributes no run ever answered cost 8 extra calls per product otherwise; a failed call also abstains,
+  and the stream retries products whose every vote failed (``all_failed``).
+
+**Order (``plan(pid, models, attributes)``): learned value per cost.** Each LLM's value for a product is the
+mutual information between the true class and its label under the live model (class prior ``priors_`` and its
+confusion matrix), summed over the product's attributes; LLMs are ranked by value / cost, ties (e.g. a cold
+model, where every LLM has the prior confusion) by price, and with ``diversify_families`` the best member of
+every family comes before second members. ``cost="calls"`` (default) counts every request as 1 (what issue 7
+measures, and what rate limits and latency pay); ``cost="price"`` divides by the configured price per 1k
+tokens, which keeps the cheap LLMs first whatever they are worth (on the simulated panel prices differ 80x and
+mutual information 3x): on the benchmark it spends fewer dollars but 0.615 of the calls and -1.46 points, as two
+weak cheap LLMs agreeing wrongly look settled; ``cost="calls"`` spends 0.79 of the dollars on the simulated
+panel (the strong LLMs are the expensive ones) and 0.15 on the replay (the gpt-4 runs are rarely needed). The first stage holds ``first_stage`` LLMs, later stages ``stage_size`` each.
+
+* ``first_stage=2``: one vote is rarely enough (the stopping rule almost never settles on one vote), so the
+  first round trip asks two at once.
+* ``exploration_share=0.05``: a deterministic 5% of products (by a hash of the product id and ``seed``) ask
+  every enabled LLM in one stage, so every LLM's full confusion keeps being learned from an unbiased sample
+  (also a newly added LLM, which the value order ranks low until it is known). The staged products add more:
+  the weaker LLMs are still asked on every product where the first two disagree (about a third on the
+  simulated panel). On the benchmark 10% instead of 5% costs 0.021 of the calls and measured no better (-0.23 points).
+* ``confidence_target=0.95`` (legacy rule, ``should_stop``): with a cold model two agreeing votes give
+  ``r^2 / (r^2 + K - 1)`` with ``r = 0.7 (K - 1) / 0.3``: 0.845 for K = 2, 0.956 for K = 5.
 * ``set_endpoints`` swaps the configuration while running: a new LLM is asked from the next plan on (its votes
   use the prior confusion until the model learns it), a removed or disabled one is no longer planned.
+
+Measured on ``bench/adaptive.py`` (both datasets pooled, see README): cheapest first with the confidence rule
+0.698 of the calls for -1.14 points; the defaults above 0.487 for -0.16
+(replay 0.271 / -0.68, i.e. 2 of 295 decisions; simulated panel 0.525 / -0.11). Where the old rule lost accuracy: two
+cheap, weak LLMs agreeing (sim-tiny 0.59 and sim-small 0.71 accurate agree wrongly on 6% of their agreements)
+looked confident under the model; where it wasted calls: cheap LLMs first meant most products needed the strong
+ones anyway (and attributes without a model yet in the benchmark asked everyone).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -35,31 +87,127 @@ import numpy as np
 from llmens_core.aggregation import OnlineDawidSkene
 from llmens_core.llm.config import EndpointConfig
 
-__all__ = ["AdaptivePolicy", "REASONS"]
+__all__ = ["AdaptivePolicy", "REASONS", "expected_gain", "informativeness"]
 
 REASONS = ("explore", "confident", "exhausted")
-"""Why a product stopped being asked: it was an exploration product (every LLM asked), every attribute reached
-the confidence target, or every planned LLM was asked without reaching it."""
+"""Why a product stopped being asked: it was an exploration product (every LLM asked), every attribute was
+settled (confidence target reached, or with ``unsettled`` nothing left to gain), or every planned LLM was asked
+without that."""
+
+COSTS = ("calls", "price")
 
 
 def _price(ep: EndpointConfig) -> float:
     return float(ep.price_in_per_1k) + float(ep.price_out_per_1k)
 
 
+def _log_rows(model: OnlineDawidSkene, llm: Hashable) -> np.ndarray:
+    """log confusion (true class x label) of ``llm`` under ``model``; an unknown LLM gets the prior centre (as in
+    ``model.posterior``)."""
+    j = model._widx.get(llm)
+    return model._log_theta[j] if j is not None else np.log(model._prior_theta)
+
+
+def informativeness(model: OnlineDawidSkene, llm: Hashable) -> float:
+    """Mutual information (nats) between the true class and ``llm``'s label under ``model`` (its class prior and
+    confusion matrix; the prior confusion for an LLM the model does not know). 0 for a model without classes."""
+    if not model.classes_:
+        return 0.0
+    theta = np.exp(_log_rows(model, llm))
+    joint = model.priors_[:, None] * theta
+    marginal = joint.sum(axis=0)
+    return float(np.sum(joint * (np.log(theta) - np.log(marginal)[None, :])))
+
+
+def expected_gain(
+    model: OnlineDawidSkene,
+    votes: Mapping[Hashable, Hashable | None],
+    remaining: Sequence[Hashable],
+    *,
+    samples: int = 64,
+    exact_outcomes: int = 4096,
+    seed: int = 0,
+) -> float:
+    """Expected accuracy gain, under ``model``, of also asking ``remaining`` (see the module docstring).
+
+    ``E[max_k q(k | votes + answers) - q(d | votes + answers)]`` over the answers of ``remaining`` predicted by
+    the model, ``d`` the current decision, ``q`` the model's posterior (family pooling included). Exact when
+    ``K ** len(remaining) <= exact_outcomes``, else Monte Carlo with ``samples`` draws per likely class (seeded by
+    the votes: reproducible). 0 when nothing remains; > 0 (exact) iff some answer of ``remaining`` flips ``d``.
+    """
+    K = len(model.classes_)
+    rem = [w for w in dict.fromkeys(remaining) if w not in votes or votes[w] is None]
+    if K == 0 or not rem:
+        return 0.0
+    cidx = model._cidx
+    asked = [(w, cidx[lab]) for w, lab in votes.items() if lab is not None and lab in cidx]
+    cur = model.posterior(votes) if asked else model.priors_.copy()
+    d = int(np.argmax(cur))
+    # family weights once every remaining LLM has answered (the model pools a family's votes, see posterior())
+    fam_of = model._family_of
+    n_fam: dict = {}
+    for w in [w for w, _ in asked] + rem:
+        f = fam_of(w)
+        n_fam[f] = n_fam.get(f, 0) + 1
+    rho = model.family_rho
+
+    def weight(w) -> float:
+        return 1.0 / (1.0 + rho * (n_fam[fam_of(w)] - 1)) if rho else 1.0
+
+    base = model._log_pi.copy()
+    for w, k in asked:
+        base += weight(w) * _log_rows(model, w)[:, k]
+    logs = [_log_rows(model, w) for w in rem]
+    wts = np.array([weight(w) for w in rem])
+
+    def gain_of(final: np.ndarray) -> np.ndarray:
+        final = final - final.max(axis=-1, keepdims=True)
+        q = np.exp(final)
+        q /= q.sum(axis=-1, keepdims=True)
+        return q.max(axis=-1) - q[..., d]
+
+    if K ** len(rem) <= exact_outcomes:
+        labels = np.array(list(itertools.product(range(K), repeat=len(rem))), dtype=np.int64)  # (O, R)
+        like = np.zeros((len(labels), K))  # log P(answers | true class)
+        final = np.broadcast_to(base, (len(labels), K)).copy()
+        for r, (lt, w) in enumerate(zip(logs, wts, strict=True)):
+            cols = lt[:, labels[:, r]].T  # (O, K)
+            like += cols
+            final += w * cols
+        prob = np.exp(like) @ cur  # predictive probability of each outcome
+        return float(np.dot(prob, gain_of(final)))
+    key = repr((seed, sorted((str(w), str(lab)) for w, lab in votes.items()), [str(w) for w in rem]))
+    rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
+    likely = np.nonzero(cur > 1e-6)[0]
+    final = np.broadcast_to(base, (len(likely), samples, K)).copy()
+    for lt, w in zip(logs, wts, strict=True):
+        cdf = np.cumsum(np.exp(lt[likely]), axis=1)  # (L, K) answer distribution given each likely class
+        u = rng.random((len(likely), samples, 1)) * cdf[:, None, -1:]
+        lab = np.minimum((u > cdf[:, None, :]).sum(axis=2), K - 1)  # (L, S)
+        final += w * lt.T[lab]
+    return float(np.dot(cur[likely], gain_of(final).mean(axis=1)) + cur[cur <= 1e-6].sum())
+
+
 class AdaptivePolicy:
-    """Staged, cheapest-first querying plan with a confidence stopping rule.
+    """Staged querying plan (cheapest first, or by learned value per cost) with a stopping rule.
 
     Args:
         endpoints: the configured LLMs (disabled ones are never planned).
-        confidence_target: stop when every attribute's max posterior is >= this (in (0, 1]).
+        confidence_target: legacy rule (``should_stop``): stop when every attribute's max posterior is >= this.
         exploration_share: share of products (in [0, 1]) that ask every LLM at once.
-        first_stage: number of LLMs in the first stage (the cheapest ones).
+        first_stage: number of LLMs in the first stage.
         stage_size: number of LLMs in each later stage.
         stages: explicit stages (lists of LLM names) instead of the price order; names not configured or disabled
-            are dropped, configured LLMs not listed form a last stage (cheapest first).
-        seed: salt of the exploration hash (changes which products explore, not how many).
-        diversify_families: order the cheapest LLM of every family (``EndpointConfig.family``, else the name
-            before ``|``) before second members of a family, each group cheapest first.
+            are dropped, configured LLMs not listed form a last stage (cheapest first). Also used with models.
+        seed: salt of the exploration hash (changes which products explore, not how many) and of the sampling.
+        diversify_families: order the best LLM of every family (``EndpointConfig.family``, else the name
+            before ``|``) before second members of a family.
+        max_gain: ``unsettled`` keeps asking an attribute while the expected accuracy gain of asking every
+            remaining LLM exceeds this (in [0, 1]).
+        cost: what one call costs when ``plan`` ranks by value per cost: ``"calls"`` (1 each) or ``"price"``.
+        abstain_limit: ``unsettled`` stops asking an attribute that this many LLMs abstained on while none
+            answered (``None``: never).
+        samples, exact_outcomes: accuracy of :func:`expected_gain`.
     """
 
     def __init__(
@@ -67,12 +215,17 @@ class AdaptivePolicy:
         endpoints: Sequence[EndpointConfig],
         *,
         confidence_target: float = 0.95,
-        exploration_share: float = 0.1,
+        exploration_share: float = 0.05,
         first_stage: int = 2,
         stage_size: int = 1,
         stages: Sequence[Sequence[str]] | None = None,
         seed: int = 0,
         diversify_families: bool = True,
+        max_gain: float = 0.03,
+        cost: str = "calls",
+        abstain_limit: int | None = 2,
+        samples: int = 64,
+        exact_outcomes: int = 4096,
     ):
         self.diversify_families = bool(diversify_families)
         if not 0.0 < confidence_target <= 1.0:
@@ -81,11 +234,24 @@ class AdaptivePolicy:
             raise ValueError(f"exploration_share must be in [0, 1], got {exploration_share}")
         if first_stage < 1 or stage_size < 1:
             raise ValueError("first_stage and stage_size must be >= 1")
+        if not 0.0 <= max_gain <= 1.0:
+            raise ValueError(f"max_gain must be in [0, 1], got {max_gain}")
+        if cost not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+        if abstain_limit is not None and abstain_limit < 1:
+            raise ValueError("abstain_limit must be >= 1 or None")
+        if samples < 1 or exact_outcomes < 0:
+            raise ValueError("samples must be >= 1 and exact_outcomes >= 0")
         self.confidence_target = float(confidence_target)
         self.exploration_share = float(exploration_share)
         self.first_stage = int(first_stage)
         self.stage_size = int(stage_size)
         self.seed = int(seed)
+        self.max_gain = float(max_gain)
+        self.cost = cost
+        self.abstain_limit = abstain_limit
+        self.samples = int(samples)
+        self.exact_outcomes = int(exact_outcomes)
         self._explicit = [list(s) for s in stages] if stages is not None else None
         self.set_endpoints(endpoints)
 
@@ -96,20 +262,10 @@ class AdaptivePolicy:
         names = [ep.name for ep in eps]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate endpoint names: {names}")
-        by_price = sorted(eps, key=lambda e: (_price(e), e.name))
-        if self.diversify_families:
-            # cheapest LLM of each family not yet planned first: the aggregator pools a family's votes into about
-            # one vote, so a second run of an already-asked base model adds little evidence for its price
-            fam = {ep.name: ep.family or ep.name.split("|", 1)[0] for ep in eps}
-            seen: set = set()
-            first, rest = [], []
-            for ep in by_price:
-                (rest if fam[ep.name] in seen else first).append(ep)
-                seen.add(fam[ep.name])
-            by_price = first + rest
-        self.order: list[str] = [ep.name for ep in by_price]
-        """Enabled LLM names, cheapest first (ties by name; with ``diversify_families`` one per family first)."""
         self.prices: dict[str, float] = {ep.name: _price(ep) for ep in eps}
+        self.families: dict[str, str] = {ep.name: ep.family or ep.name.split("|", 1)[0] for ep in eps}
+        self.order: list[str] = self._diversified(sorted(names, key=lambda n: (self.prices[n], n)))
+        """Enabled LLM names, cheapest first (ties by name; with ``diversify_families`` one per family first)."""
         if self._explicit is not None:
             enabled = set(self.order)
             st = [[n for n in s if n in enabled] for s in self._explicit]
@@ -117,11 +273,25 @@ class AdaptivePolicy:
             rest = [n for n in self.order if n not in listed]
             self.stages = [s for s in st if s] + ([rest] if rest else [])
         else:
-            o = self.order
-            self.stages = [o[: self.first_stage]] + [
-                o[i : i + self.stage_size] for i in range(self.first_stage, len(o), self.stage_size)
-            ]
-            self.stages = [s for s in self.stages if s]
+            self.stages = self._staged(self.order)
+
+    def _diversified(self, ranked: list[str]) -> list[str]:
+        # best LLM of each family not yet planned first: the aggregator pools a family's votes into about one
+        # vote, so a second run of an already-asked base model adds little evidence for its cost
+        if not self.diversify_families:
+            return ranked
+        seen: set = set()
+        first, rest = [], []
+        for n in ranked:
+            (rest if self.families[n] in seen else first).append(n)
+            seen.add(self.families[n])
+        return first + rest
+
+    def _staged(self, order: list[str]) -> list[list[str]]:
+        stages = [order[: self.first_stage]] + [
+            order[i : i + self.stage_size] for i in range(self.first_stage, len(order), self.stage_size)
+        ]
+        return [s for s in stages if s]
 
     @property
     def llms(self) -> list[str]:
@@ -137,13 +307,39 @@ class AdaptivePolicy:
         h = hashlib.blake2b(f"{self.seed}\x00{product_id}".encode(), digest_size=8).digest()
         return int.from_bytes(h, "big") / 2.0**64 < self.exploration_share
 
-    def plan(self, product_id: str) -> list[list[str]]:
-        """Stages to ask for one product, in order: a partition of the enabled LLMs (one stage when exploring)."""
+    def value(self, models: Mapping[str, OnlineDawidSkene], attributes: Sequence[str]) -> dict[str, float]:
+        """LLM -> learned value per cost for a product with ``attributes``: summed :func:`informativeness`
+        over the attributes that have a model, divided by the cost of a call (``cost``)."""
+        ms = [m for m in (models.get(a) for a in attributes) if m is not None and m.classes_]
+        out = {}
+        for n in self.order:
+            c = 1.0 if self.cost == "calls" else max(self.prices[n], 1e-12)
+            out[n] = sum(informativeness(m, n) for m in ms) / c
+        return out
+
+    def ranked(self, models: Mapping[str, OnlineDawidSkene], attributes: Sequence[str]) -> list[str]:
+        """Enabled LLMs by learned value per cost (rounded to 1e-9, ties by price then name), families diversified."""
+        v = self.value(models, attributes)
+        return self._diversified(sorted(self.order, key=lambda n: (-round(v[n], 9), self.prices[n], n)))
+
+    def plan(
+        self,
+        product_id: str,
+        models: Mapping[str, OnlineDawidSkene] | None = None,
+        attributes: Sequence[str] | None = None,
+    ) -> list[list[str]]:
+        """Stages to ask for one product, in order: a partition of the enabled LLMs (one stage when exploring).
+
+        Without ``models`` (or with explicit ``stages``) the configured stages (cheapest first); with the live
+        ``models`` and the product's ``attributes``, the order of :meth:`ranked`.
+        """
         if not self.order:
             return []
         if self.explore(product_id):
             return [list(self.order)]
-        return [list(s) for s in self.stages]
+        if models is None or self._explicit is not None:
+            return [list(s) for s in self.stages]
+        return self._staged(self.ranked(models, list(attributes or ())))
 
     # ------------------------------------------------------------------ stopping
     @staticmethod
@@ -171,21 +367,60 @@ class AdaptivePolicy:
         return len(posterior) > 0 and float(np.max(posterior)) >= self.confidence_target
 
     def should_stop(self, posteriors: Mapping[str, np.ndarray]) -> bool:
-        """True when every attribute's max posterior is >= ``confidence_target`` (and there is at least one)."""
+        """Legacy rule: True when every attribute's max posterior is >= ``confidence_target`` (and there is one)."""
         return bool(posteriors) and all(self.confident(p) for p in posteriors.values())
 
     def pending(self, posteriors: Mapping[str, np.ndarray]) -> list[str]:
         """Attributes not yet confident (the ones the next stage needs to ask)."""
         return [a for a, p in posteriors.items() if not self.confident(p)]
 
-    def reason(self, product_id: str, posteriors: Mapping[str, np.ndarray]) -> str:
-        """Why the product stopped being asked (call after the last stage asked): one of :data:`REASONS`."""
+    def gain(self, model: OnlineDawidSkene, votes: Mapping[Hashable, Hashable | None],
+             asked: Sequence[str] = ()) -> float:
+        """:func:`expected_gain` of asking every enabled LLM not in ``votes`` nor ``asked``."""
+        remaining = [n for n in self.order if n not in votes and n not in asked]
+        return expected_gain(model, votes, remaining, samples=self.samples, exact_outcomes=self.exact_outcomes,
+                             seed=self.seed)
+
+    def unsettled(
+        self,
+        models: Mapping[str, OnlineDawidSkene],
+        votes: Mapping[str, Mapping[Hashable, Hashable | None]],
+        attributes: Sequence[str] | None = None,
+        *,
+        asked: Sequence[str] = (),
+    ) -> list[str]:
+        """Attributes the next stage still needs to ask (empty: stop), by the expected-gain rule.
+
+        An attribute is settled when asking every enabled LLM not yet asked about it (not in its votes nor in
+        ``asked``) has an expected accuracy gain <= ``max_gain`` under its live model, or when ``abstain_limit``
+        LLMs abstained on it and none answered. Without a model (or one without classes) it stays unsettled.
+        """
+        out = []
+        for a in votes if attributes is None else attributes:
+            m = models.get(a)
+            v = votes.get(a, {})
+            if not any(lab is not None for lab in v.values()):
+                if self.abstain_limit is None or len(v) < self.abstain_limit:
+                    out.append(a)
+            elif m is None or not m.classes_ or self.gain(m, v, asked) > self.max_gain:
+                out.append(a)
+        return out
+
+    def reason(self, product_id: str, posteriors: Mapping[str, np.ndarray] | None = None, *,
+               unsettled: Sequence[str] | None = None) -> str:
+        """Why the product stopped being asked (call after the last stage asked): one of :data:`REASONS`.
+
+        With ``unsettled`` (the last result of :meth:`unsettled`) "confident" means every attribute settled,
+        else the legacy rule on ``posteriors``.
+        """
         if self.explore(product_id):
             return "explore"
-        return "confident" if self.should_stop(posteriors) else "exhausted"
+        if unsettled is not None:
+            return "exhausted" if unsettled else "confident"
+        return "confident" if self.should_stop(posteriors or {}) else "exhausted"
 
     def __repr__(self) -> str:
         return (
-            f"AdaptivePolicy(stages={self.stages}, confidence_target={self.confidence_target}, "
-            f"exploration_share={self.exploration_share})"
+            f"AdaptivePolicy(stages={self.stages}, max_gain={self.max_gain}, cost={self.cost!r}, "
+            f"confidence_target={self.confidence_target}, exploration_share={self.exploration_share})"
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmens_core.adaptive import AdaptivePolicy
+from llmens_core.adaptive import AdaptivePolicy, expected_gain, informativeness
 from llmens_core.aggregation import default_online
 from llmens_core.llm.config import EndpointConfig
 
@@ -136,3 +138,117 @@ def test_stopping_rule_is_monotone_in_confidence(post, bump, target):
     # a lower target never stops later
     if p.should_stop(lo):
         assert AdaptivePolicy(EPS, confidence_target=target / 2).should_stop(lo)
+
+
+# ---------------------------------------------------------------------- learned order and expected-gain stop rule
+
+
+def trained(classes, accuracies, n=400, seed=0, families="auto"):
+    """An online model that has seen ``n`` items labelled by workers of the given accuracies (uniform errors)."""
+    rng = np.random.default_rng(seed)
+    m = default_online(list(classes), families=families)
+    K = len(classes)
+    z = rng.integers(K, size=n)
+    it, wk, lb = [], [], []
+    for i, zi in enumerate(z):
+        for w, acc in accuracies.items():
+            k = zi if rng.random() < acc else (zi + 1 + rng.integers(K - 1)) % K
+            it.append(i)
+            wk.append(w)
+            lb.append(classes[k])
+    m.partial_fit(it, wk, lb)
+    return m
+
+
+def flips(model, votes, remaining):
+    """Brute force: does some combination of answers of ``remaining`` change the model's decision?"""
+    d = int(np.argmax(model.posterior(votes)))
+    for combo in itertools.product(model.classes_, repeat=len(remaining)):
+        post = model.posterior({**votes, **dict(zip(remaining, combo, strict=True))})
+        if int(np.argmax(post)) != d and post.max() - post[d] > 1e-9:
+            return True
+    return False
+
+
+@settings(max_examples=60, deadline=None)
+@given(K=st.integers(2, 3), acc=st.lists(st.floats(0.35, 0.97), min_size=4, max_size=4),
+       n_asked=st.integers(1, 3), answers=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       seed=st.integers(0, 10_000), family=st.booleans())
+def test_gain_rule_never_settles_while_an_unasked_llm_could_flip_the_decision(K, acc, n_asked, answers, seed,
+                                                                             family):
+    names = ["g|a", "g|b", "h", "i"] if family else ["a", "b", "h", "i"]
+    classes = [f"c{k}" for k in range(K)]
+    model = trained(classes, dict(zip(names, acc, strict=True)), n=60, seed=seed)
+    votes = {n: classes[answers[j] % K] for j, n in enumerate(names[:n_asked])}
+    remaining = names[n_asked:]
+    eps = [ep(n, 0.01 * (j + 1)) for j, n in enumerate(names)]
+    policy = AdaptivePolicy(eps, max_gain=0.0, exploration_share=0.0)
+    gain = policy.gain(model, votes)
+    assert gain == pytest.approx(expected_gain(model, votes, remaining))
+    assert gain >= 0.0
+    if flips(model, votes, remaining):
+        assert gain > 0.0 and policy.unsettled({"x": model}, {"x": votes}) == ["x"]
+    if not policy.unsettled({"x": model}, {"x": votes}):
+        assert not flips(model, votes, remaining)
+    # nothing left to ask: nothing to gain
+    assert policy.gain(model, votes, asked=names) == 0.0
+
+
+def test_gain_exact_and_sampled_agree_and_are_reproducible():
+    classes = [f"c{k}" for k in range(4)]
+    model = trained(classes, {"a": 0.9, "b": 0.6, "c": 0.7, "d": 0.55}, seed=3)
+    votes = {"a": "c0", "b": "c1"}
+    exact = expected_gain(model, votes, ["c", "d"])
+    mc = expected_gain(model, votes, ["c", "d"], exact_outcomes=0, samples=4000)
+    assert exact > 0.0 and mc == pytest.approx(exact, abs=0.01)
+    assert mc == expected_gain(model, votes, ["c", "d"], exact_outcomes=0, samples=4000)
+    assert expected_gain(model, votes, []) == 0.0
+
+
+def test_cold_model_keeps_asking_a_learnt_one_stops_on_two_strong_agreeing_votes():
+    """Cold (prior accuracy 0.7 for all), 3 LLMs left: two agreeing votes leave a gain of 0.030 for K = 2 (keep
+    asking at max_gain 0.03), 0.023 for K = 3, 0.013 for K = 5; two disagreeing votes 0.28 - 0.45."""
+    eps = [ep("strong1", 1.0), ep("strong2", 1.0), ep("weak1", 0.01), ep("weak2", 0.01), ep("weak3", 0.01)]
+    classes = [f"c{k}" for k in range(3)]
+    policy = AdaptivePolicy(eps, exploration_share=0.0)
+    votes = {"x": {"strong1": "c0", "strong2": "c0"}}
+    assert policy.unsettled({"x": default_online(["c0", "c1"])}, votes) == ["x"]
+    assert policy.gain(default_online(classes), votes["x"]) == pytest.approx(0.0227, abs=1e-3)
+    assert policy.unsettled({"x": default_online(classes)}, {"x": {"strong1": "c0", "strong2": "c1"}}) == ["x"]
+    warm = trained(classes, {"strong1": 0.95, "strong2": 0.95, "weak1": 0.6, "weak2": 0.6, "weak3": 0.6})
+    assert policy.gain(warm, votes["x"]) < 1e-3 and policy.unsettled({"x": warm}, votes) == []
+    # the weak ones agreeing against each other leave the strong ones something to settle
+    assert policy.unsettled({"x": warm}, {"x": {"weak1": "c0", "weak2": "c1"}}) == ["x"]
+
+
+def test_plan_with_models_ranks_by_learned_value_per_cost():
+    eps = [ep("strong", 1.0), ep("weak", 0.001), ep("meh", 0.02)]
+    classes = [f"c{k}" for k in range(4)]
+    warm = trained(classes, {"strong": 0.95, "weak": 0.5, "meh": 0.7})
+    assert informativeness(warm, "strong") > informativeness(warm, "meh") > informativeness(warm, "weak")
+    p = AdaptivePolicy(eps, exploration_share=0.0)
+    assert p.plan("x") == [["weak", "meh"], ["strong"]]  # without models: cheapest first, as before
+    assert p.plan("x", {"a": warm}, ["a"]) == [["strong", "meh"], ["weak"]]
+    # a cold model knows nothing: price order
+    assert p.plan("x", {"a": default_online(classes)}, ["a"]) == p.plan("x")
+    assert p.plan("x", {}, ["a"]) == p.plan("x")
+    # by price the cheap ones stay first; explicit stages win; exploring asks everyone at once
+    assert AdaptivePolicy(eps, exploration_share=0.0, cost="price").plan("x", {"a": warm}, ["a"])[0] == ["weak", "meh"]
+    assert AdaptivePolicy(eps, exploration_share=0.0, stages=[["meh"]]).plan("x", {"a": warm}, ["a"]) == [
+        ["meh"], ["weak", "strong"]]
+    assert AdaptivePolicy(eps, exploration_share=1.0).plan("x", {"a": warm}, ["a"]) == [p.order]
+    with pytest.raises(ValueError):
+        AdaptivePolicy(eps, cost="tokens")
+
+
+def test_abstentions_and_reason_with_unsettled():
+    eps = [ep("a", 0.01), ep("b", 0.02), ep("c", 0.03)]
+    m = default_online(["x", "y"])
+    p = AdaptivePolicy(eps, exploration_share=0.0)
+    assert p.unsettled({"q": m}, {"q": {"a": None}}) == ["q"]
+    assert p.unsettled({"q": m}, {"q": {"a": None, "b": None}}) == []  # abstain_limit=2: give up
+    assert AdaptivePolicy(eps, abstain_limit=None).unsettled({"q": m}, {"q": {"a": None, "b": None}}) == ["q"]
+    assert p.unsettled({}, {"q": {"a": "x"}}) == ["q"]  # no model: keep asking
+    assert p.reason("pid", unsettled=[]) == "confident"
+    assert p.reason("pid", unsettled=["q"]) == "exhausted"
+    assert AdaptivePolicy(eps, exploration_share=1.0).reason("pid", unsettled=["q"]) == "explore"
