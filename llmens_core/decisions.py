@@ -119,6 +119,10 @@ class RevisionWindow:
         while len(window) > self.size:
             window.pop(next(iter(window)))
 
+    def latest(self, attribute: str, product_id: str, version: int) -> AttributeDecision | None:
+        """The latest revision of a decision still in the window, else ``None``."""
+        return self._items.get(attribute, {}).get((product_id, version))
+
     def drop_product(self, product_id: str) -> None:
         """Forget a product whose newer version superseded these decisions."""
         for window in self._items.values():

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "NOT_PRESENT",
     "AttributeDecision",
+    "AttributeFeedback",
     "DeadLetter",
     "EventError",
     "LabelVote",
@@ -123,6 +124,35 @@ class AttributeDecision(_Event):
     @property
     def key(self) -> str:
         return f"{self.product_id}/{self.attribute}"
+
+
+class AttributeFeedback(_Event):
+    """A human-verified (gold) label for one attribute of a product, read from ``attribute-feedback``.
+
+    The worker that owns the product folds it into the learner (the item's posterior clamped to ``label``)
+    and scores its own decision and every LLM's vote against it. ``version`` names the product version the
+    label was checked on; ``None`` means the latest decided version. Extra fields (a reviewer's comment) are
+    kept, as for :class:`ProductUpdate`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    product_id: str = Field(min_length=1, max_length=512)
+    version: int | None = Field(None, ge=0)
+    attribute: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+    """A class of the attribute (its label set or ``"none"``: not stated in the text); synonyms are accepted."""
+    source: str | None = None
+    """Who or what verified it (a reviewer id, an audit batch), kept for the audit trail."""
+    decided_at: float = Field(default_factory=time.time)
+    """Unix seconds of the human verification."""
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _strict_int(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError("must be an integer or null")
+        return v
 
 
 class DeadLetter(_Event):

@@ -6,6 +6,9 @@ a faust agent: deltas are a trickle next to product updates, and sharing faust's
 saturated agent delayed them until the product stream went idle (measured: no model update during a
 2,000-product run). Offsets are committed only after the new models are delivered (at least once; a
 delta folded twice after a crash nudges the running average, it loses nothing).
+
+Besides deltas, ``ds-stats`` carries gold records (``{"attribute", "gold": [...]}``) from the feedback agent:
+human-verified items whose statistics the learner computes with the posterior clamped to the gold label.
 """
 
 from __future__ import annotations
@@ -20,7 +23,19 @@ from streams.models import ModelRegistry
 
 log = logging.getLogger("llmens.learner")
 
-__all__ = ["run_learner"]
+__all__ = ["gold_record_stats", "run_learner"]
+
+
+def gold_record_stats(registry: ModelRegistry, attribute: str, gold: list[dict]) -> SufficientStats:
+    """Statistics of a ``gold`` ds-stats record: human-verified items with their posterior clamped to the label.
+
+    A record ``{"attribute": a, "gold": [{"votes": {llm: label}, "label": gold, ...}]}`` is written by the
+    feedback agent for each accepted :class:`~llmens_core.events.AttributeFeedback`; the maths is
+    :func:`llmens_core.aggregation.clamped_stats`. The gold item is folded in as one more online step,
+    like a soft item (its earlier soft contribution is not taken back: it has decayed into the running average).
+    """
+    items = [(g["votes"], g["label"]) for g in gold]
+    return registry.get(attribute).gold_stats(items)
 
 
 async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group: str, model_topic: str, *,
@@ -50,15 +65,20 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
                 for msg in msgs:
                     try:
                         d = orjson.loads(msg.value)
-                        stats = SufficientStats.from_dict(d["stats"])
                         attribute = d["attribute"]
+                        gold = d.get("gold")
+                        stats = (gold_record_stats(registry, attribute, gold) if gold is not None
+                                 else SufficientStats.from_dict(d["stats"]))
                     except Exception as exc:  # noqa: BLE001 - a malformed delta must not stop learning
                         log.error("ignoring malformed %s record at %d: %s", topic, msg.offset, exc)
                         continue
                     registry.get(attribute).apply(stats)
                     changed.add(attribute)
                     if counters is not None:
-                        counters["stats_applied"] = counters.get("stats_applied", 0) + 1
+                        key = "stats_applied" if gold is None else "gold_records_applied"
+                        counters[key] = counters.get(key, 0) + 1
+                        if gold is not None:
+                            counters["gold_items_applied"] = counters.get("gold_items_applied", 0) + stats.n_items
             futures = []
             for attribute in sorted(changed):
                 model = registry.get(attribute)

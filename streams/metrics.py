@@ -3,7 +3,8 @@
 Two kinds of sources:
 
 * metric objects the app updates as it goes (:class:`WorkerMetrics` attributes): events in/out, dead letters,
-  superseded events, decisions, decision confidence, per-LLM accuracy/weight and model version per attribute;
+  superseded events, decisions, decision confidence, per-LLM accuracy/weight and model version per attribute,
+  agreement with gold feedback (``llmens_feedback_total``) and config reloads;
 * custom collectors read at scrape time:
   - :class:`GatewayCollector` turns the LLM gateway's cumulative per-endpoint counters
     (``Gateway.counters() -> {name: EndpointCounters}``) into ``llmens_llm_*`` families: request latency
@@ -73,6 +74,11 @@ class WorkerMetrics:
                                    ["attribute"], registry=r)
         self.decisions = Counter("llmens_decisions_total", "Decisions written, by attribute and reason",
                                  ["attribute", "reason"], registry=r)
+        self.feedback = Counter("llmens_feedback", "Gold feedback scored: the worker's decision (llm=ensemble) "
+                                "and each LLM's vote against the human label (agree, disagree, abstain)",
+                                ["attribute", "llm", "outcome"], registry=r)
+        self.config_reloads = Counter("llmens_config_reloads", "LLM list reloads from the config file, by outcome "
+                                      "(applied, unchanged, invalid)", ["outcome"], registry=r)
         self._collectors: list[Collector] = []
 
     # -- helpers the app calls ----------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from llmens_core.llm.config import EndpointConfig
 
-__all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings"]
+__all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings",
+           "parse_config_bytes", "read_config_file"]
 
 
 class TopicNames(BaseModel):
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     all_failed_retries: int = 3
     all_failed_backoff_s: float = 2.0
     log_level: str = "info"
+    config_reload_seconds: float = Field(
+        5.0, ge=0, description="how often a worker checks its config file for a changed `llms` list (0: never)")
 
     @classmethod
     def settings_customise_sources(
@@ -119,7 +122,11 @@ class _FileSource(PydanticBaseSettingsSource):
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML or YAML settings file into a dict."""
-    text = path.read_bytes()
+    return parse_config_bytes(path.read_bytes(), path)
+
+
+def parse_config_bytes(text: bytes, path: Path) -> dict[str, Any]:
+    """Parse the bytes of settings file ``path`` (TOML by its suffix, else YAML) into a dict."""
     if path.suffix == ".toml":
         return tomllib.loads(text.decode())
     data = yaml.safe_load(text) or {}

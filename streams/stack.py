@@ -105,6 +105,8 @@ class LocalStack:
     partitions: int = 4
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     endpoint_overrides: dict[str, Any] = field(default_factory=dict)
+    llm_names: list[str] | None = None
+    """Configure workers with only these simulated models (``None``: all); :meth:`set_llms` changes it live."""
     worker_loglevel: str = "warn"
     broker: EmbeddedBroker | None = None
     sim_port: int = 0
@@ -160,20 +162,41 @@ class LocalStack:
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}/v1"
 
-    def _write_settings(self) -> Settings:
+    def _endpoints(self, names: list[str] | None) -> list[dict]:
         from llmens_core.llm.simulator import endpoints_for, load_sim_config
 
         endpoints = endpoints_for(load_sim_config(self.sim_config_path), self.sim_url, **self.endpoint_overrides)
+        if names is not None:
+            by_name = {e.name: e for e in endpoints}
+            missing = [n for n in names if n not in by_name]
+            if missing:
+                raise ValueError(f"the simulator serves no model {missing}; it has {sorted(by_name)}")
+            endpoints = [by_name[n] for n in names]
+        return [e.model_dump(mode="json") for e in endpoints]
+
+    def _write_settings(self) -> Settings:
         raw = {
             "kafka": {"bootstrap": self.bootstrap, "embedded": self.embedded,
                       "topic_prefix": self.topic_prefix, "app_id": f"{self.topic_prefix}workers"},
             "topics": {"partitions": self.partitions, "model_partitions": 2},
-            "llms": [e.model_dump(mode="json") for e in endpoints],
+            "llms": self._endpoints(self.llm_names),
             **self.settings_overrides,
         }
         self.config_path = self.workdir / "llmens.yaml"
-        self.config_path.write_text(yaml.safe_dump(raw))
+        self.write_config(raw)
         return Settings(**raw)
+
+    def write_config(self, raw: dict[str, Any]) -> None:
+        """Replace the workers' settings file at once (write aside, then rename: a reader never sees half)."""
+        self.config_data = raw
+        tmp = self.config_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(raw))
+        os.replace(tmp, self.config_path)
+
+    def set_llms(self, names: list[str]) -> None:
+        """Rewrite the settings file with these simulated models as the LLMs (running workers pick it up)."""
+        self.llm_names = list(names)
+        self.write_config({**self.config_data, "llms": self._endpoints(self.llm_names)})
 
     def worker_port(self, i: int) -> int:
         if not hasattr(self, "_ports"):

@@ -14,7 +14,7 @@ from llmens_core.aggregation._votes import prefix_families
 from llmens_core.aggregation.dawid_skene import DawidSkene
 from llmens_core.aggregation.majority import MajorityVote, WeightedMajorityVote
 from llmens_core.aggregation.onecoin import OneCoinDawidSkene
-from llmens_core.aggregation.online import OnlineDawidSkene, SufficientStats
+from llmens_core.aggregation.online import OnlineDawidSkene, SufficientStats, clamped_stats
 
 __all__ = [
     "CROWD_CONFIG",
@@ -31,6 +31,7 @@ __all__ = [
     "OnlineDawidSkene",
     "SufficientStats",
     "WeightedMajorityVote",
+    "clamped_stats",
     "default_aggregator",
     "default_online",
     "prefix_families",

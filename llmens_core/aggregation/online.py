@@ -22,7 +22,7 @@ import orjson
 from llmens_core.aggregation import _em
 from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
 
-__all__ = ["OnlineDawidSkene", "SufficientStats"]
+__all__ = ["OnlineDawidSkene", "SufficientStats", "clamped_stats"]
 
 _FORMAT = 1
 
@@ -114,6 +114,54 @@ class SufficientStats:
         return (
             f"SufficientStats(workers={len(self.workers)}, classes={self.classes}, n_items={self.n_items:g})"
         )
+
+
+def clamped_stats(
+    items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]], classes: Sequence[Hashable] = ()
+) -> SufficientStats:
+    """E-step statistics of items whose true class is known (gold feedback), as one mergeable delta.
+
+    ``items``: ``(votes, gold)`` pairs, ``votes`` worker -> label (``None`` abstains). Each item's posterior is
+    clamped to the one-hot vector of ``gold`` instead of the model's posterior, so a worker's vote adds a whole
+    count to ``confusion[worker, gold, vote]`` and the item adds one to ``class_counts[gold]``: folded in with
+    :meth:`OnlineDawidSkene.apply`, gold items pull every confusion matrix towards what the workers really did.
+    Items without a usable vote are left out (as in :meth:`OnlineDawidSkene.batch_stats`). ``classes`` fixes the
+    layout's first classes (e.g. the model's); labels and gold classes met in ``items`` are appended.
+    """
+    cls = list(classes)
+    cid = {c: k for k, c in enumerate(cls)}
+    workers: list = []
+    wid: dict = {}
+    w_idx: list[int] = []
+    t_idx: list[int] = []
+    l_idx: list[int] = []
+    gold_idx: list[int] = []
+    for votes, gold in items:
+        if gold is None:
+            raise ValueError("a gold label must be a class, not None")
+        pairs = [(w, lab) for w, lab in votes.items() if lab is not None]
+        if not pairs:
+            continue
+        for c in (gold, *(lab for _, lab in pairs)):
+            if c not in cid:
+                cid[c] = len(cls)
+                cls.append(c)
+        kg = cid[gold]
+        gold_idx.append(kg)
+        for w, lab in pairs:
+            j = wid.get(w)
+            if j is None:
+                j = wid[w] = len(workers)
+                workers.append(w)
+            w_idx.append(j)
+            t_idx.append(kg)
+            l_idx.append(cid[lab])
+    K = len(cls)
+    conf = np.zeros((len(workers), K, K))
+    if w_idx:
+        np.add.at(conf, (np.asarray(w_idx), np.asarray(t_idx), np.asarray(l_idx)), 1.0)
+    class_counts = np.bincount(np.asarray(gold_idx, dtype=np.int64), minlength=K).astype(float)
+    return SufficientStats(workers, cls, conf, class_counts, float(len(gold_idx)))
 
 
 class OnlineDawidSkene:
@@ -430,6 +478,11 @@ class OnlineDawidSkene:
         for w, lab in pairs:
             conf[wid[w], :, cid[lab]] += T
         return SufficientStats(workers, classes, conf, T, 1.0)
+
+    def gold_stats(self, items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]]) -> SufficientStats:
+        """Statistics of gold-labelled items (posterior clamped to the gold class), laid out on ``classes_``
+        first; see :func:`clamped_stats`. Does not change the model: ``apply`` the result to learn from it."""
+        return clamped_stats(items, self.classes_)
 
     def _step_size(self, b: float) -> float:
         if b <= 0:
