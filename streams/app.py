@@ -443,5 +443,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         return web.json({"worker": dict(w.counters), "llm": llm, "inflight": dict(w.inflight),
                          "partitions": parts, "fetch": fetch})
 
+    from streams.feedback import install_feedback
+    from streams.reconfig import install_reconfig
+
+    install_feedback(app, w, st, products, dead_letter)  # gold labels: learner + agreement scores (/feedback)
+    install_reconfig(app, w, st, policy)  # LLM list re-read from LLMENS_CONFIG without a restart
+
     app.llmens_worker = w  # type: ignore[attr-defined]
     return app, w
