@@ -215,7 +215,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                 return votes, None, stop_reason
             w.counters["all_failed_attempts"] += 1
             if attempt < st.all_failed_retries:
-                await asyncio.sleep(st.all_failed_backoff_s * (2**attempt))
+                # not before a breaker lets a probe through: retrying into open breakers only used up the
+                # attempts (seen under CPU overload: timeouts opened every breaker, products were dead-lettered)
+                await asyncio.sleep(max(st.all_failed_backoff_s * (2**attempt), gw.available_in() + 0.05))
         errors = sorted({f"{v.llm}: {v.error}" for v in votes})
         failure = f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
         return votes, failure, None

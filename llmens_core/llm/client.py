@@ -214,6 +214,12 @@ class CircuitBreaker:
         self.probe_in_flight = True
         return True
 
+    def reopens_in(self) -> float:
+        """Seconds until an attempt may go out again (0 unless open and cooling down)."""
+        if self.state != "open":
+            return 0.0
+        return max(0.0, self.opened_at + self.cooldown_s - time.monotonic())
+
     def record(self, ok: bool) -> None:
         if ok:
             self.failures = 0

@@ -132,6 +132,18 @@ class Gateway:
     def endpoints(self) -> dict[str, EndpointConfig]:
         return dict(self._configs)
 
+    def available_in(self, llms: Sequence[str] | None = None) -> float:
+        """Seconds until at least one of ``llms`` (default: every enabled LLM) accepts a call again.
+
+        0 when any of them has its circuit breaker closed or half-open; else the shortest remaining cooldown.
+        A caller whose every LLM failed waits this long before retrying, so breakers opened by a burst of
+        failures do not turn their whole cool-down into failed retries.
+        """
+        names = self._enabled if llms is None else [n for n in llms if n in self._clients]
+        if not names:
+            return 0.0
+        return min(self._clients[n].breaker.reopens_in() for n in names)
+
     def counters(self) -> dict[str, EndpointCounters]:
         """Counters of every endpoint ever configured (removed ones keep their final figures)."""
         return dict(self._counters)

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -75,9 +75,13 @@ class Faults(BaseModel):
 
 
 class Burst429(BaseModel):
-    """Requests number ``start + i*every ... + length - 1`` of a model get 429 (``every`` 0 = once)."""
+    """Requests number ``start + i*every ... + length - 1`` of a model get 429 (``every`` 0 = once).
+
+    ``status`` 500 or 503 makes the burst an outage instead (no Retry-After; circuit breakers count it).
+    """
 
     model_config = ConfigDict(extra="forbid")
+    status: Literal[429, 500, 503] = 429
     start: int = Field(0, ge=0)
     every: int = Field(0, ge=0)
     length: int = Field(1, ge=1)
@@ -317,6 +321,9 @@ class Simulator:
         if b is not None and n >= b.start:
             off = n - b.start
             if (off % b.every if b.every else off) < b.length:
+                if b.status != 429:
+                    st.outcomes[f"burst_{b.status}"] += 1
+                    return self._error(b.status, "outage (burst)")
                 st.outcomes["burst_429"] += 1
                 return self._error(429, "rate limited (burst)", {"Retry-After": _fmt_retry(b.retry_after_s, False)})
         if st.latency is not None:

@@ -110,6 +110,24 @@ def test_newer_version_supersedes_and_redelivery_repeats_the_same_decision(tmp_p
     assert set(keys) == want
 
 
+def test_retry_waits_for_open_breakers_instead_of_dead_lettering(tmp_path, broker, topic_prefix):
+    """Every LLM's first request fails and opens its breaker (threshold 1, cool-down 2 s); the product whose
+    calls failed retries once 0.05 s later by configuration, but not before a breaker lets a probe through.
+    One product, so every LLM's failing first request is its own."""
+    events, _ = demo_events(limit=1)
+    sim = fast_sim(burst_429={"status": 503, "start": 0, "length": 1})
+    with stack(tmp_path, broker, topic_prefix, sim_config=sim,
+               endpoint_overrides={"max_retries": 0, "timeout_s": 5, "breaker_failures": 1,
+                                   "breaker_cooldown_s": 2.0},
+               settings_overrides={"all_failed_retries": 1, "all_failed_backoff_s": 0.05}) as s:
+        s.publish(events)
+        decisions = s.decisions(expected_keys(events), timeout_s=60)
+        dead = s.read("dead_letter", idle_s=1.0, timeout_s=3)
+        counters = s.worker_json(0, "/counters")["worker"]
+    assert set(decision_keys(decisions)) == expected_keys(events) and not dead
+    assert counters.get("all_failed_attempts", 0) >= 1, counters  # the retry path was taken
+
+
 def test_product_whose_llms_all_fail_is_retried_then_dead_lettered(tmp_path, broker, topic_prefix):
     events, _ = demo_events(limit=3)
     sim = fast_sim(faults={"http_500": 1.0})

@@ -105,7 +105,9 @@ async def test_dead_endpoint_opens_breaker_others_go_on(sim, schema, demo_produc
     async with Gateway(eps, schema) as gw:
         res = await label_all(gw, demo_products[:100], lambda p: list(p["attributes"]), concurrency=10)
         c = gw.counters()
+        available = (gw.available_in(["dead"]), gw.available_in(), gw.available_in(["dead", "ok"]))
     assert c["dead"].breaker_state == "open" and c["dead"].breaker_opens == 1
+    assert 20 < available[0] <= 30 and available[1] == 0 and available[2] == 0  # "ok" is still closed
     assert c["dead"].requests < 30 and c["dead"].errors.get("breaker_open", 0) >= 90
     assert c["ok"].successes == 100 and c["ok"].failures == 0
     for _, votes in res:
