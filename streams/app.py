@@ -186,26 +186,40 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
         policy = AdaptivePolicy(st.llms, confidence_target=st.adaptive.confidence_target,
                                 exploration_share=st.adaptive.exploration_share,
-                                first_stage=st.adaptive.first_stage)
+                                first_stage=st.adaptive.first_stage, max_gain=st.adaptive.max_gain)
 
     async def ask(gw: Gateway, product: ProductUpdate, attrs: list[str]):
-        """All LLMs at once, or (adaptive) stage by stage until every attribute is confident.
+        """All LLMs at once, or (adaptive) stage by stage until asking the rest could not pay off.
 
         Returns the votes and, for adaptive runs, why asking stopped ("explore", "confident", "exhausted").
+        Later stages ask only the attributes still unsettled.
         """
         if policy is None:
             return await gw.label(product, attrs), None
+        pid = product.product_id
+        models = {a: w.registry.get(a) for a in attrs}
+        gain_rule = st.adaptive.rule == "gain"
         votes: list = []
-        posts: dict = {}
-        for stage in policy.plan(product.product_id):
-            votes += await gw.label(product, attrs, llms=stage)
-            by_attr = votes_by_attribute(votes)
-            posts = {a: w.registry.get(a).posterior(by_attr.get(a, {})) if by_attr.get(a) else []
-                     for a in attrs}
-            posts = {a: p for a, p in posts.items() if len(p)}
-            if len(posts) == len(attrs) and policy.should_stop(posts):
-                break
-        return votes, policy.reason(product.product_id, posts)
+        by_attr: dict[str, dict] = {a: {} for a in attrs}
+        todo, asked, posts = list(attrs), [], {}
+        for stage in policy.plan(pid, models, attrs) if gain_rule else policy.plan(pid):
+            new = await gw.label(product, todo, llms=stage)
+            votes += new
+            for v in new:
+                by_attr.setdefault(v.attribute, {})[v.llm] = v.label
+            asked += stage
+            if gain_rule:
+                todo = policy.unsettled(models, by_attr, todo, asked=asked)
+                if not todo:
+                    break
+            else:
+                posts = policy.posteriors(models, by_attr, attrs)
+                if policy.should_stop(posts):
+                    break
+                todo = policy.pending(posts)
+        if gain_rule:
+            return votes, policy.reason(pid, unsettled=todo)
+        return votes, policy.reason(pid, posts)
 
     async def label_with_retries(product: ProductUpdate, attrs: list[str]):
         gw = await w.start_gateway()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field
@@ -67,11 +67,15 @@ class AggregationSettings(BaseModel):
 
 
 class AdaptiveSettings(BaseModel):
-    """Ask LLMs in stages, cheapest first, until every attribute is confident (off by default)."""
+    """Ask LLMs in stages until asking the rest could not pay off (off by default); see llmens_core.adaptive."""
 
     enabled: bool = False
+    rule: Literal["gain", "confidence"] = Field(
+        "gain", description="gain: stop when the unasked LLMs' expected accuracy gain <= max_gain, most "
+        "informative LLM per call first; confidence: cheapest first until the posterior >= confidence_target")
+    max_gain: float = Field(0.03, ge=0, lt=1)
     confidence_target: float = Field(0.95, gt=0, lt=1)
-    exploration_share: float = Field(0.1, ge=0, le=1, description="products that ask every LLM at once")
+    exploration_share: float = Field(0.05, ge=0, le=1, description="products that ask every LLM at once")
     first_stage: int = Field(2, ge=1)
 
 
