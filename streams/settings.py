@@ -59,7 +59,8 @@ class AggregationSettings(BaseModel):
     stats_flush_items: int = 256
     stats_flush_seconds: float = 1.0
     revision_window: int = Field(2000, ge=0, description="recent decisions per attribute re-scored on new models")
-    revise_seconds: float = 1.0
+    revise_seconds: float = Field(5.0, gt=0, description="how often recent decisions are re-scored; a flipped one "
+                                  "is re-emitted within this time (re-scoring 2,000 decisions costs ~20 ms per attribute)")
 
     def model_kwargs(self) -> dict[str, Any]:
         keys = ("prior_accuracy", "prior_strength", "kappa", "t0", "eta_min")

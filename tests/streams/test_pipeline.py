@@ -18,14 +18,15 @@ pytestmark = pytest.mark.integration
 
 def stack(tmp_path, broker, topic_prefix, **kw) -> LocalStack:
     kw.setdefault("sim_config", fast_sim())
-    kw.setdefault("endpoint_overrides", {"max_concurrency": 256, "timeout_s": 5})
+    # a generous timeout: on a loaded 2-core machine answers stall, and timeouts open breakers
+    kw.setdefault("endpoint_overrides", {"max_concurrency": 256, "timeout_s": 20})
     return LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, **kw)
 
 
 def test_each_asked_attribute_decided_once_and_ensemble_beats_every_single_model(tmp_path, broker,
                                                                                   topic_prefix):
     events, gold = demo_events()
-    with stack(tmp_path, broker, topic_prefix) as s:
+    with stack(tmp_path, broker, topic_prefix, settings_overrides={"aggregation": {"revise_seconds": 1.0}}) as s:
         s.publish(events)
         decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=3.0)
         counters = s.worker_json(0, "/counters")
