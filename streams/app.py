@@ -61,6 +61,8 @@ class Worker:
         self.revisions = RevisionWindow(settings.aggregation.revision_window)
         self.counters: dict[str, float] = defaultdict(float)
         self.latest_seen: dict[str, int] = {}
+        self.deciding: dict[tuple[str, int], asyncio.Future] = {}
+        """(product, version) being decided here: a redelivered copy waits for it, then re-emits its state."""
         self.inflight: collections.Counter = collections.Counter()
         """Products in flight per stage (diagnostics for a stalled worker, served by /counters)."""
         self.on_decision = None  # optional hook (metrics)
@@ -258,6 +260,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                               "has no default attributes", msg, "no_attributes")
             return
         pid, version = product.product_id, product.version
+        running = w.deciding.get((pid, version))
+        if running is not None:
+            # redelivered (a rebalance gave the partition back) while the first copy is still deciding:
+            # deciding twice could give two values under two models, so wait and re-emit what it stored
+            w.counters["waited_for_same_version"] += 1
+            with w.stage("wait_same_version"):
+                await asyncio.shield(running)
         state = products.get(pid)
         if state is not None:
             if version < state["version"]:
@@ -274,6 +283,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             m.superseded.inc()
             return
         w.latest_seen[pid] = version
+        done = w.deciding[(pid, version)] = asyncio.get_running_loop().create_future()
+        try:
+            await decide_and_emit(event, product, attrs, state, started)
+        finally:
+            if w.deciding.get((pid, version)) is done:
+                del w.deciding[(pid, version)]
+            done.set_result(None)
+            if w.latest_seen.get(pid) == version:
+                del w.latest_seen[pid]
+
+    async def decide_and_emit(event: faust.types.EventT, product: ProductUpdate, attrs: list[str],
+                              state: dict | None, started: float) -> None:
+        msg = event.message
+        pid, version = product.product_id, product.version
         with w.stage("wait_models"):
             await w.registry.ready.wait()
         t_llm = time.perf_counter()
@@ -301,6 +324,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             decisions.append(decision)
             if w.stats.add(attribute, pid, by_llm):
                 to_flush.append(attribute)
+        if msg.tp not in app.consumer.assignment():
+            # revoked while we waited on LLMs: the partition's new owner decides it from the committed offset
+            w.counters["abandoned_revoked"] += 1
+            return
         with w.stage("save_state"):
             await save_state(event, pid, {"version": version,
                                           "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}})
@@ -312,8 +339,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             out_topics[t_votes].inc()
             for attribute in to_flush:
                 await flush_stats(attribute)
-        if w.latest_seen.get(pid) == version:
-            del w.latest_seen[pid]
 
     @app.agent(t_updates, concurrency=st.concurrency)
     async def decide_products(stream):
