@@ -36,6 +36,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/pipeline.py --products llmens_core/data/demo_products.jsonl
 	$(BIN)/python bench/adaptive.py
+	$(BIN)/python bench/adaptive_cpu.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
