@@ -34,7 +34,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llmens_core.adaptive import AdaptivePolicy  # noqa: E402
+from llmens_core.adaptive import AdaptivePolicy, ask_in_stages  # noqa: E402
 from llmens_core.aggregation import OnlineDawidSkene, default_online  # noqa: E402
 from llmens_core.decisions import StatsAccumulator, decide, votes_by_attribute  # noqa: E402
 from llmens_core.events import ProductUpdate  # noqa: E402
@@ -126,31 +126,8 @@ async def run_adaptive(gw: Gateway, products, learner: Learner, policy: Adaptive
     decisions, calls, reasons, asked_by = [], 0, defaultdict(int), {}
 
     async def one(p, attrs):
-        by: dict[str, dict] = {a: {} for a in attrs}
-        asked: list[str] = []
-        todo = list(attrs)
-        models = learner.models
-        explore = policy.explore(p.product_id)
-        for stage in policy.plan(p.product_id, models if rule == "gain" else None, attrs):
-            votes = await gw.label(p, todo, llms=stage)
-            asked += stage
-            for v in votes:
-                by.setdefault(v.attribute, {})[v.llm] = v.label
-            if explore:
-                continue
-            if rule == "gain":
-                todo = policy.unsettled(models, by, todo, asked=asked)
-                if not todo:
-                    break
-            else:
-                post = policy.posteriors(models, by, attrs)
-                if policy.should_stop(post):
-                    break
-                todo = policy.pending(post)
-        if rule == "gain":
-            why = policy.reason(p.product_id, unsettled=todo)
-        else:
-            why = policy.reason(p.product_id, policy.posteriors(models, by, attrs))
+        _, by, asked, why = await ask_in_stages(policy, lambda todo, llms: gw.label(p, todo, llms=llms),
+                                                p.product_id, attrs, learner.models, rule=rule)
         return p, attrs, by, asked, why
 
     for s in range(0, len(products), chunk):

@@ -90,14 +90,15 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from llmens_core.aggregation import OnlineDawidSkene
 from llmens_core.llm.config import EndpointConfig
 
-__all__ = ["AdaptivePolicy", "REASONS", "expected_gain", "informativeness"]
+__all__ = ["AdaptivePolicy", "REASONS", "ask_in_stages", "expected_gain", "informativeness"]
 
 REASONS = ("explore", "confident", "exhausted")
 """Why a product stopped being asked: it was an exploration product (every LLM asked), every attribute was
@@ -564,3 +565,43 @@ class AdaptivePolicy:
             f"AdaptivePolicy(stages={self.stages}, max_gain={self.max_gain}, cost={self.cost!r}, "
             f"confidence_target={self.confidence_target}, exploration_share={self.exploration_share})"
         )
+
+
+async def ask_in_stages(
+    policy: AdaptivePolicy,
+    label: Callable[[list[str], list[str]], Awaitable[list[Any]]],
+    product_id: str,
+    attributes: Sequence[str],
+    models: Mapping[str, OnlineDawidSkene],
+    *,
+    rule: str = "gain",
+) -> tuple[list[Any], dict[str, dict], list[str], str]:
+    """Ask one product's LLMs stage by stage; the caller's ``label(attributes, llms)`` does the I/O.
+
+    ``label`` returns votes (objects with ``attribute``, ``llm`` and ``label``). Later stages ask only the
+    attributes not yet settled. ``rule`` "gain" orders by learned value and stops by :meth:`unsettled`;
+    "confidence" keeps the configured (cheapest-first) stages and stops by :meth:`should_stop`.
+    Returns (every vote, ``{attribute: {llm: label}}``, the LLMs asked, the reason asking stopped).
+    """
+    gain_rule = rule == "gain"
+    votes: list[Any] = []
+    by_attr: dict[str, dict] = {a: {} for a in attributes}
+    todo, asked = list(attributes), []
+    posts: dict[str, np.ndarray] = {}
+    for stage in policy.plan(product_id, models, attributes) if gain_rule else policy.plan(product_id):
+        new = await label(todo, stage)
+        votes += new
+        for v in new:
+            by_attr.setdefault(v.attribute, {})[v.llm] = v.label
+        asked += stage
+        if gain_rule:
+            todo = policy.unsettled(models, by_attr, todo, asked=asked)
+            if not todo:
+                break
+        else:
+            posts = policy.posteriors(models, by_attr, attributes)
+            if policy.should_stop(posts):
+                break
+            todo = policy.pending(posts)
+    reason = policy.reason(product_id, unsettled=todo) if gain_rule else policy.reason(product_id, posts)
+    return votes, by_attr, asked, reason

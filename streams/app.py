@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
     policy = None
     if st.adaptive.enabled:
-        from llmens_core.adaptive import AdaptivePolicy
+        from llmens_core.adaptive import AdaptivePolicy, ask_in_stages
 
         policy = AdaptivePolicy(st.llms, confidence_target=st.adaptive.confidence_target,
                                 exploration_share=st.adaptive.exploration_share,
@@ -198,30 +198,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         """
         if policy is None:
             return await gw.label(product, attrs), None
-        pid = product.product_id
         models = {a: w.registry.get(a) for a in attrs}
-        gain_rule = st.adaptive.rule == "gain"
-        votes: list = []
-        by_attr: dict[str, dict] = {a: {} for a in attrs}
-        todo, asked, posts = list(attrs), [], {}
-        for stage in policy.plan(pid, models, attrs) if gain_rule else policy.plan(pid):
-            new = await gw.label(product, todo, llms=stage)
-            votes += new
-            for v in new:
-                by_attr.setdefault(v.attribute, {})[v.llm] = v.label
-            asked += stage
-            if gain_rule:
-                todo = policy.unsettled(models, by_attr, todo, asked=asked)
-                if not todo:
-                    break
-            else:
-                posts = policy.posteriors(models, by_attr, attrs)
-                if policy.should_stop(posts):
-                    break
-                todo = policy.pending(posts)
-        if gain_rule:
-            return votes, policy.reason(pid, unsettled=todo)
-        return votes, policy.reason(pid, posts)
+        votes, _, _, reason = await ask_in_stages(policy, lambda todo, llms: gw.label(product, todo, llms=llms),
+                                                  product.product_id, attrs, models, rule=st.adaptive.rule)
+        return votes, reason
 
     async def label_with_retries(product: ProductUpdate, attrs: list[str]):
         gw = await w.start_gateway()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from llmens_core.adaptive import AdaptivePolicy, expected_gain, informativeness
 from llmens_core.aggregation import default_online
 from llmens_core.llm.config import EndpointConfig
+from tests.core.adaptive_reference import RefPolicy, ref_expected_gain, ref_informativeness
 
 
 def ep(name, price, family=None, enabled=True):
@@ -255,85 +256,12 @@ def test_abstentions_and_reason_with_unsettled():
 
 
 # ---------------------------------------------------------------------- optimised = reference (caches, vectorised gain)
-# The implementation before the per-model caches and the vectorised enumeration, kept as the reference.
-
-
-def _ref_log_rows(model, llm):
-    j = model._widx.get(llm)
-    return model._log_theta[j] if j is not None else np.log(model._prior_theta)
-
-
-def ref_informativeness(model, llm):
-    if not model.classes_:
-        return 0.0
-    theta = np.exp(_ref_log_rows(model, llm))
-    joint = model.priors_[:, None] * theta
-    marginal = joint.sum(axis=0)
-    return float(np.sum(joint * (np.log(theta) - np.log(marginal)[None, :])))
-
-
-def ref_expected_gain(model, votes, remaining, *, samples=64, exact_outcomes=4096, seed=0):
-    K = len(model.classes_)
-    rem = [w for w in dict.fromkeys(remaining) if w not in votes or votes[w] is None]
-    if K == 0 or not rem:
-        return 0.0
-    cidx = model._cidx
-    asked = [(w, cidx[lab]) for w, lab in votes.items() if lab is not None and lab in cidx]
-    cur = model.posterior(votes) if asked else model.priors_.copy()
-    d = int(np.argmax(cur))
-    fam_of = model._family_of
-    n_fam: dict = {}
-    for w in [w for w, _ in asked] + rem:
-        f = fam_of(w)
-        n_fam[f] = n_fam.get(f, 0) + 1
-    rho = model.family_rho
-
-    def weight(w):
-        return 1.0 / (1.0 + rho * (n_fam[fam_of(w)] - 1)) if rho else 1.0
-
-    base = model._log_pi.copy()
-    for w, k in asked:
-        base += weight(w) * _ref_log_rows(model, w)[:, k]
-    logs = [_ref_log_rows(model, w) for w in rem]
-    wts = np.array([weight(w) for w in rem])
-
-    def gain_of(final):
-        final = final - final.max(axis=-1, keepdims=True)
-        q = np.exp(final)
-        q /= q.sum(axis=-1, keepdims=True)
-        return q.max(axis=-1) - q[..., d]
-
-    if K ** len(rem) <= exact_outcomes:
-        labels = np.array(list(itertools.product(range(K), repeat=len(rem))), dtype=np.int64)
-        like = np.zeros((len(labels), K))
-        final = np.broadcast_to(base, (len(labels), K)).copy()
-        for r, (lt, w) in enumerate(zip(logs, wts, strict=True)):
-            cols = lt[:, labels[:, r]].T
-            like += cols
-            final += w * cols
-        prob = np.exp(like) @ cur
-        return float(np.dot(prob, gain_of(final)))
-    import hashlib
-
-    key = repr((seed, sorted((str(w), str(lab)) for w, lab in votes.items()), [str(w) for w in rem]))
-    rng = np.random.default_rng(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
-    likely = np.nonzero(cur > 1e-6)[0]
-    final = np.broadcast_to(base, (len(likely), samples, K)).copy()
-    for lt, w in zip(logs, wts, strict=True):
-        cdf = np.cumsum(np.exp(lt[likely]), axis=1)
-        u = rng.random((len(likely), samples, 1)) * cdf[:, None, -1:]
-        lab = np.minimum((u > cdf[:, None, :]).sum(axis=2), K - 1)
-        final += w * lt.T[lab]
-    return float(np.dot(cur[likely], gain_of(final).mean(axis=1)) + cur[cur <= 1e-6].sum())
 
 
 def ref_ranked(policy, models, attributes):
-    ms = [m for m in (models.get(a) for a in attributes) if m is not None and m.classes_]
-    v = {}
-    for n in policy.order:
-        c = 1.0 if policy.cost == "calls" else max(policy.prices[n], 1e-12)
-        v[n] = sum(ref_informativeness(m, n) for m in ms) / c
-    return v, policy._diversified(sorted(policy.order, key=lambda n: (-round(v[n], 9), policy.prices[n], n)))
+    ref = RefPolicy.__new__(RefPolicy)
+    ref.__dict__.update(policy.__dict__)
+    return ref.value(models, attributes), ref.ranked(models, attributes)
 
 
 POOL = ["g|a", "g|b", "h", "i", "j", "k"]  # g|a and g|b share a family (with families="auto")
