@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import time
 from pathlib import Path
 
 import orjson
@@ -48,3 +49,18 @@ def expected_keys(events) -> set[tuple[str, int, str]]:
 
 def decision_keys(decisions) -> collections.Counter:
     return collections.Counter((d["product_id"], d["version"], d["attribute"]) for d in decisions)
+
+
+def wait_until_every_worker_has_partitions(stack, workers: int, timeout_s: float = 60.0) -> None:
+    """Block until each worker owns a product-updates partition (a worker still joining the group when a short
+    stream is published can otherwise find it all consumed by the others)."""
+    topic = stack.topic("product_updates")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        owned = [sum(p.startswith(f"{topic}:") for p in stack.worker_json(i, "/counters")["partitions"]["assigned"])
+                 for i in range(workers)]
+        if all(owned):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"partitions of {topic} per worker after {timeout_s}s: {owned}")
+        time.sleep(0.2)

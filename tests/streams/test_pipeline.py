@@ -11,7 +11,13 @@ import pytest
 from llmens_core.scoring import recorded_attributes, score_decisions
 from streams.stack import LocalStack
 from tests.conftest import shared_data
-from tests.streams.pipeline_kit import decision_keys, demo_events, expected_keys, fast_sim
+from tests.streams.pipeline_kit import (
+    decision_keys,
+    demo_events,
+    expected_keys,
+    fast_sim,
+    wait_until_every_worker_has_partitions,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -272,6 +278,7 @@ def test_two_workers_split_the_partitions_and_match_one_worker(tmp_path, broker,
     for workers in (1, 2):
         prefix = f"{topic_prefix}w{workers}."
         with stack(tmp_path / f"w{workers}", broker, prefix, workers=workers, partitions=8) as s:
+            wait_until_every_worker_has_partitions(s, workers)
             s.publish(events)
             decisions = s.decisions(expected_keys(events), timeout_s=180, settle_s=2.0)
             counters = [s.worker_json(i, "/counters")["worker"] for i in range(workers)]
