@@ -36,6 +36,7 @@ from llmens_core.events import AttributeDecision, DeadLetter, EventError, Produc
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
+from streams.commit_guard import install_commit_guard
 from streams.embedded import EMBEDDED_FAUST_SETTINGS, patch_faust_highwaters
 from streams.learner import run_learner
 from streams.metrics import WorkerMetrics
@@ -97,6 +98,7 @@ class Worker:
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     """Build the faust app for ``settings``; returns it with the :class:`Worker` state it closes over."""
     st = settings
+    install_commit_guard()
     extra: dict[str, Any] = {}
     if st.kafka.embedded:
         extra.update(EMBEDDED_FAUST_SETTINGS)

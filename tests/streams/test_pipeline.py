@@ -180,7 +180,9 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
     assert not differing, f"duplicates with different values: {list(differing.items())[:5]}"
     assert all(c.get("events_in", 0) > 0 for c in counters), counters
     acc = score_decisions(decisions, gold)
-    assert all(row["ensemble"] >= row["majority_vote"] - 0.02 for row in acc.values()), acc
+    below = {a: (row["n"], round(row["ensemble"], 4), round(row["majority_vote"], 4)) for a, row in acc.items()
+             if row["ensemble"] < row["majority_vote"] - 0.02}
+    assert not below, f"(n, ensemble, majority vote) below majority vote: {below}; all: {acc}"
 
 
 def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, broker, topic_prefix):

@@ -1,0 +1,104 @@
+"""The input offset is never committed past an event still in flight (faust-streaming issue #606)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.commit_guard import next_commit
+from streams.embedded import stop_process_group
+from streams.stack import read_topic
+
+APP = Path(__file__).with_name("commit_guard_app.py")
+
+
+def test_a_slow_head_event_holds_the_commit_back():
+    # the reproduction of faust #606: 2585 still processing, 2586-2589 done; faust committed 2590
+    assert next_commit([2586, 2587, 2588, 2589], 2585, in_flight=[2585]) == (None, 0)
+    assert next_commit([2586, 2587, 2588, 2589], None, in_flight=[2585]) == (None, 0)
+
+
+def test_commit_stops_at_the_first_event_in_flight_and_uses_only_what_it_commits():
+    assert next_commit([10, 11, 12, 14], 10, in_flight=[13]) == (13, 3)
+    assert next_commit([10, 11, 12, 13], 10, in_flight=[12]) == (12, 2)
+    assert next_commit([10, 11, 12, 13], 10, in_flight=[]) == (14, 4)
+
+
+def test_one_missing_head_offset_not_in_flight_is_still_a_gap_as_in_faust():
+    assert next_commit([11, 12], 10, in_flight=[]) == (13, 2)  # compacted away or a control record
+    assert next_commit([12, 13], 10, in_flight=[]) == (None, 0)
+
+
+def test_events_in_flight_below_the_committed_offset_do_not_hold_it():
+    assert next_commit([20, 21], 20, in_flight=[5]) == (22, 2)
+
+
+@given(committed=st.integers(0, 30), status=st.lists(st.sampled_from("adfn"), max_size=40))
+def test_never_past_an_event_in_flight_and_never_over_two_missing(committed, status):
+    """a = acked, f = in flight, n = not taken yet, d = acked (a second chance of it)."""
+    acked = [committed + i for i, s in enumerate(status) if s in "ad"]
+    in_flight = [committed + i for i, s in enumerate(status) if s == "f"]
+    end, used = next_commit(acked, committed, in_flight)
+    if end is None:
+        assert used == 0
+        return
+    assert end > committed
+    assert not any(committed <= o < end for o in in_flight)
+    missing = [o for o in range(committed, end) if o not in acked]
+    assert missing in ([], [committed])  # faust's tolerated head gap, never more
+    assert used == sum(1 for o in acked if o < end)
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int | None:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+        return tp.offset if tp.offset >= 0 else None
+    finally:
+        c.close()
+
+
+def _start(bootstrap: str, prefix: str, log: Path, *, slow: bool) -> subprocess.Popen:
+    env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0"}
+    return subprocess.Popen([sys.executable, str(APP), bootstrap, prefix], env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.integration
+def test_a_killed_worker_redoes_the_event_it_had_in_flight(tmp_path, broker, topic_prefix):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
+        f.result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for value in [b"slow"] + [f"fast-{i}".encode() for i in range(20)]:
+        p.produce(f"{topic_prefix}src", value=value)
+    p.flush(10)
+    log = tmp_path / "copier.log"
+    proc = _start(broker.bootstrap, topic_prefix, log, slow=True)
+    try:
+        copied = read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
+                            stop=lambda ms: len(ms) >= 20 or proc.poll() is not None)
+        assert len(copied) == 20 and b"slow" not in {m.value() for m in copied}, log.read_text()[-3000:]
+        time.sleep(3.0)  # several commit intervals (0.5 s) with "slow" in flight and the 20 after it done
+        assert _committed(broker.bootstrap, f"{topic_prefix}copier", f"{topic_prefix}src") in (None, 0)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc = _start(broker.bootstrap, topic_prefix, log, slow=False)
+    try:
+        copied = read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
+                            stop=lambda ms: any(m.value() == b"slow" for m in ms) or proc.poll() is not None)
+        assert b"slow" in {m.value() for m in copied}, log.read_text()[-3000:]
+    finally:
+        stop_process_group(proc, 20)
