@@ -5,6 +5,9 @@ head of that run (meant for compacted topics). With ``concurrency > 1`` that mis
 event still being processed: it is committed over, and a worker killed before finishing it loses it for
 good (faust-streaming issue #606; measured here: a SIGKILLed worker lost one product in about one run
 of seven of the kill test). The rule below caps every commit at the smallest offset still in flight.
+
+A message of an earlier consumer generation that the stream skips after a rebalance is acked by faust as
+if done; its ack no longer counts towards a commit (the partition is re-read from the committed offset).
 """
 
 from __future__ import annotations
@@ -61,7 +64,17 @@ def install_commit_guard() -> None:
         del acked[:used]
         return end
 
+    original_ack = Consumer.ack
+
+    def ack(self, message) -> bool:
+        if message.generation_id != self.app.consumer_generation_id and not message.acked:
+            message.acked = True  # stale: skipped or finished after a rebalance; its re-read copy counts
+            self._unacked_messages.discard(message)
+            return False
+        return original_ack(self, message)
+
     Consumer._new_offset = _new_offset
+    Consumer.ack = ack
     Consumer._llmens_commit_guard = True
 
 

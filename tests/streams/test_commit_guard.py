@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.commit_guard import next_commit
+from streams.commit_guard import install_commit_guard, next_commit
 from streams.embedded import stop_process_group
 from streams.stack import read_topic
 
@@ -56,6 +57,56 @@ def test_never_past_an_event_in_flight_and_never_over_two_missing(committed, sta
     missing = [o for o in range(committed, end) if o not in acked]
     assert missing in ([], [committed])  # faust's tolerated head gap, never more
     assert used == sum(1 for o in acked if o < end)
+
+
+@pytest.fixture(scope="module")
+def faust_consumer():
+    """faust's own Consumer with the guard installed (built without connecting to a broker)."""
+    import faust
+
+    install_commit_guard()
+    app = faust.App("commit-guard-unit", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    app.topic("src")
+    app.topics._acking_topics.add("src")  # what faust does for an agent's topic once the worker runs
+    return app.consumer
+
+
+def _messages(consumer, offsets, generation):
+    from faust.types.tuples import ConsumerMessage
+
+    out = []
+    for o in offsets:
+        m = ConsumerMessage(topic="src", partition=0, offset=o, timestamp=0.0, timestamp_type=0, headers=[],
+                            key=None, value=b"", checksum=None, generation_id=generation)
+        m.tracked = True
+        consumer._unacked_messages.add(m)
+        out.append(m)
+    return out
+
+
+def test_faust_consumer_with_the_guard_holds_the_commit_behind_a_slow_head_event(faust_consumer):
+    c, tp = faust_consumer, TP("src", 0)
+    c.app.consumer_generation_id = 1
+    c._committed_offset[tp] = 100
+    slow, *fast = _messages(c, range(100, 105), generation=1)
+    for m in fast:
+        assert c.ack(m)
+    assert c._new_offset(tp) is None  # plain faust: 105
+    assert c.ack(slow)
+    assert c._new_offset(tp) == 105 and not c._acked[tp]
+
+
+def test_acks_of_an_earlier_generation_do_not_count_towards_a_commit(faust_consumer):
+    c, tp = faust_consumer, TP("src", 0)
+    c.app.consumer_generation_id = 3
+    c._committed_offset[tp] = 200
+    stale = _messages(c, [200, 201, 202], generation=2)  # skipped by the stream after the rebalance
+    assert not any(c.ack(m) for m in stale)
+    assert all(m.acked and m not in c._unacked_messages for m in stale)
+    assert c._new_offset(tp) is None  # plain faust: 203, though none of the three was processed
+    fresh = _messages(c, [200, 201, 202], generation=3)  # the copies re-read from the committed offset
+    assert all(c.ack(m) for m in fresh)
+    assert c._new_offset(tp) == 203
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int | None:
