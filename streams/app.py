@@ -36,7 +36,7 @@ from llmens_core.events import AttributeDecision, DeadLetter, EventError, Produc
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
-from streams.commit_guard import install_commit_guard
+from streams.commit_guard import heal_held_heads, install_commit_guard
 from streams.embedded import EMBEDDED_FAUST_SETTINGS, patch_faust_highwaters
 from streams.learner import run_learner
 from streams.metrics import WorkerMetrics
@@ -377,8 +377,13 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         nothing re-fetches them, so the committed offset stops while the position sits at the end.
         Three checks in a row with nothing in flight and the fetch position past what faust delivered
         trigger a seek back to the committed offset;
-        redelivery is idempotent (stored decisions are re-emitted).
+        redelivery is idempotent (stored decisions are re-emitted). The same seek re-reads a record lost in
+        the middle of a partition, at which the commit guard holds the commit (``heal_held_heads``).
         """
+        for tp, offset, action in await heal_held_heads(app.consumer):
+            w.counters[f"held_head_{action}"] += 1
+            log.warning("%s: commit held at offset %d, which never reached the agent: %s", tp, offset,
+                        "redelivering from it" if action == "redeliver" else "no record there, passing it")
         if any(w.inflight.values()):
             stalled_checks.clear()
             return

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from faust.types import TP
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from streams.commit_guard import install_commit_guard, next_commit
@@ -34,7 +34,8 @@ def test_commit_stops_at_the_first_event_in_flight_and_uses_only_what_it_commits
     assert next_commit([10, 11, 12, 13], 10, in_flight=[]) == (14, 4)
 
 
-def test_one_missing_head_offset_not_in_flight_is_still_a_gap_as_in_faust():
+def test_one_missing_head_offset_is_passed_over_only_once_known_to_be_no_record():
+    assert next_commit([11, 12], 10, in_flight=[], head_gap_ok=False) == (None, 0)
     assert next_commit([11, 12], 10, in_flight=[]) == (13, 2)  # compacted away or a control record
     assert next_commit([12, 13], 10, in_flight=[]) == (None, 0)
 
@@ -43,19 +44,21 @@ def test_events_in_flight_below_the_committed_offset_do_not_hold_it():
     assert next_commit([20, 21], 20, in_flight=[5]) == (22, 2)
 
 
-@given(committed=st.integers(0, 30), status=st.lists(st.sampled_from("adfn"), max_size=40))
-def test_never_past_an_event_in_flight_and_never_over_two_missing(committed, status):
+@example(committed=0, status=["n", "a"], head_gap_ok=False)
+@given(committed=st.integers(0, 30), status=st.lists(st.sampled_from("adfn"), max_size=40),
+       head_gap_ok=st.booleans())
+def test_never_past_an_event_in_flight_and_never_over_a_missing_one(committed, status, head_gap_ok):
     """a = acked, f = in flight, n = not taken yet, d = acked (a second chance of it)."""
     acked = [committed + i for i, s in enumerate(status) if s in "ad"]
     in_flight = [committed + i for i, s in enumerate(status) if s == "f"]
-    end, used = next_commit(acked, committed, in_flight)
+    end, used = next_commit(acked, committed, in_flight, head_gap_ok=head_gap_ok)
     if end is None:
         assert used == 0
         return
     assert end > committed
     assert not any(committed <= o < end for o in in_flight)
     missing = [o for o in range(committed, end) if o not in acked]
-    assert missing in ([], [committed])  # faust's tolerated head gap, never more
+    assert missing in (([], [committed]) if head_gap_ok else ([],))
     assert used == sum(1 for o in acked if o < end)
 
 
@@ -71,12 +74,12 @@ def faust_consumer():
     return app.consumer
 
 
-def _messages(consumer, offsets, generation):
+def _messages(consumer, offsets, generation, partition=0):
     from faust.types.tuples import ConsumerMessage
 
     out = []
     for o in offsets:
-        m = ConsumerMessage(topic="src", partition=0, offset=o, timestamp=0.0, timestamp_type=0, headers=[],
+        m = ConsumerMessage(topic="src", partition=partition, offset=o, timestamp=0.0, timestamp_type=0, headers=[],
                             key=None, value=b"", checksum=None, generation_id=generation)
         m.tracked = True
         consumer._unacked_messages.add(m)
@@ -107,6 +110,50 @@ def test_acks_of_an_earlier_generation_do_not_count_towards_a_commit(faust_consu
     fresh = _messages(c, [200, 201, 202], generation=3)  # the copies re-read from the committed offset
     assert all(c.ack(m) for m in fresh)
     assert c._new_offset(tp) == 203
+
+
+def test_a_head_that_never_reached_the_agent_holds_the_commit_until_re_read(faust_consumer, monkeypatch):
+    import asyncio
+
+    from streams.commit_guard import heal_held_heads
+
+    c, tp = faust_consumer, TP("src", 1)
+    c.app.consumer_generation_id = 4
+    c._committed_offset[tp] = 300
+    seeks = []
+
+    async def seek(partition, offset):
+        seeks.append((partition, offset))
+
+    monkeypatch.setattr(c, "seek", seek)
+    later = _messages(c, [301, 302, 303], generation=4, partition=1)
+    assert all(c.ack(m) for m in later)
+    assert c._new_offset(tp) is None  # plain faust: 304, over 300, which nobody processed
+    assert asyncio.run(heal_held_heads(c, hold_s=0)) == [(tp, 300, "redeliver")] and seeks == [(tp, 300)]
+    (again,) = _messages(c, [300], generation=4, partition=1)  # the re-read copy
+    assert c.ack(again) and c._new_offset(tp) == 304 and not c.__dict__["_llmens_held"]
+
+
+def test_a_head_still_missing_after_re_reads_is_no_record_and_is_passed(faust_consumer, monkeypatch):
+    import asyncio
+
+    from streams.commit_guard import heal_held_heads
+
+    c, tp = faust_consumer, TP("src", 2)
+    c.app.consumer_generation_id = 5
+    c._committed_offset[tp] = 400
+
+    async def seek(partition, offset):
+        pass
+
+    monkeypatch.setattr(c, "seek", seek)
+    assert all(c.ack(m) for m in _messages(c, [401, 402], generation=5, partition=2))
+    actions = []
+    for _ in range(3):
+        assert c._new_offset(tp) is None
+        actions += asyncio.run(heal_held_heads(c, hold_s=0, rereads=2))
+    assert [a for _, _, a in actions] == ["redeliver", "redeliver", "gap"]
+    assert c._new_offset(tp) == 403  # a transaction marker or a compacted record at 400
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int | None:
