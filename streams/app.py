@@ -36,7 +36,7 @@ from llmens_core.events import AttributeDecision, DeadLetter, EventError, Produc
 from llmens_core.llm.cache import ResponseCache
 from llmens_core.llm.gateway import Gateway
 from llmens_core.schema import AttributeSchema
-from streams.commit_guard import heal_held_heads, install_commit_guard
+from streams.commit_guard import heal_held_heads, install_commit_guard, mark_finished
 from streams.embedded import EMBEDDED_FAUST_SETTINGS, patch_faust_highwaters
 from streams.learner import run_learner
 from streams.metrics import WorkerMetrics
@@ -98,7 +98,7 @@ class Worker:
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     """Build the faust app for ``settings``; returns it with the :class:`Worker` state it closes over."""
     st = settings
-    install_commit_guard()
+    install_commit_guard(tracked_topics={st.topic("product_updates"), st.topic("attribute_feedback")})
     extra: dict[str, Any] = {}
     if st.kafka.embedded:
         extra.update(EMBEDDED_FAUST_SETTINGS)
@@ -220,7 +220,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         failure = f"every LLM failed after {st.all_failed_retries + 1} attempts: " + "; ".join(errors)
         return votes, failure, None
 
-    async def handle(event: faust.types.EventT) -> None:
+    async def handle(event: faust.types.EventT) -> bool:
+        """Decide (or re-emit, or dead-letter) one product event; False if it was abandoned to a new owner."""
         started = time.perf_counter()
         msg = event.message
         w.counters["events_in"] += 1
@@ -231,16 +232,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             reason = str(exc)
             await dead_letter(event.value, reason, msg, "too_large" if reason.startswith("event too large")
                               else "invalid")
-            return
+            return True
         attrs, unknown = w.schema.requested(product.attributes, product.category)
         if unknown:
             await dead_letter(event.value, f"attributes: unknown attribute(s) {unknown}", msg,
                               "unknown_attribute")
-            return
+            return True
         if not attrs:
             await dead_letter(event.value, f"attributes: none requested and category {product.category!r} "
                               "has no default attributes", msg, "no_attributes")
-            return
+            return True
         pid, version = product.product_id, product.version
         running = w.deciding.get((pid, version))
         if running is not None:
@@ -254,20 +255,20 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             if version < state["version"]:
                 w.counters["superseded"] += 1
                 m.superseded.inc()
-                return
+                return True
             if version == state["version"] and set(attrs) <= set(state["decisions"]):
                 w.counters["redelivered"] += 1  # same (product, version): the same decisions again
                 for a in attrs:
                     await emit(AttributeDecision.model_validate(state["decisions"][a]))
-                return
+                return True
         if w.latest_seen.get(pid, -1) > version:
             w.counters["superseded"] += 1
             m.superseded.inc()
-            return
+            return True
         w.latest_seen[pid] = version
         done = w.deciding[(pid, version)] = asyncio.get_running_loop().create_future()
         try:
-            await decide_and_emit(event, product, attrs, state, started)
+            return await decide_and_emit(event, product, attrs, state, started)
         finally:
             if w.deciding.get((pid, version)) is done:
                 del w.deciding[(pid, version)]
@@ -276,7 +277,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                 del w.latest_seen[pid]
 
     async def decide_and_emit(event: faust.types.EventT, product: ProductUpdate, attrs: list[str],
-                              state: dict | None, started: float) -> None:
+                              state: dict | None, started: float) -> bool:
         msg = event.message
         pid, version = product.product_id, product.version
         with w.stage("wait_models"):
@@ -292,10 +293,10 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         if w.latest_seen.get(pid, -1) > version:  # a newer version arrived while we waited on LLMs
             w.counters["superseded"] += 1
             m.superseded.inc()
-            return
+            return True
         if failure is not None:
             await dead_letter(event.value, failure, msg, "all_llms_failed")
-            return
+            return True
         # Decide every attribute before the first await: a decision's processing time is our work, not
         # the event loop's queue (measured: awaiting the votes record first put p99 overhead at ~400 ms).
         decisions, to_flush = [], []
@@ -309,7 +310,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
         if msg.tp not in app.consumer.assignment():
             # revoked while we waited on LLMs: the partition's new owner decides it from the committed offset
             w.counters["abandoned_revoked"] += 1
-            return
+            return False
         with w.stage("save_state"):
             await save_state(event, pid, {"version": version,
                                           "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}})
@@ -321,18 +322,22 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
             out_topics[t_votes].inc()
             for attribute in to_flush:
                 await flush_stats(attribute)
+        return True
 
     @app.agent(t_updates, concurrency=st.concurrency)
     async def decide_products(stream):
         await w.registry.ready.wait()  # take no event before the models are read: it could not be decided
         async for event in stream.events():
+            finished = True
             try:
-                await handle(event)
+                finished = await handle(event)
             except Exception as exc:  # noqa: BLE001 - one bad product must not stop the stream
                 log.exception("unexpected error on %s[%d]@%d", event.message.topic, event.message.partition,
                               event.message.offset)
                 await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
                                   "internal")
+            if finished:
+                mark_finished(event.message)
 
     def on_model_published(attribute: str, summary: dict) -> None:
         out_topics[t_model].inc()

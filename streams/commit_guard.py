@@ -9,8 +9,14 @@ of seven of the kill test). The rule below caps every commit at the smallest off
 A message of an earlier consumer generation that the stream skips after a rebalance is acked by faust as
 if done; its ack no longer counts towards a commit (the partition is re-read from the committed offset).
 
+On the agents' topics an ack counts only for a message the agent marked finished (:func:`mark_finished`):
+faust's stream also acks the messages it skips while flow is paused around a rebalance, and the worker
+abandons a product whose partition was revoked mid-decision. No partition is committed before faust has
+read its committed offset in the current generation, nor after it is no longer assigned (faust otherwise
+commits acks that arrive after a revocation, for a partition another worker now owns).
+
 faust's one-offset tolerance at the head also commits over a record that was fetched around a rebalance and
-never reached the agent (seen once in ~35 kill-test runs). So a missing head offset now holds the commit;
+never reached the agent (seen in traced kill-test runs). So a missing head offset now holds the commit;
 :func:`heal_held_heads` (the worker's watchdog) seeks the partition back to it, and only a head still
 missing after that re-read is taken for what faust assumed: no record there (a transaction marker, compaction).
 """
@@ -20,10 +26,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from weakref import WeakSet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["heal_held_heads", "install_commit_guard", "next_commit"]
+__all__ = ["heal_held_heads", "install_commit_guard", "mark_finished", "next_commit"]
+
+_TRACKED_TOPICS: set[str] = set()
+_FINISHED: WeakSet = WeakSet()
+
+
+def mark_finished(message) -> None:
+    """Record that the agent is done with ``message`` (decided, re-emitted, dead-lettered or dropped as old)."""
+    _FINISHED.add(message)
 
 
 def next_commit(acked: list[int], committed: int | None, in_flight: Iterable[int], *,
@@ -52,10 +67,12 @@ def next_commit(acked: list[int], committed: int | None, in_flight: Iterable[int
     return end, run
 
 
-def install_commit_guard() -> None:
-    """Replace faust's ``Consumer._new_offset`` by one that applies :func:`next_commit` (idempotent)."""
+def install_commit_guard(tracked_topics: Iterable[str] = ()) -> None:
+    """Patch faust's consumer with the rules above (once per process); acks on ``tracked_topics`` count only
+    for messages passed to :func:`mark_finished`."""
     from faust.transport.consumer import Consumer
 
+    _TRACKED_TOPICS.update(tracked_topics)
     if getattr(Consumer, "_llmens_commit_guard", False):
         return
 
@@ -63,6 +80,9 @@ def install_commit_guard() -> None:
         acked = self._acked[tp]
         if not acked:
             return None
+        ready = self.__dict__.get("_llmens_seeked")
+        if ready is None or ready[0] != self.app.consumer_generation_id or tp not in ready[1]:
+            return None  # committed offset not read in this generation, or no longer ours
         _merge_gaps(self._gap[tp], acked)  # offsets the fetch never saw (compaction, markers) count as done
         committed = self._committed_offset[tp]
         in_flight = _in_flight(self, tp)
@@ -81,14 +101,33 @@ def install_commit_guard() -> None:
     original_ack = Consumer.ack
 
     def ack(self, message) -> bool:
-        if message.generation_id != self.app.consumer_generation_id and not message.acked:
-            message.acked = True  # stale: skipped or finished after a rebalance; its re-read copy counts
+        stale = message.generation_id != self.app.consumer_generation_id
+        unfinished = message.topic in _TRACKED_TOPICS and message not in _FINISHED
+        if (stale or unfinished) and not message.acked:
+            message.acked = True  # skipped, abandoned or from before a rebalance: its re-read copy counts
             self._unacked_messages.discard(message)
             return False
+        _FINISHED.discard(message)
         return original_ack(self, message)
+
+    original_perform_seek = Consumer.perform_seek
+
+    async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
+        await original_perform_seek(self)
+        if generation == self.app.consumer_generation_id:
+            self.__dict__["_llmens_seeked"] = (generation, frozenset(self.assignment()))
+
+    original_revoked = Consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.__dict__.pop("_llmens_seeked", None)  # nothing is committed until the next assignment's seek
+        await original_revoked(self, revoked)
 
     Consumer._new_offset = _new_offset
     Consumer.ack = ack
+    Consumer.perform_seek = perform_seek
+    Consumer.on_partitions_revoked = on_partitions_revoked
     Consumer._llmens_commit_guard = True
 
 

@@ -29,6 +29,7 @@ import orjson
 
 from llmens_core.events import NOT_PRESENT, AttributeFeedback, EventError
 from llmens_core.schema import Attribute, AttributeSchema, normalise_text
+from streams.commit_guard import mark_finished
 from streams.settings import Settings
 
 log = logging.getLogger("llmens.feedback")
@@ -185,6 +186,7 @@ def install_feedback(app: faust.App, w: Any, settings: Settings, products: Any,
                               event.message.partition, event.message.offset)
                 await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
                                   "internal")
+            mark_finished(event.message)
 
     @app.page("/feedback")
     async def feedback_view(web, request):

@@ -74,6 +74,12 @@ def faust_consumer():
     return app.consumer
 
 
+def _seeked(consumer, generation, *partitions):
+    """What the guard records once faust has read the committed offsets of ``partitions`` in ``generation``."""
+    consumer.app.consumer_generation_id = generation
+    consumer.__dict__["_llmens_seeked"] = (generation, frozenset(TP("src", p) for p in partitions))
+
+
 def _messages(consumer, offsets, generation, partition=0):
     from faust.types.tuples import ConsumerMessage
 
@@ -89,7 +95,7 @@ def _messages(consumer, offsets, generation, partition=0):
 
 def test_faust_consumer_with_the_guard_holds_the_commit_behind_a_slow_head_event(faust_consumer):
     c, tp = faust_consumer, TP("src", 0)
-    c.app.consumer_generation_id = 1
+    _seeked(c, 1, 0)
     c._committed_offset[tp] = 100
     slow, *fast = _messages(c, range(100, 105), generation=1)
     for m in fast:
@@ -101,7 +107,7 @@ def test_faust_consumer_with_the_guard_holds_the_commit_behind_a_slow_head_event
 
 def test_acks_of_an_earlier_generation_do_not_count_towards_a_commit(faust_consumer):
     c, tp = faust_consumer, TP("src", 0)
-    c.app.consumer_generation_id = 3
+    _seeked(c, 3, 0)
     c._committed_offset[tp] = 200
     stale = _messages(c, [200, 201, 202], generation=2)  # skipped by the stream after the rebalance
     assert not any(c.ack(m) for m in stale)
@@ -118,7 +124,7 @@ def test_a_head_that_never_reached_the_agent_holds_the_commit_until_re_read(faus
     from streams.commit_guard import heal_held_heads
 
     c, tp = faust_consumer, TP("src", 1)
-    c.app.consumer_generation_id = 4
+    _seeked(c, 4, 1)
     c._committed_offset[tp] = 300
     seeks = []
 
@@ -140,7 +146,7 @@ def test_a_head_still_missing_after_re_reads_is_no_record_and_is_passed(faust_co
     from streams.commit_guard import heal_held_heads
 
     c, tp = faust_consumer, TP("src", 2)
-    c.app.consumer_generation_id = 5
+    _seeked(c, 5, 2)
     c._committed_offset[tp] = 400
 
     async def seek(partition, offset):
@@ -154,6 +160,40 @@ def test_a_head_still_missing_after_re_reads_is_no_record_and_is_passed(faust_co
         actions += asyncio.run(heal_held_heads(c, hold_s=0, rereads=2))
     assert [a for _, _, a in actions] == ["redeliver", "redeliver", "gap"]
     assert c._new_offset(tp) == 403  # a transaction marker or a compacted record at 400
+
+
+def test_no_commit_before_the_committed_offset_is_read_or_after_the_partition_is_gone(faust_consumer):
+    c, tp = faust_consumer, TP("src", 3)
+    _seeked(c, 6, 0)  # partition 3 is not (or no longer) ours in this generation
+    c._committed_offset[tp] = 500
+    assert all(c.ack(m) for m in _messages(c, [500, 501], generation=6, partition=3))
+    assert c._new_offset(tp) is None  # plain faust: 502, for a partition another worker may own
+    c.__dict__.pop("_llmens_seeked")  # revoked; the next assignment's seek has not run yet
+    assert c._new_offset(tp) is None
+    _seeked(c, 6, 3)
+    assert c._new_offset(tp) == 502
+
+
+def test_on_the_agents_topics_only_finished_messages_count(faust_consumer):
+    from streams.commit_guard import mark_finished
+
+    c, tp = faust_consumer, TP("src", 4)
+    _seeked(c, 7, 4)
+    c._committed_offset[tp] = 600
+    install_commit_guard(tracked_topics={"src"})
+    try:
+        skipped, done = _messages(c, [600, 601], generation=7, partition=4)
+        mark_finished(done)
+        assert not c.ack(skipped)  # acked by faust's stream without reaching the agent, or abandoned
+        assert c.ack(done)
+        assert c._new_offset(tp) is None  # plain faust: 602
+        (again,) = _messages(c, [600], generation=7, partition=4)
+        mark_finished(again)
+        assert c.ack(again) and c._new_offset(tp) == 602
+    finally:
+        from streams import commit_guard
+
+        commit_guard._TRACKED_TOPICS.discard("src")
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int | None:
