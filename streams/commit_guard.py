@@ -42,17 +42,17 @@ def mark_finished(message) -> None:
 
 
 def next_commit(acked: list[int], committed: int | None, in_flight: Iterable[int], *,
-                head_gap_ok: bool = True) -> tuple[int | None, int]:
+                head_gap: int = 1) -> tuple[int | None, int]:
     """The offset to commit for one partition, and how many of ``acked`` it uses up.
 
     ``acked`` is sorted (offsets whose events are done), ``committed`` the last committed offset (the next
     one to read, Kafka's convention) or None, ``in_flight`` offsets taken by the stream and not yet done.
-    The commit is the end of the first consecutive run of ``acked``, never past an offset in flight; one
-    missing offset at its head (``committed`` itself) is passed over only if ``head_gap_ok``.
+    The commit is the end of the first consecutive run of ``acked``, never past an offset in flight; up to
+    ``head_gap`` missing offsets at its head (from ``committed`` on) are passed over (faust: 1).
     """
     if not acked:
         return None, 0
-    if committed is not None and acked[0] - committed > (1 if head_gap_ok else 0):
+    if committed is not None and acked[0] - committed > head_gap:
         return None, 0
     run = 1
     while run < len(acked) and acked[run] == acked[run - 1] + 1:
@@ -87,11 +87,11 @@ def install_commit_guard(tracked_topics: Iterable[str] = ()) -> None:
         committed = self._committed_offset[tp]
         in_flight = _in_flight(self, tp)
         held = self.__dict__.setdefault("_llmens_held", {})
-        head_gap_ok = (tp, committed) in self.__dict__.setdefault("_llmens_verified_gaps", set())
-        end, used = next_commit(acked, committed, in_flight, head_gap_ok=head_gap_ok)
+        head_gap = self.__dict__.setdefault("_llmens_verified_gaps", {}).get((tp, committed), 0)
+        end, used = next_commit(acked, committed, in_flight, head_gap=head_gap)
         if end is None:
-            if committed is not None and acked[0] == committed + 1 and committed not in in_flight and tp not in held:
-                held[tp] = (committed, time.monotonic())
+            if committed is not None and acked[0] > committed and committed not in in_flight and tp not in held:
+                held[tp] = (committed, time.monotonic(), acked[0] - committed)
             return None
         held.pop(tp, None)
         self._acked_index[tp].difference_update(acked[:used])
@@ -140,15 +140,15 @@ async def heal_held_heads(consumer, hold_s: float = 10.0, rereads: int = 3) -> l
     """
     held: dict = consumer.__dict__.setdefault("_llmens_held", {})
     healed: dict = consumer.__dict__.setdefault("_llmens_healed", {})
-    verified: set = consumer.__dict__.setdefault("_llmens_verified_gaps", set())
+    verified: dict = consumer.__dict__.setdefault("_llmens_verified_gaps", {})
     now, actions = time.monotonic(), []
-    for tp, (offset, since) in list(held.items()):
+    for tp, (offset, since, missing) in list(held.items()):
         if consumer._committed_offset.get(tp) != offset or offset in _in_flight(consumer, tp):
             held.pop(tp, None)
         elif now - since >= hold_s:
             held.pop(tp, None)
             if healed.get((tp, offset), 0) >= rereads:
-                verified.add((tp, offset))
+                verified[(tp, offset)] = missing
                 actions.append((tp, offset, "gap"))
             else:
                 healed[(tp, offset)] = healed.get((tp, offset), 0) + 1

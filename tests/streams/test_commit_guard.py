@@ -35,7 +35,8 @@ def test_commit_stops_at_the_first_event_in_flight_and_uses_only_what_it_commits
 
 
 def test_one_missing_head_offset_is_passed_over_only_once_known_to_be_no_record():
-    assert next_commit([11, 12], 10, in_flight=[], head_gap_ok=False) == (None, 0)
+    assert next_commit([11, 12], 10, in_flight=[], head_gap=0) == (None, 0)
+    assert next_commit([13], 10, in_flight=[], head_gap=3) == (14, 1)  # three markers, known
     assert next_commit([11, 12], 10, in_flight=[]) == (13, 2)  # compacted away or a control record
     assert next_commit([12, 13], 10, in_flight=[]) == (None, 0)
 
@@ -44,21 +45,21 @@ def test_events_in_flight_below_the_committed_offset_do_not_hold_it():
     assert next_commit([20, 21], 20, in_flight=[5]) == (22, 2)
 
 
-@example(committed=0, status=["n", "a"], head_gap_ok=False)
+@example(committed=0, status=["n", "a"], head_gap=0)
 @given(committed=st.integers(0, 30), status=st.lists(st.sampled_from("adfn"), max_size=40),
-       head_gap_ok=st.booleans())
-def test_never_past_an_event_in_flight_and_never_over_a_missing_one(committed, status, head_gap_ok):
+       head_gap=st.integers(0, 2))
+def test_never_past_an_event_in_flight_and_never_over_a_missing_one(committed, status, head_gap):
     """a = acked, f = in flight, n = not taken yet, d = acked (a second chance of it)."""
     acked = [committed + i for i, s in enumerate(status) if s in "ad"]
     in_flight = [committed + i for i, s in enumerate(status) if s == "f"]
-    end, used = next_commit(acked, committed, in_flight, head_gap_ok=head_gap_ok)
+    end, used = next_commit(acked, committed, in_flight, head_gap=head_gap)
     if end is None:
         assert used == 0
         return
     assert end > committed
     assert not any(committed <= o < end for o in in_flight)
     missing = [o for o in range(committed, end) if o not in acked]
-    assert missing in (([], [committed]) if head_gap_ok else ([],))
+    assert missing == list(range(committed, committed + len(missing))) and len(missing) <= head_gap
     assert used == sum(1 for o in acked if o < end)
 
 
