@@ -1,6 +1,6 @@
 """Never commit an input offset before its event is done: a fix to faust's offset commit.
 
-faust-streaming 0.11 commits the longest run of acked offsets and tolerates one missing offset at the
+faust-streaming (0.15.3 here) commits the longest run of acked offsets and tolerates one missing offset at the
 head of that run (meant for compacted topics). With ``concurrency > 1`` that missing offset is often an
 event still being processed: it is committed over, and a worker killed before finishing it loses it for
 good (faust-streaming issue #606; measured here: a SIGKILLed worker lost one product in about one run
@@ -75,6 +75,12 @@ def install_commit_guard(tracked_topics: Iterable[str] = ()) -> None:
     _TRACKED_TOPICS.update(tracked_topics)
     if getattr(Consumer, "_llmens_commit_guard", False):
         return
+    missing = [n for n in ("_new_offset", "ack", "perform_seek", "on_partitions_revoked", "_acked", "_gap",
+                           "_unacked_messages", "_committed_offset") if not hasattr(Consumer, n)
+               and n not in getattr(Consumer, "__annotations__", {})]
+    if missing:
+        raise RuntimeError(f"this faust-streaming has no Consumer.{', '.join(missing)}: the commit guard was "
+                           "written against 0.15.3 and must be checked before it runs on another version")
 
     def _new_offset(self, tp):
         acked = self._acked[tp]
