@@ -1,0 +1,167 @@
+"""A single-node Apache Kafka KRaft broker (broker + controller) from the jars pinned in deploy/kafka/pom.xml.
+
+Why: users run llmens on Apache Kafka, so tests, drills and benchmarks must too. The jars come once from
+Maven (``mvn dependency:copy-dependencies``) into ``~/.cache/llmens/kafka-<version>/lib``; the broker is
+formatted on a log directory, started on free loopback ports with a small heap, stopped by its own pid
+and can be restarted on the same log directory (to prove nothing is lost across a broker restart).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from streams.embedded import BrokerError, free_port, stop_process_group
+
+POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
+
+# Settings that make a one-node broker quick to test on: no rebalance delay, replication 1 for the
+# internal topics, small segments so compaction and retention work on small data.
+FAST_TEST_CONFIG = {
+    "group.initial.rebalance.delay.ms": "0",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "4",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "num.partitions": "1",
+    "auto.create.topics.enable": "true",
+    "log.segment.bytes": str(8 * 1024 * 1024),
+    "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
+    "num.network.threads": "2",
+    "num.io.threads": "2",
+}
+
+
+def java_major_version() -> int | None:
+    """The major version of ``java`` on PATH, or None when there is none."""
+    java = shutil.which("java")
+    if java is None:
+        return None
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+def pinned_version(pom: Path = POM) -> str:
+    """The Kafka version pinned in the pom's ``kafka.version`` property."""
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom.read_text())
+    if not match:
+        raise BrokerError(f"no <kafka.version> in {pom}")
+    return match.group(1)
+
+
+def kafka_lib(version: str | None = None) -> Path:
+    """The directory with the pinned Kafka's jars, fetched once with Maven when missing."""
+    version = version or pinned_version()
+    lib = Path.home() / ".cache" / "llmens" / f"kafka-{version}" / "lib"
+    if not any(lib.glob("kafka_2.13-*.jar")):
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is needed once to fetch the Kafka jars")
+        subprocess.run(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={lib}"],
+            check=True,
+        )
+    return lib
+
+
+class KafkaBroker:
+    """One Apache Kafka KRaft process on loopback; ``start()``, ``stop()``, ``kill()``, ``restart()``."""
+
+    def __init__(self, log_dir: Path | None = None, heap: str = "256m", host: str = "127.0.0.1") -> None:
+        self.version = pinned_version()
+        self.lib = kafka_lib(self.version)
+        self.host = host
+        self.heap = heap
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="llmens-kafka-"))
+        self.port = free_port(host)
+        self.controller_port = free_port(host)
+        self.proc: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.log_dir / "server.properties"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return ["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1", "-Dlog4j2.level=WARN", "-cp", f"{self.lib}/*", main, *args]
+
+    def _write_config(self) -> None:
+        config = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{self.host}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dir / "data"),
+            **FAST_TEST_CONFIG,
+        }
+        self.config_path.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
+
+    def format(self) -> None:
+        """Write the config and format the log directory as a standalone KRaft node (once per log dir)."""
+        self._write_config()
+        if (self.log_dir / "data" / "meta.properties").exists():
+            return
+        cluster_id = uuid.uuid4().hex[:22]
+        subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path),
+                       "--standalone"),
+            check=True, capture_output=True,
+        )
+
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+        """Start (formatting first if needed) and wait until the broker port answers."""
+        self.format()
+        began = time.monotonic()
+        self.proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(self.config_path)),
+            stdout=open(self.log_dir / "broker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        while time.monotonic() - began < timeout_s:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_dir / 'broker.log'}")
+            with socket.socket() as s:
+                if s.connect_ex((self.host, self.port)) == 0:
+                    self.startup_s = time.monotonic() - began
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(f"Kafka did not answer on {self.bootstrap} within {timeout_s} s")
+
+    def stop(self) -> None:
+        """SIGTERM our own process group (a clean shutdown), SIGKILL after a grace period."""
+        if self.proc is not None:
+            stop_process_group(self.proc, timeout_s=20.0)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for drills)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self) -> KafkaBroker:
+        """Start again on the same log directory and ports."""
+        return self.start()
+
+    def __enter__(self) -> KafkaBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
