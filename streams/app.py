@@ -98,7 +98,9 @@ class Worker:
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     """Build the faust app for ``settings``; returns it with the :class:`Worker` state it closes over."""
     st = settings
-    install_commit_guard(tracked_topics={st.topic("product_updates"), st.topic("attribute_feedback")})
+    if st.kafka.commit_guard:
+        install_commit_guard(
+            tracked_topics={st.topic("product_updates"), st.topic("attribute_feedback")})
     extra: dict[str, Any] = {}
     if st.kafka.embedded:
         extra.update(EMBEDDED_FAUST_SETTINGS)

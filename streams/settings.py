@@ -41,6 +41,8 @@ class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:9092"
     embedded: bool = False
     """Apply the embedded-broker (Tansu) profile: one record per producer batch, fast group joins."""
+    commit_guard: bool = True
+    """Hold faust's commit at the first unfinished offset (faust #606); false only for the guard-off drill."""
     topic_prefix: str = "llmens."
     app_id: str = "llmens"
     """Consumer group of the workers; also the faust app id (table changelogs are named after it)."""

@@ -1,7 +1,8 @@
-"""Shared fixtures: one embedded Kafka-protocol broker (Tansu) per test session, topics named per test."""
+"""Shared fixtures: one real broker (Apache Kafka, or Tansu without Java) per test session, topics named per test."""
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from pathlib import Path
@@ -23,13 +24,25 @@ def shared_data(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    """A real Tansu broker on a free 127.0.0.1 port for the whole session; its log is printed on failure."""
-    from streams.embedded import EmbeddedBroker
+    """A real broker for the whole session: Apache Kafka where Java 17+ is present, Tansu otherwise.
 
-    b = EmbeddedBroker(log_dir=tmp_path_factory.mktemp("tansu"))
-    b.start()
+    LLMENS_TEST_BROKER=kafka|tansu forces one. Its log is printed on failure.
+    """
+    from streams.harness.brokers.choice import start_embedded_broker
+
+    b = start_embedded_broker(tmp_path_factory.mktemp("broker"), prefer=os.environ.get("LLMENS_TEST_BROKER"))
     yield b
     b.stop()
+
+
+def pytest_report_header(config) -> str:
+    """Say which broker the broker tests will run on (the same rule as the ``broker`` fixture)."""
+    from streams.harness.brokers.kafka import java_major_version, pinned_version
+
+    forced = os.environ.get("LLMENS_TEST_BROKER")
+    if forced != "tansu" and (forced == "kafka" or (java_major_version() or 0) >= 17):
+        return f"broker: Apache Kafka {pinned_version()} (KRaft, single node)"
+    return "broker: Tansu (embedded)"
 
 
 @pytest.fixture

@@ -160,6 +160,13 @@ class KafkaBroker:
         """Start again on the same log directory and ports."""
         return self.start()
 
+    name = "Apache Kafka"
+
+    def tail_log(self, n: int = 40) -> str:
+        """The last ``n`` lines of the broker's log, for failure reports."""
+        log = self.log_dir / "broker.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
+
     def __enter__(self) -> KafkaBroker:
         return self.start()
 
