@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmens_core.llm.simulator import endpoints_for, load_sim_config  # noqa: E402
 from llmens_core.scoring import gold_labels, recorded_attributes, score_decisions  # noqa: E402
-from streams.stack import LocalStack, replay_models  # noqa: E402
+from streams.harness.stack import LocalStack, replay_models  # noqa: E402
 
 
 def load_products(path: Path, predictions: Path | None, copies: int = 1) -> list[dict]:

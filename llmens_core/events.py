@@ -165,16 +165,26 @@ class DeadLetter(_Event):
     original_b64: str
     key_b64: str | None = None
     failed_at: float = Field(default_factory=time.time)
+    original_size: int = 0
+    """Bytes of the original value; more than ``original`` holds when ``truncated``."""
+    truncated: bool = False
 
     @classmethod
     def wrap(
         cls, original: bytes | None, error: str, *, topic: str, partition: int, offset: int,
-        key: bytes | None = None,
+        key: bytes | None = None, keep_bytes: int | None = None,
     ) -> DeadLetter:
+        """A dead letter for ``original``; beyond ``keep_bytes`` only its head is kept (the offset finds the rest).
+
+        A dead letter must fit the broker's message limit or it is lost with the event it describes.
+        """
+        original = original or b""
+        truncated = keep_bytes is not None and len(original) > keep_bytes
+        kept = original[:keep_bytes] if truncated else original
         return cls(
             source_topic=topic, partition=partition, offset=offset, error=error,
-            original_b64=base64.b64encode(original or b"").decode(),
-            key_b64=base64.b64encode(key).decode() if key is not None else None,
+            original_b64=base64.b64encode(kept).decode(), original_size=len(original), truncated=truncated,
+            key_b64=base64.b64encode(key[:1024]).decode() if key is not None else None,
         )
 
     @property

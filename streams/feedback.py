@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import faust
@@ -29,8 +29,11 @@ import orjson
 
 from llmens_core.events import NOT_PRESENT, AttributeFeedback, EventError
 from llmens_core.schema import Attribute, AttributeSchema, normalise_text
-from streams.commit_guard import mark_finished
+from streams.faust_ext.commit_guard import mark_finished
+from streams.outputs import Outputs
 from streams.settings import Settings
+from streams.state import ProductStore
+from streams.worker import Worker
 
 log = logging.getLogger("llmens.feedback")
 
@@ -120,78 +123,78 @@ class FeedbackScores:
         return out
 
 
-DeadLetterFn = Callable[..., Awaitable[None]]
+class FeedbackApplier:
+    """Applies one feedback event: checks it against the stored decision, stores the gold label, sends the
+    gold item to the attribute's learner and scores the decision and every LLM against it."""
 
+    def __init__(self, w: Worker, store: ProductStore, outputs: Outputs) -> None:
+        self.w = w
+        self.store = store
+        self.outputs = outputs
+        self.scores = FeedbackScores()
+        self._events_in = w.metrics.events_in.labels(w.settings.topic("attribute_feedback"))
 
-def install_feedback(app: faust.App, w: Any, settings: Settings, products: Any,
-                     dead_letter: DeadLetterFn) -> FeedbackScores:
-    """Register the feedback agent and the ``/feedback`` page on ``app``; returns the live scores.
-
-    ``w`` is the :class:`streams.app.Worker` (schema, registry, revisions, counters, metrics), ``products`` the
-    ``products`` table and ``dead_letter(raw, reason, msg, kind)`` the app's dead-letter writer.
-    """
-    st = settings
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    t_feedback = app.topic(st.topic("attribute_feedback"), partitions=st.topics.partitions, **raw)
-    t_stats = app.topic(st.topic("ds_stats"), partitions=st.topics.model_partitions, **raw)
-    m = w.metrics
-    events_in = m.events_in.labels(t_feedback.get_topic_name())
-    stats_out = m.events_out.labels(t_stats.get_topic_name())
-    scores = FeedbackScores()
-
-    async def handle(event: faust.types.EventT) -> None:
-        msg = event.message
+    async def handle(self, event: Any) -> None:
+        w, msg = self.w, event.message
         w.counters["feedback_in"] += 1
-        events_in.inc()
+        self._events_in.inc()
         try:
-            fb = AttributeFeedback.from_bytes(event.value, max_bytes=st.max_event_bytes)
+            fb = AttributeFeedback.from_bytes(event.value, max_bytes=w.settings.max_event_bytes)
         except EventError as exc:
-            await dead_letter(event.value, str(exc), msg, "feedback_invalid")
+            await self.outputs.dead_letter(event.value, str(exc), msg, "feedback_invalid")
             return
-        state = products.get(fb.product_id)
+        state = self.store.get(fb.product_id)
         try:
             label, version, decision = match_feedback(fb, state, w.schema)
         except FeedbackRejected as exc:
-            await dead_letter(event.value, str(exc), msg, exc.kind)
+            await self.outputs.dead_letter(event.value, str(exc), msg, exc.kind)
             return
         gold = dict(state.get("gold") or {})
         if gold.get(fb.attribute) == label:
             w.counters["feedback_duplicates"] += 1
             return
-        products[fb.product_id] = {**state, "gold": {**gold, fb.attribute: label}}
+        self.store.put(fb.product_id, {**state, "gold": {**gold, fb.attribute: label}})
         votes: dict[str, str | None] = decision.get("votes") or {}
         if any(lab is not None for lab in votes.values()):
             item = {"product_id": fb.product_id, "version": version, "label": label, "votes": votes,
                     "source": fb.source}
-            await t_stats.send(key=fb.attribute.encode(),
-                               value=orjson.dumps({"attribute": fb.attribute, "gold": [item]}))
-            stats_out.inc()
+            await self.outputs.stats(fb.attribute, {"gold": [item]})
             w.counters["feedback_to_learner"] += 1
         latest = w.revisions.latest(fb.attribute, fb.product_id, version)
-        value = latest.value if latest is not None else decision.get("value")
-        for llm, outcome in score_feedback(value, votes, label):
-            scores.add(fb.attribute, llm, outcome)
-            m.feedback.labels(fb.attribute, llm, outcome).inc()
-            if llm == ENSEMBLE:
-                w.counters[f"feedback_{outcome}"] += 1
+        self._score(fb.attribute, latest.value if latest is not None else decision.get("value"), votes, label)
         w.counters["feedback_applied"] += 1
+
+    def _score(self, attribute: str, value: str | None, votes: Mapping[str, str | None], label: str) -> None:
+        for llm, outcome in score_feedback(value, votes, label):
+            self.scores.add(attribute, llm, outcome)
+            self.w.metrics.feedback.labels(attribute, llm, outcome).inc()
+            if llm == ENSEMBLE:
+                self.w.counters[f"feedback_{outcome}"] += 1
+
+
+def install_feedback(app: faust.App, w: Worker, settings: Settings, store: ProductStore,
+                     outputs: Outputs) -> FeedbackScores:
+    """Register the feedback agent and the ``/feedback`` page on ``app``; returns the live scores."""
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    t_feedback = app.topic(settings.topic("attribute_feedback"), partitions=settings.topics.partitions, **raw)
+    applier = FeedbackApplier(w, store, outputs)
 
     @app.agent(t_feedback)
     async def apply_feedback(stream):
         async for event in stream.events():
             try:
-                await handle(event)
+                await applier.handle(event)
             except Exception as exc:  # noqa: BLE001 - one bad record must not stop the stream
                 log.exception("unexpected error on feedback %s[%d]@%d", event.message.topic,
                               event.message.partition, event.message.offset)
-                await dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
+                await outputs.dead_letter(event.value, f"internal error: {type(exc).__name__}: {exc}", event.message,
                                   "internal")
             mark_finished(event.message)
 
     @app.page("/feedback")
     async def feedback_view(web, request):
         """Agreement with gold feedback seen by this worker, per attribute and LLM (``ensemble``: decisions)."""
-        body = orjson.dumps(scores.as_dict())  # NaN accuracy -> null
+        body = orjson.dumps(applier.scores.as_dict())  # NaN accuracy -> null
         return web.bytes(body, content_type="application/json")
 
-    return scores
+    return applier.scores

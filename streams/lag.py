@@ -26,13 +26,14 @@ over the samples of one partition in the window, oldest first:
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+
+from streams.offsets import end_offsets
 
 __all__ = [
     "LagMonitor",
@@ -45,10 +46,6 @@ __all__ = [
     "evaluate_status",
     "list_groups",
 ]
-
-_PROBE_GROUP = "llmens-lag-probe"
-"""group.id of the probe consumer; it never subscribes or commits, so it never joins or shows as a group."""
-
 
 class Status(enum.StrEnum):
     OK = "OK"
@@ -125,67 +122,6 @@ def committed_offsets(
             if tp.error is None and tp.offset >= 0:
                 out[(tp.topic, tp.partition)] = tp.offset
     return out
-
-
-def end_offsets(
-    bootstrap: str,
-    partitions: Iterable[tuple[str, int]],
-    *,
-    timeout: float = 10.0,
-    config: dict | None = None,
-    with_source: bool = False,
-) -> dict[tuple[str, int], int] | dict[tuple[str, int], tuple[int, int, str]]:
-    """Log end offsets that are right on Tansu and on Apache Kafka (see the module docstring).
-
-    Returns ``{(topic, partition): end}``, or with ``with_source`` ``{(topic, partition): (low, end, source)}``.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    parts = sorted(set(partitions))
-    if not parts:
-        return {}
-    consumer = Consumer(
-        _conf(
-            bootstrap,
-            {
-                "group.id": _PROBE_GROUP,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "isolation.level": "read_uncommitted",  # high watermark, like kafka_exporter (not the LSO)
-                "fetch.wait.max.ms": 10,
-                "fetch.max.bytes": 1 << 20,
-                "max.partition.fetch.bytes": 1 << 16,
-                "queued.min.messages": 1,
-                "enable.partition.eof": True,
-                **(config or {}),
-            },
-        )
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        reported: dict[tuple[str, int], tuple[int, int]] = {}
-        for t, p in parts:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=max(0.1, deadline - time.monotonic()))
-            reported[(t, p)] = (lo, hi)
-        consumer.assign([TopicPartition(t, p, max(hi - 1, lo, 0)) for (t, p), (lo, hi) in reported.items()])
-        fetched: dict[tuple[str, int], int] = {}
-        while len(fetched) < len(parts) and time.monotonic() < deadline:
-            consumer.consume(num_messages=1000, timeout=0.05)  # the messages themselves are not needed
-            for t, p in parts:
-                if (t, p) not in fetched:
-                    _, hi = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
-                    if hi >= 0:  # -1001 until a fetch response for the partition arrived
-                        fetched[(t, p)] = hi
-        out = {}
-        for key, (lo, hi) in reported.items():
-            if key in fetched:
-                out[key] = (lo, max(hi, fetched[key]), "fetch")
-            else:
-                out[key] = (lo, hi, "list_offsets")
-        return out if with_source else {k: v[1] for k, v in out.items()}
-    finally:
-        with contextlib.suppress(Exception):
-            consumer.close()
 
 
 def _topic_partitions(bootstrap: str, topics: Iterable[str], timeout: float, config: dict | None) -> dict[str, list[int]]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from llmens_core.aggregation import OnlineDawidSkene, default_online
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.schema import AttributeSchema
-from streams.embedded import fetched_end_offsets
+from streams.offsets import fetched_end_offsets
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,9 @@ class TopicNames(BaseModel):
 class KafkaSettings(BaseModel):
     bootstrap: str = "127.0.0.1:9092"
     embedded: bool = False
-    """Apply the embedded-broker (Tansu) profile: one record per producer batch, fast group joins."""
+    """Local single-broker profile (tests, demo, drills): fast group joins and commits; never in production."""
+    tansu: bool = False
+    """Tansu workarounds (changelog end offsets from a fetch, short request timeout); Tansu only."""
     commit_guard: bool = True
     """Hold faust's commit at the first unfinished offset (faust #606); false only for the guard-off drill."""
     topic_prefix: str = "llmens."

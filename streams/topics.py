@@ -58,9 +58,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 
 def commit_start_offsets(settings: Settings, timeout_s: float = 10.0) -> int:
-    """Embedded profile: give every input partition without a committed offset one at its start.
+    """Tansu workaround: give every input partition without a committed offset one at its start.
 
-    On the embedded broker a partition whose group never committed (e.g. its worker was killed before its
+    On Tansu a partition whose group never committed (e.g. its worker was killed before its
     first commit) was seen to stall after a rebalance: the new owner never fetched it. Committing the low
     watermark up front is what ``auto.offset.reset=earliest`` would do anyway. Returns partitions committed.
     """

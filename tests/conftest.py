@@ -28,21 +28,21 @@ def broker(tmp_path_factory):
 
     LLMENS_TEST_BROKER=kafka|tansu forces one. Its log is printed on failure.
     """
-    from streams.harness.brokers.choice import start_embedded_broker
+    from streams.harness.brokers.choice import start_local_broker
 
-    b = start_embedded_broker(tmp_path_factory.mktemp("broker"), prefer=os.environ.get("LLMENS_TEST_BROKER"))
+    b = start_local_broker(tmp_path_factory.mktemp("broker"), prefer=os.environ.get("LLMENS_TEST_BROKER"))
     yield b
     b.stop()
 
 
 def pytest_report_header(config) -> str:
     """Say which broker the broker tests will run on (the same rule as the ``broker`` fixture)."""
-    from streams.harness.brokers.kafka import java_major_version, pinned_version
+    from streams.harness.brokers.choice import local_broker_kind
+    from streams.harness.brokers.kafka import pinned_version
 
-    forced = os.environ.get("LLMENS_TEST_BROKER")
-    if forced != "tansu" and (forced == "kafka" or (java_major_version() or 0) >= 17):
-        return f"broker: Apache Kafka {pinned_version()} (KRaft, single node)"
-    return "broker: Tansu (embedded)"
+    if local_broker_kind(os.environ.get("LLMENS_TEST_BROKER")) == "kafka":
+        return f"broker: Apache Kafka {pinned_version()} (KRaft, single node; LLMENS_TEST_BROKER=tansu for Tansu)"
+    return "broker: Tansu (embedded; no Java 17+ on PATH)"
 
 
 @pytest.fixture
@@ -59,4 +59,4 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and "broker" in getattr(item, "fixturenames", ()):
         b = item.funcargs.get("broker")
         if b is not None:
-            rep.sections.append(("embedded broker log (tail)", b.tail_log()))
+            rep.sections.append((f"{b.name} broker log (tail)", b.tail_log()))

@@ -15,6 +15,6 @@ def demo(
     products: Path = typer.Option(None, help="Products JSONL with gold attributes (default: shipped catalogue)."),
 ) -> None:
     """Run broker, simulated LLMs and a worker; publish the demo catalogue; print accuracy, weights, lag."""
-    from streams.demo import run_demo
+    from streams.harness.demo import run_demo
 
     run_demo(out_dir=out, products=products)

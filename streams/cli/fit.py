@@ -27,7 +27,7 @@ def fit(
 
     from llmens_core.aggregation.offline import fit_votes
     from llmens_core.schema import AttributeSchema
-    from streams.publishing_models import current_versions, publish_models
+    from streams.harness.publishing_models import current_versions, publish_models
     from streams.settings import load_settings
 
     console = Console()

@@ -35,7 +35,7 @@ def publish(
 
     from rich.console import Console
 
-    from streams.publishing import ReadErrors, iter_products, publish_products
+    from streams.harness.publishing import ReadErrors, iter_products, publish_products
 
     console = Console(stderr=True, soft_wrap=True)
     settings = settings_for(config)

@@ -68,7 +68,7 @@ def tail(
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
     from rich.console import Console
 
-    from streams.lag import end_offsets
+    from streams.offsets import end_offsets
 
     settings = settings_for(config)
     bs = bootstrap_of(settings, bootstrap)

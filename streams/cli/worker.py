@@ -44,7 +44,7 @@ def run_worker(settings, loglevel: str = "info") -> None:
     logging.basicConfig(level=loglevel.upper() if loglevel != "warn" else "WARNING")
     use_uvloop()
     ensure_topics(settings)
-    if settings.kafka.embedded:
+    if settings.kafka.tansu:
         commit_start_offsets(settings)
     faust_app, _ = create_app(settings)
 

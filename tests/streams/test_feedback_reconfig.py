@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.stack import LocalStack
+from streams.harness.stack import LocalStack
 from tests.streams.pipeline_kit import demo_events, expected_keys, fast_sim
 
 pytestmark = pytest.mark.integration
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def stack(tmp_path, broker, topic_prefix, **kw) -> LocalStack:
     kw.setdefault("sim_config", fast_sim())
     kw.setdefault("endpoint_overrides", {"max_concurrency": 256, "timeout_s": 5})
-    return LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, **kw)
+    return LocalStack(tmp_path, broker=broker, topic_prefix=topic_prefix, **kw)
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:

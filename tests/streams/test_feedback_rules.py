@@ -82,8 +82,8 @@ def test_validate_and_load_llms(tmp_path):
 
 
 def test_reloader_applies_a_changed_list_to_registry_and_policy_and_keeps_it_on_errors(tmp_path, monkeypatch):
-    from streams.app import Worker
     from streams.settings import Settings
+    from streams.worker import Worker
 
     monkeypatch.delenv("LLMENS_CONFIG", raising=False)
     settings = Settings(llms=[ep("a"), ep("b"), ep("c")], data_dir=tmp_path / "data")

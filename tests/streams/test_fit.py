@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
-from streams.publishing_models import current_versions
+from streams.harness.publishing_models import current_versions
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from llmens_core.scoring import recorded_attributes, score_decisions
-from streams.stack import LocalStack
+from streams.harness.stack import LocalStack
 from tests.conftest import shared_data
 from tests.streams.pipeline_kit import (
     decision_keys,
@@ -26,7 +26,7 @@ def stack(tmp_path, broker, topic_prefix, **kw) -> LocalStack:
     kw.setdefault("sim_config", fast_sim())
     # a generous timeout: on a loaded 2-core machine answers stall, and timeouts open breakers
     kw.setdefault("endpoint_overrides", {"max_concurrency": 256, "timeout_s": 20})
-    return LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, **kw)
+    return LocalStack(tmp_path, broker=broker, topic_prefix=topic_prefix, **kw)
 
 
 def test_each_asked_attribute_decided_once_and_ensemble_beats_every_single_model(tmp_path, broker,
@@ -207,7 +207,7 @@ def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, brok
     gold = gold_labels(gold_src)
     # the last decisions are made by a young model: the claim is about them after the final model's revisions
     # (re-scored every second here, and read until 6 s pass without a new record)
-    with LocalStack(tmp_path, bootstrap=broker.bootstrap, topic_prefix=topic_prefix, replay=predictions,
+    with LocalStack(tmp_path, broker=broker, topic_prefix=topic_prefix, replay=predictions,
                     sim_config=None, endpoint_overrides={"max_concurrency": 256, "timeout_s": 20},
                     settings_overrides={"aggregation": {"revise_seconds": 1.0}}) as s:
         s.publish(events)

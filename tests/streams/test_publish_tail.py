@@ -7,7 +7,13 @@ import pytest
 from typer.testing import CliRunner
 
 from streams.cli import app
-from streams.publishing import DEFAULT_VERSION, ReadErrors, iter_products, publish_products, read_products
+from streams.harness.publishing import (
+    DEFAULT_VERSION,
+    ReadErrors,
+    iter_products,
+    publish_products,
+    read_products,
+)
 
 
 def _create(bootstrap: str, topic: str, partitions: int = 3) -> None:

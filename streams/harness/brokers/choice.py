@@ -1,31 +1,36 @@
-"""Which embedded broker to start: Apache Kafka where Java 17+ is present, Tansu otherwise.
-
-Kept apart from the code that uses it so the choice is one small function; it logs which it started.
-"""
+"""Which local broker to start: Apache Kafka where Java 17+ is present, Tansu otherwise."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
+__all__ = ["local_broker_kind", "start_local_broker"]
 
-def start_embedded_broker(log_dir: Path, prefer: str | None = None):
-    """Start and return Apache Kafka (Java 17+ present) or Tansu; ``prefer`` = "kafka"/"tansu" forces one.
 
-    The returned object has ``bootstrap``, ``name``, ``version``, ``stop()`` and ``tail_log()``.
-    """
-    from streams.harness.brokers.kafka import KafkaBroker, java_major_version
+def local_broker_kind(prefer: str | None = None) -> str:
+    """"kafka" or "tansu": ``prefer`` when given, else Kafka where Java 17+ is on PATH."""
+    from streams.harness.brokers.kafka import java_major_version
 
-    java = java_major_version()
-    if prefer != "tansu" and (prefer == "kafka" or (java or 0) >= 17):
+    if prefer is not None:
+        if prefer not in ("kafka", "tansu"):
+            raise ValueError(f"unknown broker {prefer!r}: choose kafka or tansu")
+        return prefer
+    return "kafka" if (java_major_version() or 0) >= 17 else "tansu"
+
+
+def start_local_broker(log_dir: Path, prefer: str | None = None) -> Any:
+    """Start and return a local broker (``bootstrap``, ``name``, ``version``, ``stop()``, ``tail_log()``)."""
+    if local_broker_kind(prefer) == "kafka":
+        from streams.harness.brokers.kafka import KafkaBroker
+
         broker = KafkaBroker(log_dir=log_dir).start()
     else:
-        from streams.embedded import EmbeddedBroker
+        from streams.harness.brokers.tansu import TansuBroker
 
-        broker = EmbeddedBroker(log_dir=log_dir)
-        broker.name, broker.version = "Tansu", "embedded"
-        broker.start()
-    log.warning("embedded broker: %s %s at %s", broker.name, broker.version, broker.bootstrap)
+        broker = TansuBroker(log_dir=log_dir).start()
+    log.info("local broker: %s %s at %s", broker.name, broker.version, broker.bootstrap)
     return broker

@@ -17,7 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-from streams.embedded import BrokerError, free_port, stop_process_group
+from streams.harness.brokers import BrokerError
+from streams.harness.processes import free_port, stop_process_group
 
 POM = Path(__file__).resolve().parents[3] / "deploy" / "kafka" / "pom.xml"
 
@@ -32,6 +33,7 @@ FAST_TEST_CONFIG = {
     "share.coordinator.state.topic.replication.factor": "1",
     "share.coordinator.state.topic.min.isr": "1",
     "num.partitions": "1",
+    "group.min.session.timeout.ms": "1000",  # the local profile's 2 s session timeout (faust, learner)
     "auto.create.topics.enable": "true",
     "log.segment.bytes": str(8 * 1024 * 1024),
     "log.cleaner.dedupe.buffer.size": str(2 * 1024 * 1024),
@@ -116,6 +118,7 @@ class KafkaBroker:
 
     def format(self) -> None:
         """Write the config and format the log directory as a standalone KRaft node (once per log dir)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         if (self.log_dir / "data" / "meta.properties").exists():
             return
@@ -139,11 +142,34 @@ class KafkaBroker:
                 raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_dir / 'broker.log'}")
             with socket.socket() as s:
                 if s.connect_ex((self.host, self.port)) == 0:
+                    self._wait_group_coordinator(began + timeout_s)
                     self.startup_s = time.monotonic() - began
                     return self
             time.sleep(0.2)
         self.stop()
         raise BrokerError(f"Kafka did not answer on {self.bootstrap} within {timeout_s} s")
+
+    def _wait_group_coordinator(self, deadline: float) -> None:
+        """Wait until the offsets topic answers OffsetFetch.
+
+        librdkafka 2.16 segfaults (``rd_kafka_cgrp_op`` from ``ListConsumerGroupOffsets``) on an admin
+        client whose OffsetFetch meets a coordinator still loading ``__consumer_offsets``; a fresh broker
+        is in that state for a moment, so the first lag sample of a worker could kill it.
+        """
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "llmens-broker-ready", "log_level": 0})
+        try:
+            while True:
+                try:
+                    probe.committed([TopicPartition("llmens-broker-ready", 0)], timeout=5)
+                    return
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(f"Kafka on {self.bootstrap} never served OffsetFetch") from None
+                    time.sleep(0.2)
+        finally:
+            probe.close()
 
     def stop(self) -> None:
         """SIGTERM our own process group (a clean shutdown), SIGKILL after a grace period."""

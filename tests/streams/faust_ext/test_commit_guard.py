@@ -15,9 +15,10 @@ from faust.types import TP
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from streams.commit_guard import install_commit_guard, next_commit
-from streams.embedded import stop_process_group
-from streams.stack import read_topic
+from streams.faust_ext.commit_guard import GuardedConsumer, mark_finished, next_commit
+from streams.faust_ext.transport import install_transport
+from streams.harness.processes import stop_process_group
+from streams.harness.stack import read_topic
 
 APP = Path(__file__).with_name("commit_guard_app.py")
 
@@ -65,20 +66,21 @@ def test_never_past_an_event_in_flight_and_never_over_a_missing_one(committed, s
 
 @pytest.fixture(scope="module")
 def faust_consumer():
-    """faust's own Consumer with the guard installed (built without connecting to a broker)."""
+    """The guarded consumer faust builds from our transport (built without connecting to a broker)."""
     import faust
 
-    install_commit_guard()
     app = faust.App("commit-guard-unit", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
+    install_transport(app)
     app.topic("src")
     app.topics._acking_topics.add("src")  # what faust does for an agent's topic once the worker runs
+    assert isinstance(app.consumer, GuardedConsumer)
     return app.consumer
 
 
 def _seeked(consumer, generation, *partitions):
     """What the guard records once faust has read the committed offsets of ``partitions`` in ``generation``."""
     consumer.app.consumer_generation_id = generation
-    consumer.__dict__["_llmens_seeked"] = (generation, frozenset(TP("src", p) for p in partitions))
+    consumer.guard.seeked = (generation, frozenset(TP("src", p) for p in partitions))
 
 
 def _messages(consumer, offsets, generation, partition=0):
@@ -122,8 +124,6 @@ def test_acks_of_an_earlier_generation_do_not_count_towards_a_commit(faust_consu
 def test_a_head_that_never_reached_the_agent_holds_the_commit_until_re_read(faust_consumer, monkeypatch):
     import asyncio
 
-    from streams.commit_guard import heal_held_heads
-
     c, tp = faust_consumer, TP("src", 1)
     _seeked(c, 4, 1)
     c._committed_offset[tp] = 300
@@ -136,15 +136,13 @@ def test_a_head_that_never_reached_the_agent_holds_the_commit_until_re_read(faus
     later = _messages(c, [301, 302, 303], generation=4, partition=1)
     assert all(c.ack(m) for m in later)
     assert c._new_offset(tp) is None  # plain faust: 304, over 300, which nobody processed
-    assert asyncio.run(heal_held_heads(c, hold_s=0)) == [(tp, 300, "redeliver")] and seeks == [(tp, 300)]
+    assert asyncio.run(c.heal_held_heads(hold_s=0)) == [(tp, 300, "redeliver")] and seeks == [(tp, 300)]
     (again,) = _messages(c, [300], generation=4, partition=1)  # the re-read copy
-    assert c.ack(again) and c._new_offset(tp) == 304 and not c.__dict__["_llmens_held"]
+    assert c.ack(again) and c._new_offset(tp) == 304 and not c.guard.held
 
 
 def test_a_head_still_missing_after_re_reads_is_no_record_and_is_passed(faust_consumer, monkeypatch):
     import asyncio
-
-    from streams.commit_guard import heal_held_heads
 
     c, tp = faust_consumer, TP("src", 2)
     _seeked(c, 5, 2)
@@ -158,7 +156,7 @@ def test_a_head_still_missing_after_re_reads_is_no_record_and_is_passed(faust_co
     actions = []
     for _ in range(3):
         assert c._new_offset(tp) is None
-        actions += asyncio.run(heal_held_heads(c, hold_s=0, rereads=2))
+        actions += asyncio.run(c.heal_held_heads(hold_s=0, rereads=2))
     assert [a for _, _, a in actions] == ["redeliver", "redeliver", "gap"]
     assert c._new_offset(tp) == 403  # a transaction marker or a compacted record at 400
 
@@ -169,19 +167,17 @@ def test_no_commit_before_the_committed_offset_is_read_or_after_the_partition_is
     c._committed_offset[tp] = 500
     assert all(c.ack(m) for m in _messages(c, [500, 501], generation=6, partition=3))
     assert c._new_offset(tp) is None  # plain faust: 502, for a partition another worker may own
-    c.__dict__.pop("_llmens_seeked")  # revoked; the next assignment's seek has not run yet
+    c.guard.seeked = None  # revoked; the next assignment's seek has not run yet
     assert c._new_offset(tp) is None
     _seeked(c, 6, 3)
     assert c._new_offset(tp) == 502
 
 
 def test_on_the_agents_topics_only_finished_messages_count(faust_consumer):
-    from streams.commit_guard import mark_finished
-
     c, tp = faust_consumer, TP("src", 4)
     _seeked(c, 7, 4)
     c._committed_offset[tp] = 600
-    install_commit_guard(tracked_topics={"src"})
+    c.transport.tracked_topics = frozenset({"src"})
     try:
         skipped, done = _messages(c, [600, 601], generation=7, partition=4)
         mark_finished(done)
@@ -192,9 +188,7 @@ def test_on_the_agents_topics_only_finished_messages_count(faust_consumer):
         mark_finished(again)
         assert c.ack(again) and c._new_offset(tp) == 602
     finally:
-        from streams import commit_guard
-
-        commit_guard._TRACKED_TOPICS.discard("src")
+        c.transport.tracked_topics = frozenset()
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> int | None:
@@ -206,8 +200,10 @@ def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         c.close()
 
 
-def _start(bootstrap: str, prefix: str, log: Path, *, slow: bool) -> subprocess.Popen:
-    env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0"}
+def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True) -> subprocess.Popen:
+    env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0", "LLMENS_TEST_GUARD": "1" if guard else "0",
+           "LLMENS_TEST_TANSU": "1" if broker.name == "Tansu" else "0"}
+    bootstrap = broker.bootstrap
     return subprocess.Popen([sys.executable, str(APP), bootstrap, prefix], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -224,7 +220,7 @@ def test_a_killed_worker_redoes_the_event_it_had_in_flight(tmp_path, broker, top
         p.produce(f"{topic_prefix}src", value=value)
     p.flush(10)
     log = tmp_path / "copier.log"
-    proc = _start(broker.bootstrap, topic_prefix, log, slow=True)
+    proc = _start(broker, topic_prefix, log, slow=True)
     try:
         copied = read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
                             stop=lambda ms: len(ms) >= 20 or proc.poll() is not None)
@@ -234,10 +230,37 @@ def test_a_killed_worker_redoes_the_event_it_had_in_flight(tmp_path, broker, top
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    proc = _start(broker.bootstrap, topic_prefix, log, slow=False)
+    proc = _start(broker, topic_prefix, log, slow=False)
     try:
         copied = read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
                             stop=lambda ms: any(m.value() == b"slow" for m in ms) or proc.poll() is not None)
         assert b"slow" in {m.value() for m in copied}, log.read_text()[-3000:]
     finally:
         stop_process_group(proc, 20)
+
+
+@pytest.mark.integration
+def test_without_the_guard_faust_commits_over_the_event_in_flight(tmp_path, broker, topic_prefix):
+    """The failure the guard prevents, on this broker: faust's own rule commits past the unfinished head."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
+        f.result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for value in [b"slow"] + [f"fast-{i}".encode() for i in range(20)]:
+        p.produce(f"{topic_prefix}src", value=value)
+    p.flush(10)
+    log = tmp_path / "copier.log"
+    proc = _start(broker, topic_prefix, log, slow=True, guard=False)
+    try:
+        read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
+                   stop=lambda ms: len(ms) >= 20 or proc.poll() is not None)
+        deadline, committed = time.monotonic() + 20, None
+        while time.monotonic() < deadline and committed != 21:
+            time.sleep(0.5)
+            committed = _committed(broker.bootstrap, f"{topic_prefix}copier", f"{topic_prefix}src")
+        assert committed == 21, log.read_text()[-3000:]  # "slow" (offset 0) is still in flight: lost if killed
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -1,4 +1,4 @@
-"""The embedded broker manager: a real Tansu process, started on a free port and stopped by its PID."""
+"""The Tansu broker manager: a real Tansu process, started on a free port and stopped by its PID."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.embedded import BrokerError, EmbeddedBroker
+from streams.harness.brokers import BrokerError
+from streams.harness.brokers.tansu import TansuBroker
 
 pytestmark = pytest.mark.integration
 
 
 def test_start_answers_metadata_and_stop_ends_the_process(tmp_path):
-    b = EmbeddedBroker(log_dir=tmp_path).start()
+    b = TansuBroker(log_dir=tmp_path).start()
     pid = b.process.pid
     md = AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=5)
     assert md.brokers and (tmp_path / f"tansu-{b.port}.pid").read_text() == str(pid)
@@ -26,5 +27,5 @@ def test_start_answers_metadata_and_stop_ends_the_process(tmp_path):
 
 def test_a_busy_port_is_refused_and_the_running_broker_keeps_answering(broker, tmp_path):
     with pytest.raises(BrokerError, match="already in use"):
-        EmbeddedBroker(port=broker.port, log_dir=tmp_path).start()
+        TansuBroker(port=broker.port, log_dir=tmp_path).start()
     assert AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=5).brokers

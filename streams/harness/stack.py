@@ -25,7 +25,7 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.embedded import EmbeddedBroker, free_port, stop_process_group
+from streams.harness.processes import free_port, stop_process_group
 from streams.settings import Settings
 
 __all__ = ["LocalStack", "read_topic"]
@@ -99,8 +99,15 @@ class LocalStack:
     sim_products: Path | None = None
     replay: Path | None = None
     bootstrap: str | None = None
+    """A broker to use as is (e.g. a Kafka cluster); else ``broker``, else one is started and owned."""
+    broker: Any = None
+    """A running local broker to share (the tests' session broker); None: start one (Kafka, or Tansu)."""
+    prefer_broker: str | None = None
+    """"kafka" or "tansu" to force the kind of broker started here; None: Kafka where Java 17+ is present."""
     embedded: bool = True
-    """Apply the embedded-broker profile to workers (True for Tansu, also when ``bootstrap`` is a Tansu)."""
+    """Apply the local-broker profile to workers (fast group joins)."""
+    tansu: bool | None = None
+    """Apply the Tansu workarounds; None: when the broker used is a Tansu."""
     topic_prefix: str = "llmens."
     partitions: int = 4
     settings_overrides: dict[str, Any] = field(default_factory=dict)
@@ -108,11 +115,11 @@ class LocalStack:
     llm_names: list[str] | None = None
     """Configure workers with only these simulated models (``None``: all); :meth:`set_llms` changes it live."""
     worker_loglevel: str = "warn"
-    broker: EmbeddedBroker | None = None
     sim_port: int = 0
     settings: Settings | None = None
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
     sim_proc: subprocess.Popen | None = None
+    owned_broker: Any = None
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -126,9 +133,14 @@ class LocalStack:
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind (and stop children) on SIGTERM
-        if self.bootstrap is None:
-            self.broker = EmbeddedBroker(log_dir=self.workdir / "broker").start()
+        if self.bootstrap is None and self.broker is None:
+            from streams.harness.brokers.choice import start_local_broker
+
+            self.broker = self.owned_broker = start_local_broker(self.workdir / "broker", self.prefer_broker)
+        if self.broker is not None:
             self.bootstrap = self.broker.bootstrap
+        if self.tansu is None:
+            self.tansu = getattr(self.broker, "name", "") == "Tansu"
         self.start_simulator()
         self.settings = self._write_settings()
         ensure_topics(self.settings)
@@ -176,7 +188,7 @@ class LocalStack:
 
     def _write_settings(self) -> Settings:
         raw = {
-            "kafka": {"bootstrap": self.bootstrap, "embedded": self.embedded,
+            "kafka": {"bootstrap": self.bootstrap, "embedded": self.embedded, "tansu": bool(self.tansu),
                       "topic_prefix": self.topic_prefix, "app_id": f"{self.topic_prefix}workers"},
             "topics": {"partitions": self.partitions, "model_partitions": 2},
             "llms": self._endpoints(self.llm_names),
@@ -244,8 +256,9 @@ class LocalStack:
         if self.sim_proc is not None:
             stop_process_group(self.sim_proc, 10)
             self.sim_proc = None
-        if self.broker is not None:
-            self.broker.stop()
+        if self.owned_broker is not None:
+            self.owned_broker.stop()
+            self.owned_broker = None
 
     def __enter__(self) -> LocalStack:
         try:

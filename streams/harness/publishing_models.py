@@ -8,7 +8,7 @@ import orjson
 from confluent_kafka import Producer
 
 from llmens_core.aggregation import OnlineDawidSkene
-from streams.stack import read_topic
+from streams.harness.stack import read_topic
 
 __all__ = ["current_versions", "publish_models"]
 

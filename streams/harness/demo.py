@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from llmens_core.scoring import gold_labels, score_decisions
-from streams.stack import LocalStack
+from streams.harness.stack import LocalStack
 
 __all__ = ["demo_products", "run_demo"]
 

@@ -1,7 +1,8 @@
 """A minimal faust worker for the commit-guard test: copies ``src`` to ``out``; ``slow`` never finishes
 while LLMENS_TEST_SLOW=1 (an event still in flight when later ones are done).
 
-Run: ``python commit_guard_app.py BOOTSTRAP PREFIX`` (LLMENS_TEST_GUARD=0 runs plain faust, for comparison).
+Run: ``python commit_guard_app.py BOOTSTRAP PREFIX`` (LLMENS_TEST_GUARD=0 runs faust's own commit rule, for
+comparison; LLMENS_TEST_TANSU=1 adds the Tansu workarounds).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import tempfile
 
 import faust
 
-from streams.commit_guard import install_commit_guard
-from streams.embedded import EMBEDDED_FAUST_SETTINGS
+from streams.faust_ext.tansu import LOCAL_BROKER_FAUST_SETTINGS, TANSU_FAUST_SETTINGS
+from streams.faust_ext.transport import install_transport
 
 bootstrap, prefix = sys.argv[1], sys.argv[2]
-if os.environ.get("LLMENS_TEST_GUARD", "1") == "1":
-    install_commit_guard()
+tansu = os.environ.get("LLMENS_TEST_TANSU") == "1"
 slow = os.environ.get("LLMENS_TEST_SLOW") == "1"
 app = faust.App(f"{prefix}copier", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
                 datadir=tempfile.mkdtemp(prefix="commit-guard-"), topic_partitions=1,
-                **EMBEDDED_FAUST_SETTINGS)
+                **LOCAL_BROKER_FAUST_SETTINGS, **(TANSU_FAUST_SETTINGS if tansu else {}))
+install_transport(app, commit_guard=os.environ.get("LLMENS_TEST_GUARD", "1") == "1", tansu=tansu)
 src = app.topic(f"{prefix}src", value_serializer="raw", key_serializer="raw")
 out = app.topic(f"{prefix}out", value_serializer="raw", key_serializer="raw")
 

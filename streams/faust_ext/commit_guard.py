@@ -1,0 +1,237 @@
+"""Never commit an input offset before its event is done: faust's consumer with a fixed offset commit.
+
+faust-streaming (0.15.3 here) commits the longest run of acked offsets and tolerates one missing offset at the
+head of that run (meant for compacted topics). With ``concurrency > 1`` that missing offset is often an
+event still being processed: it is committed over, and a worker killed before finishing it loses it for
+good (faust-streaming issue #606; the kill test lost decisions in 1 of 11 runs here before this guard).
+The rule below caps every commit at the smallest offset still in flight.
+
+A message of an earlier consumer generation that the stream skips after a rebalance is acked by faust as
+if done; its ack no longer counts towards a commit (the partition is re-read from the committed offset).
+
+On the agents' topics an ack counts only for a message the agent marked finished (:func:`mark_finished`):
+faust's stream also acks the messages it skips while flow is paused around a rebalance, and the worker
+abandons a product whose partition was revoked mid-decision. No partition is committed before faust has
+read its committed offset in the current generation, nor after it is no longer assigned (faust otherwise
+commits acks that arrive after a revocation, for a partition another worker now owns).
+
+faust's one-offset tolerance at the head also commits over a record that was fetched around a rebalance and
+never reached the agent (seen in traced kill-test runs). So a missing head offset now holds the commit;
+:func:`heal_held_heads` (the worker's watchdog) seeks the partition back to it, and only a head still
+missing after that re-read is taken for what faust assumed: no record there (a transaction marker, compaction).
+
+The guard is :class:`GuardedConsumer`, a subclass of faust's aiokafka consumer handed to faust through its
+transport (:mod:`streams.faust_ext.transport`); no faust class is patched. ``kafka.commit_guard: false`` runs
+the same consumer with faust's own rule (for the guard-off drill). The faust internals it relies on are
+listed, with the version they were checked on, in :mod:`streams.faust_ext.internals`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from weakref import WeakSet
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GuardState", "GuardedConsumer", "mark_finished", "next_commit"]
+
+_FINISHED: WeakSet = WeakSet()
+
+
+def mark_finished(message: Any) -> None:
+    """Record that the agent is done with ``message`` (decided, re-emitted, dead-lettered or dropped as old)."""
+    _FINISHED.add(message)
+
+
+def next_commit(acked: list[int], committed: int | None, in_flight: Iterable[int], *,
+                head_gap: int = 1) -> tuple[int | None, int]:
+    """The offset to commit for one partition, and how many of ``acked`` it uses up.
+
+    ``acked`` is sorted (offsets whose events are done), ``committed`` the last committed offset (the next
+    one to read, Kafka's convention) or None, ``in_flight`` offsets taken by the stream and not yet done.
+    The commit is the end of the first consecutive run of ``acked``, never past an offset in flight; up to
+    ``head_gap`` missing offsets at its head (from ``committed`` on) are passed over (faust: 1).
+    """
+    if not acked:
+        return None, 0
+    if committed is not None and acked[0] - committed > head_gap:
+        return None, 0
+    run = 1
+    while run < len(acked) and acked[run] == acked[run - 1] + 1:
+        run += 1
+    end = acked[run - 1] + 1
+    floor = min((o for o in in_flight if committed is None or o >= committed), default=None)
+    if floor is not None and floor < end:
+        if floor <= acked[0]:
+            return None, 0
+        run = sum(1 for o in acked[:run] if o < floor)
+        end = floor
+    return end, run
+
+
+@dataclass
+class GuardState:
+    """What the guard remembers per consumer: where commits are allowed and which heads it holds."""
+
+    seeked: tuple[int, frozenset] | None = None
+    """(generation, partitions) whose committed offsets faust has read in that generation."""
+    held: dict = field(default_factory=dict)
+    """tp -> (offset, since, missing): a head offset that never reached the agent holds the commit."""
+    healed: dict = field(default_factory=dict)
+    """(tp, offset) -> re-reads done for it."""
+    verified_gaps: dict = field(default_factory=dict)
+    """(tp, offset) -> missing offsets found to be no record after the re-reads."""
+
+
+class GuardedConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer whose commit never passes an unfinished event (see the module docstring).
+
+    Its transport says whether the guard is on (``commit_guard``) and on which topics an ack counts only
+    for messages passed to :func:`mark_finished` (``tracked_topics``). The read-only views at the end
+    (:meth:`fetch_states`, :meth:`committed_offset`, :meth:`delivered_offset`) serve the stall watchdog
+    and the ``/counters`` page.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = GuardState()
+
+    @property
+    def guard_on(self) -> bool:
+        return bool(getattr(self.transport, "commit_guard", True))
+
+    @property
+    def tracked_topics(self) -> frozenset[str]:
+        return frozenset(getattr(self.transport, "tracked_topics", ()))
+
+    def _new_consumer_thread(self):
+        thread_class = getattr(self.transport, "consumer_thread_class", None)
+        if thread_class is None:
+            return super()._new_consumer_thread()
+        return thread_class(self, loop=self.loop, beacon=self.beacon)
+
+    def _new_offset(self, tp):
+        if not self.guard_on:
+            return super()._new_offset(tp)
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        seeked = self.guard.seeked
+        if seeked is None or seeked[0] != self.app.consumer_generation_id or tp not in seeked[1]:
+            return None  # committed offset not read in this generation, or no longer ours
+        _merge_gaps(self._gap[tp], acked)  # offsets the fetch never saw (compaction, markers) count as done
+        committed = self._committed_offset[tp]
+        in_flight = self.in_flight(tp)
+        head_gap = self.guard.verified_gaps.get((tp, committed), 0)
+        end, used = next_commit(acked, committed, in_flight, head_gap=head_gap)
+        if end is None:
+            if (committed is not None and acked[0] > committed and committed not in in_flight
+                    and tp not in self.guard.held):
+                self.guard.held[tp] = (committed, time.monotonic(), acked[0] - committed)
+            return None
+        self.guard.held.pop(tp, None)
+        self._acked_index[tp].difference_update(acked[:used])
+        del acked[:used]
+        return end
+
+    def ack(self, message) -> bool:
+        if not self.guard_on:
+            return super().ack(message)
+        stale = message.generation_id != self.app.consumer_generation_id
+        unfinished = message.topic in self.tracked_topics and message not in _FINISHED
+        if (stale or unfinished) and not message.acked:
+            message.acked = True  # skipped, abandoned or from before a rebalance: its re-read copy counts
+            self._unacked_messages.discard(message)
+            return False
+        _FINISHED.discard(message)
+        return super().ack(message)
+
+    async def perform_seek(self) -> None:
+        generation = self.app.consumer_generation_id
+        await super().perform_seek()
+        if generation == self.app.consumer_generation_id:
+            self.guard.seeked = (generation, frozenset(self.assignment()))
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.guard.seeked = None  # nothing is committed until the next assignment's seek
+        await super().on_partitions_revoked(revoked)
+
+    async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
+        log.warning("consumer gap on %s: offsets %d..%d skipped by the fetch", tp, offset_from, offset_to)
+        await super()._add_gap(tp, offset_from, offset_to)
+
+    async def heal_held_heads(self, hold_s: float = 10.0, rereads: int = 3) -> list[tuple[Any, int, str]]:
+        """Re-read partitions whose commit is held at a missing head offset; returns ``(tp, offset, action)``.
+
+        A head missing for ``hold_s`` (not acked, not in flight) gets a seek back to it ("redeliver"): the
+        records after it are redelivered, which the worker answers idempotently. Still missing after
+        ``rereads`` re-reads, there is no record at that offset ("gap") and the commit may pass it.
+        """
+        g, now, actions = self.guard, time.monotonic(), []
+        for tp, (offset, since, missing) in list(g.held.items()):
+            if self._committed_offset.get(tp) != offset or offset in self.in_flight(tp):
+                g.held.pop(tp, None)
+            elif now - since >= hold_s:
+                g.held.pop(tp, None)
+                if g.healed.get((tp, offset), 0) >= rereads:
+                    g.verified_gaps[(tp, offset)] = missing
+                    actions.append((tp, offset, "gap"))
+                else:
+                    g.healed[(tp, offset)] = g.healed.get((tp, offset), 0) + 1
+                    actions.append((tp, offset, "redeliver"))
+                    await self.seek(tp, offset)
+        return actions
+
+    def in_flight(self, tp) -> list[int]:
+        """Offsets of ``tp`` the stream took in this consumer generation and has not acked."""
+        generation = self.app.consumer_generation_id
+        return [m.offset for m in list(self._unacked_messages)
+                if m.tp == tp and not m.acked and m.generation_id == generation]
+
+    def committed_offset(self, tp) -> int | None:
+        """The offset last committed for ``tp`` (the next one to read), as faust holds it."""
+        return self._committed_offset.get(tp)
+
+    def delivered_offset(self, tp) -> int | None:
+        """The last offset of ``tp`` faust handed to a stream."""
+        return self._read_offset.get(tp)
+
+    def fetch_states(self) -> dict[Any, dict[str, Any]]:
+        """``{tp: {"position", "highwater", "paused", "status"}}`` as aiokafka's fetcher sees them; {} when unassigned."""
+        try:
+            sub = self._thread._consumer._subscription.subscription
+            tps = list(sub.assignment.tps)
+        except AttributeError:  # not started, not assigned yet, or rebalancing
+            return {}
+        out = {}
+        for tp in tps:
+            state = sub.assignment.state_value(tp)
+            out[tp] = {"position": state._position, "highwater": state.highwater, "paused": state.paused,
+                       "status": str(state._status)}
+        return out
+
+    def partition_sets(self) -> dict[str, list[str]]:
+        """Assigned, paused and active partitions as ``topic:partition`` strings (diagnostics)."""
+        def names(tps: Iterable) -> list[str]:
+            return sorted(f"{tp.topic}:{tp.partition}" for tp in tps)
+
+        return {"assigned": names(self.assignment()), "paused": names(self._paused_partitions),
+                "active": names(self._active_partitions or ())}
+
+
+def _merge_gaps(gaps, acked: list[int]) -> None:
+    """faust's own step: gap ranges below the highest acked offset join ``acked``, which ends sorted."""
+    if gaps:
+        top = max(acked)
+        spans = sorted(gaps.overlap(0, top), key=lambda iv: iv.begin)
+        for iv in spans:
+            acked.extend(range(iv.begin, iv.end))
+        if spans:
+            gaps.chop(0, max(spans[-1].end, top + 1))
+    acked[:] = sorted(set(acked))
