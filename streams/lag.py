@@ -21,7 +21,7 @@ over the samples of one partition in the window, oldest first:
    sample) or the group has no commit at all for the partition. Kafka does not tell when an offset was committed,
    so "last commit" is the last time we saw the committed offset change;
 3. lag grows in every step of the window (at least ``min_samples`` samples) -> ``WARNING``;
-4. otherwise ``OK``. Fewer than two samples can only be judged by rule 1; anything else is ``OK``.
+4. otherwise ``OK``. Fewer than two samples can only be judged by rule 1; with lag > 0 they are ``UNKNOWN``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Status(enum.StrEnum):
     WARNING = "WARNING"
     STALLED = "STALLED"
     STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"
+    """Lag > 0 in the only sample: whether the group moves cannot be told from one sample."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def evaluate_status(
     if any(s.lag == 0 for s in samples):
         return Status.OK
     if len(samples) < 2:
-        return Status.OK
+        return Status.UNKNOWN
     now = samples[-1].timestamp if now is None else now
     committed = [s.committed for s in samples]
     if committed[-1] is None:

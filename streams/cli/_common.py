@@ -21,8 +21,34 @@ def settings_for(config: Path | None):
     return load_settings(config)
 
 
-def bootstrap_of(settings, bootstrap: str | None) -> str:
-    return bootstrap or settings.kafka.bootstrap
+def bootstrap_of(settings, bootstrap: str | None, *, check: bool = True) -> str:
+    """The bootstrap servers to use; with ``check``, exit with one clear message when none answers."""
+    servers = bootstrap or settings.kafka.bootstrap
+    if check:
+        require_broker(servers)
+    return servers
+
+
+def broker_answers(servers: str, timeout_s: float = 3.0) -> bool:
+    """True when at least one of the comma-separated ``host:port`` servers accepts a TCP connection."""
+    import socket
+
+    for server in servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port or 9092)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def require_broker(servers: str) -> None:
+    """Exit 2 with one line when no broker answers at ``servers`` (instead of librdkafka's retry flood)."""
+    if not broker_answers(servers):
+        typer.echo(f"error: no Kafka broker answers at {servers} (set --bootstrap, LLMENS_KAFKA__BOOTSTRAP or "
+                   "kafka.bootstrap in the settings; `llmens demo` starts a local one)", err=True)
+        raise typer.Exit(2)
 
 
 def resolve_topic(settings, name: str | None, default_field: str) -> str:

@@ -45,6 +45,10 @@ def evaluate(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if not rows or all(r["items_scored"] == 0 for r in rows):
+        typer.echo(f"error: no item of {answers} has a label in {truth}: nothing to score (check the item ids)",
+                   err=True)
+        raise typer.Exit(2)
     if as_json:
         for r in rows:
             typer.echo(orjson.dumps(r).decode())

@@ -11,7 +11,7 @@ import typer
 from streams.cli._app import app
 from streams.cli._common import BOOTSTRAP_OPTION, CONFIG_OPTION, bootstrap_of, settings_for
 
-_STYLE = {"OK": "green", "WARNING": "yellow", "STALLED": "red", "STOPPED": "bold red"}
+_STYLE = {"OK": "green", "WARNING": "yellow", "STALLED": "red", "STOPPED": "bold red", "UNKNOWN": "dim"}
 
 
 def _table(rows, title: str):
@@ -42,8 +42,9 @@ def lag(
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep sampling every --interval seconds until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", "-i", min=0.1, help="Seconds between samples."),
     samples: int = typer.Option(
-        1, "--samples", "-n", min=1,
-        help="Samples to take without --watch (the status needs >= 2 to see movement, >= 3 for WARNING).",
+        3, "--samples", "-n", min=1,
+        help="Samples to take without --watch; the status needs >= 2 to see movement (1 gives UNKNOWN when "
+        "lag > 0), >= 3 for WARNING.",
     ),
     window: int = typer.Option(10, "--window", min=2, help="Samples per partition the status is judged over."),
     stopped_after: float = typer.Option(
@@ -54,7 +55,7 @@ def lag(
     config: Path = CONFIG_OPTION,
     bootstrap: str = BOOTSTRAP_OPTION,
 ) -> None:
-    """Committed offset, end offset, lag and status (OK / WARNING / STALLED / STOPPED) per partition.
+    """Committed offset, end offset, lag and status (OK / WARNING / STALLED / STOPPED / UNKNOWN) per partition.
 
     End offsets come from a fetch response, so they are right on the embedded broker (whose ListOffsets
     under-reports batched topics) as well as on Apache Kafka. Status follows Burrow's rules over the last

@@ -64,16 +64,12 @@ def tail(
     The start position for "new" is the true end of each partition (read from a fetch response, which the
     embedded broker reports correctly), not auto.offset.reset=latest.
     """
-    import orjson
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
     from rich.console import Console
-
-    from streams.offsets import end_offsets
 
     settings = settings_for(config)
     bs = bootstrap_of(settings, bootstrap)
     full_topic = resolve_topic(settings, topic, "product_attributes")
-    console = Console(highlight=False)
     conf = {
         "bootstrap.servers": bs, "log_level": 3, "auto.offset.reset": "earliest",
         "group.id": group or f"llmens-tail-{uuid.uuid4().hex[:8]}", "enable.auto.commit": bool(group),
@@ -82,55 +78,71 @@ def tail(
         conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     consumer = Consumer(conf)
 
-    def start_positions(parts: list) -> list:
-        todo = parts
-        if group:
-            committed = consumer.committed(parts, timeout=10)
-            have = {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
-            todo = [tp for tp in parts if (tp.topic, tp.partition) not in have]
-            for tp in parts:
-                if (tp.topic, tp.partition) in have:
-                    tp.offset = have[(tp.topic, tp.partition)]
-        if from_beginning:
-            for tp in todo:
-                tp.offset = OFFSET_BEGINNING
-        elif todo:
-            ends = end_offsets(bs, [(tp.topic, tp.partition) for tp in todo])
-            for tp in todo:
-                tp.offset = ends[(tp.topic, tp.partition)]
-        return parts
-
     try:
         if group:
-            consumer.subscribe([full_topic], on_assign=lambda c, parts: c.assign(start_positions(parts)))
+            consumer.subscribe([full_topic], on_assign=lambda c, parts: c.assign(
+                _start_positions(c, parts, bs, group=group, from_beginning=from_beginning)))
         else:
             md = consumer.list_topics(full_topic, timeout=10).topics.get(full_topic)
             if md is None or md.error is not None:
                 Console(stderr=True).print(f"[red]topic {full_topic} not found at {bs}[/]")
                 raise typer.Exit(2)
-            consumer.assign(start_positions([TopicPartition(full_topic, p) for p in sorted(md.partitions)]))
+            parts = [TopicPartition(full_topic, p) for p in sorted(md.partitions)]
+            consumer.assign(_start_positions(consumer, parts, bs, group=None, from_beginning=from_beginning))
         if not as_json:
             Console(stderr=True).print(f"[dim]tailing {full_topic} @ {bs} (Ctrl-C to stop)[/]")
-        seen, last = 0, time.monotonic()
-        while max_records is None or seen < max_records:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                if timeout is not None and time.monotonic() - last >= timeout:
-                    break
-                continue
-            if msg.error():
-                continue
-            last = time.monotonic()
-            seen += 1
-            if as_json:
-                value = msg.value()
-                try:
-                    typer.echo(orjson.dumps(orjson.loads(value)).decode() if value is not None else "null")
-                except orjson.JSONDecodeError:
-                    typer.echo(orjson.dumps({"_raw": value.decode(errors="replace")}).decode())
-            else:
-                console.print(_pretty(msg.value(), full_topic))
+        _print_records(consumer, full_topic, as_json=as_json, max_records=max_records, timeout=timeout)
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+
+
+def _start_positions(consumer, parts: list, bs: str, *, group: str | None, from_beginning: bool) -> list:
+    """Where to start each partition: the group's commit, else the beginning or the true end."""
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from streams.offsets import end_offsets
+
+    todo = parts
+    if group:
+        committed = consumer.committed(parts, timeout=10)
+        have = {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
+        todo = [tp for tp in parts if (tp.topic, tp.partition) not in have]
+        for tp in parts:
+            if (tp.topic, tp.partition) in have:
+                tp.offset = have[(tp.topic, tp.partition)]
+    if from_beginning:
+        for tp in todo:
+            tp.offset = OFFSET_BEGINNING
+    elif todo:
+        ends = end_offsets(bs, [(tp.topic, tp.partition) for tp in todo])
+        for tp in todo:
+            tp.offset = ends[(tp.topic, tp.partition)]
+    return parts
+
+
+def _print_records(consumer, topic: str, *, as_json: bool, max_records: int | None, timeout: float | None) -> None:
+    import orjson
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    seen, last = 0, time.monotonic()
+    while max_records is None or seen < max_records:
+        msg = consumer.poll(0.2)
+        if msg is None:
+            if timeout is not None and time.monotonic() - last >= timeout:
+                break
+            continue
+        if msg.error():
+            continue
+        last = time.monotonic()
+        seen += 1
+        if as_json:
+            value = msg.value()
+            try:
+                typer.echo(orjson.dumps(orjson.loads(value)).decode() if value is not None else "null")
+            except orjson.JSONDecodeError:
+                typer.echo(orjson.dumps({"_raw": value.decode(errors="replace")}).decode())
+        else:
+            console.print(_pretty(msg.value(), topic))

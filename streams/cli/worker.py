@@ -15,7 +15,7 @@ def worker(
     config: Path = typer.Option(None, "--config", "-c", help="TOML/YAML settings file (also LLMENS_CONFIG)."),
     bootstrap: str = typer.Option(None, help="Kafka bootstrap servers (LLMENS_KAFKA__BOOTSTRAP)."),
     embedded: bool = typer.Option(None, "--embedded/--no-embedded",
-                                  help="Use the embedded-broker (Tansu) profile."),
+                                  help="Local single-broker profile (fast group joins): tests and demos only."),
     data_dir: Path = typer.Option(None, help="RocksDB tables and response cache (LLMENS_DATA_DIR)."),
     web_port: int = typer.Option(None, help="HTTP port for /metrics, /healthz, /model (LLMENS_WEB_PORT)."),
     loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
@@ -28,6 +28,9 @@ def worker(
         settings.kafka.bootstrap = bootstrap
     if embedded is not None:
         settings.kafka.embedded = embedded
+    from streams.cli._common import require_broker
+
+    require_broker(settings.kafka.bootstrap)
     if not settings.llms:
         raise typer.BadParameter("no LLM endpoints configured: add an `llms:` list to the settings file",
                                  param_hint="--config")

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 import orjson
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -92,34 +93,52 @@ def _follow(stack: LocalStack, want: set, console: Console, timeout_s: float) ->
     return decisions
 
 
-def _print_tables(console: Console, accuracy: dict, models: dict, counters: dict, lag: list) -> None:
-    llms = sorted({k for row in accuracy.values() for k in row} - {"n", "ensemble", "majority_vote"})
+def _short_names(llms: list[str]) -> list[str]:
     prefix = os.path.commonprefix(llms) if len(llms) > 1 else ""
-    short = [m[len(prefix):] or m for m in llms]
-    t = Table(title="Accuracy against gold (OA-Mine annotations)", show_lines=False)
-    t.add_column("attribute", no_wrap=True, min_width=12)
+    return [m[len(prefix):] or m for m in llms]
+
+
+def _compact_table(title: str) -> Table:
+    """No vertical rules, one space between columns: the demo's tables fit an 80-column terminal."""
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), collapse_padding=True)
+
+
+def accuracy_table(accuracy: dict) -> Table:
+    """Per attribute: items, every LLM's accuracy (best in bold), majority vote and the ensemble."""
+    llms = sorted({k for row in accuracy.values() for k in row} - {"n", "ensemble", "majority_vote"})
+    t = _compact_table("Accuracy against gold (OA-Mine annotations)")
+    t.add_column("attribute", no_wrap=True)
     t.add_column("n", justify="right")
-    for name in short:
-        t.add_column(name, justify="right")
-    t.add_column("majority", justify="right")
-    t.add_column("ensemble", justify="right", style="bold green")
+    for name in _short_names(llms):
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("majority", justify="right", no_wrap=True)
+    t.add_column("ensemble", justify="right", style="bold green", no_wrap=True)
     for attr, row in accuracy.items():
         best = max(row[m] for m in llms)
         cells = [f"[bold]{row[m]:.3f}[/bold]" if row[m] == best else f"{row[m]:.3f}" for m in llms]
         t.add_row(attr, str(row["n"]), *cells, f"{row['majority_vote']:.3f}", f"{row['ensemble']:.3f}")
-    console.print(t)
+    return t
 
-    w = Table(title="Learned weights (log-odds) per attribute; model version and items seen")
-    w.add_column("attribute")
-    for name in short:
-        w.add_column(name, justify="right")
+
+def weights_table(models: dict, llms: list[str]) -> Table:
+    """Per attribute: every LLM's learned weight (log-odds), the DS model version and items seen."""
+    w = _compact_table("Learned weights (log-odds); DS model version and items seen")
+    w.add_column("attribute", no_wrap=True)
+    for name in _short_names(llms):
+        w.add_column(name, justify="right", no_wrap=True)
     w.add_column("version", justify="right")
     w.add_column("items", justify="right")
     for attr, summary in sorted(models.items()):
         weights = summary.get("weight", {})
         w.add_row(attr, *[f"{weights.get(m, float('nan')):.2f}" for m in llms], str(summary.get("version")),
                   f"{summary.get('n_items', 0):.0f}")
-    console.print(w)
+    return w
+
+
+def _print_tables(console: Console, accuracy: dict, models: dict, counters: dict, lag: list) -> None:
+    llms = sorted({k for row in accuracy.values() for k in row} - {"n", "ensemble", "majority_vote"})
+    console.print(accuracy_table(accuracy))
+    console.print(weights_table(models, llms))
 
     total_lag = sum((r.lag or 0) for r in lag)
     llm = counters.get("llm", {})

@@ -38,12 +38,16 @@ class ReadErrors:
         return iter(self.items)
 
 
-def _validate(rec: Any) -> dict:
+MAX_EVENT_BYTES = 1_000_000
+"""Largest product event published: under Kafka's default 1 MiB message limit and the worker's max_event_bytes."""
+
+
+def _validate(rec: Any, max_bytes: int | None = MAX_EVENT_BYTES) -> dict:
     if not isinstance(rec, dict):
         raise EventError(f"a product must be a JSON object, got {type(rec).__name__}")
     if rec.get("version") is None:
         rec = {**rec, "version": DEFAULT_VERSION}
-    return ProductUpdate.from_bytes(orjson.dumps(rec)).model_dump(mode="json")
+    return ProductUpdate.from_bytes(orjson.dumps(rec), max_bytes=max_bytes).model_dump(mode="json")
 
 
 def _csv_record(row: dict[str, str | None]) -> dict:
@@ -70,11 +74,13 @@ def _csv_record(row: dict[str, str | None]) -> dict:
     return rec
 
 
-def iter_products(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, dict | None, str | None]]:
+def iter_products(path: str | Path, fmt: str | None = None, *,
+                  max_bytes: int | None = MAX_EVENT_BYTES) -> Iterator[tuple[int, dict | None, str | None]]:
     """``(line number, product dict or None, error or None)`` for every non-blank line (CSV: data rows).
 
     ``fmt`` is ``jsonl`` or ``csv``; by default taken from the file suffix (``.csv`` -> csv, else jsonl).
-    Products are validated as :class:`ProductUpdate` and returned in their wire form.
+    Products are validated as :class:`ProductUpdate` (at most ``max_bytes`` encoded) and returned in their
+    wire form.
     """
     path = Path(path)
     fmt = (fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")).lower()
@@ -88,7 +94,7 @@ def iter_products(path: str | Path, fmt: str | None = None) -> Iterator[tuple[in
             for row in reader:
                 line = reader.line_num
                 try:
-                    yield line, _validate(_csv_record(row)), None
+                    yield line, _validate(_csv_record(row), max_bytes), None
                 except EventError as e:
                     yield line, None, str(e)
         return
@@ -104,7 +110,7 @@ def iter_products(path: str | Path, fmt: str | None = None) -> Iterator[tuple[in
                 yield n, None, f"invalid JSON: {e}"
                 continue
             try:
-                yield n, _validate(rec), None
+                yield n, _validate(rec, max_bytes), None
             except EventError as e:
                 yield n, None, str(e)
 
@@ -133,7 +139,7 @@ def publish_products(
     ``rate`` caps messages per second (None = as fast as possible); ``progress`` shows a rich progress bar
     (``total`` sizes it; taken from ``len(records)`` when it has one).
     """
-    from confluent_kafka import Producer
+    from confluent_kafka import KafkaException, Producer
 
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
@@ -174,6 +180,10 @@ def publish_products(
                     break
                 except BufferError:
                     producer.poll(0.05)
+                except KafkaException as exc:  # e.g. larger than the broker takes: report it, send the rest
+                    state["failed"] += 1
+                    state["error"] = f"{rec['product_id']}: {exc.args[0].str() if exc.args else exc}"
+                    break
             producer.poll(0)
             sent += 1
             if bar is not None and (sent % 100 == 0 or rate):

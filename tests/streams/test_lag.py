@@ -105,6 +105,8 @@ def test_lag_matches_counted_messages(broker, topic_prefix):
     lines = [orjson.loads(x) for x in res.output.splitlines() if x.startswith("{")]
     assert {d["partition"]: d["lag"] for d in lines} == {p: n - consumed[p] for p, n in produced.items()}
     assert all(d["status"] in {s.value for s in Status} for d in lines)
+    last = {d["partition"]: d for d in lines}  # the default takes 3 samples: nobody consumes, so not OK
+    assert all(d["status"] in {"STALLED", "STOPPED"} for d in last.values() if d["lag"] > 0)
 
 
 def _w(*triples, t0=1000.0, step=10.0):
@@ -127,7 +129,7 @@ def test_status_rules():
     # ... but not with too few samples to say so
     assert evaluate_status(_w((10, 5), (12, 8))) is Status.OK
     # one sample cannot show movement
-    assert evaluate_status(_w((10, 5))) is Status.OK
+    assert evaluate_status(_w((10, 5))) is Status.UNKNOWN  # one sample cannot show a stalled consumer
     assert evaluate_status([]) is Status.OK
 
 
@@ -137,7 +139,7 @@ def test_monitor_window_and_stopped_threshold():
     def row(t, committed, lag):
         return PartitionLag("g", "t", 0, committed, (committed or 0) + lag, lag, timestamp=t)
 
-    assert mon.observe([row(0, 10, 5)])[0][1] is Status.OK
+    assert mon.observe([row(0, 10, 5)])[0][1] is Status.UNKNOWN
     assert mon.observe([row(10, 10, 5)])[0][1] is Status.STALLED
     # the window (3) only ever spans 20 s, yet the offset has not moved for 70 s -> STOPPED
     for t in (20, 30, 40, 50, 60):

@@ -22,15 +22,15 @@ def local_broker_kind(prefer: str | None = None) -> str:
     return "kafka" if (java_major_version() or 0) >= 17 else "tansu"
 
 
-def start_local_broker(log_dir: Path, prefer: str | None = None) -> Any:
+def start_local_broker(log_dir: Path, prefer: str | None = None, port: int = 0) -> Any:
     """Start and return a local broker (``bootstrap``, ``name``, ``version``, ``stop()``, ``tail_log()``)."""
     if local_broker_kind(prefer) == "kafka":
         from streams.harness.brokers.kafka import KafkaBroker
 
-        broker = KafkaBroker(log_dir=log_dir).start()
+        broker = KafkaBroker(log_dir=log_dir, port=port).start()
     else:
         from streams.harness.brokers.tansu import TansuBroker
 
-        broker = TansuBroker(log_dir=log_dir).start()
+        broker = TansuBroker(log_dir=log_dir, port=port).start()
     log.info("local broker: %s %s at %s", broker.name, broker.version, broker.bootstrap)
     return broker

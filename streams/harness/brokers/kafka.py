@@ -78,13 +78,14 @@ def kafka_lib(version: str | None = None) -> Path:
 class KafkaBroker:
     """One Apache Kafka KRaft process on loopback; ``start()``, ``stop()``, ``kill()``, ``restart()``."""
 
-    def __init__(self, log_dir: Path | None = None, heap: str = "256m", host: str = "127.0.0.1") -> None:
+    def __init__(self, log_dir: Path | None = None, heap: str = "256m", host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.version = pinned_version()
         self.lib = kafka_lib(self.version)
         self.host = host
         self.heap = heap
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="llmens-kafka-"))
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         self.controller_port = free_port(host)
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None

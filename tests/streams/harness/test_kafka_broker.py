@@ -27,7 +27,8 @@ def _produce(bootstrap: str, topic: str, counts: dict[int, int]) -> None:
 def _create(bootstrap: str, topic: str, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    for f in AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, partitions, 1)]).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # held until the futures are done (a freed one fails them)
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         f.result(15)
 
 
