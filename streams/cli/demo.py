@@ -1,4 +1,4 @@
-"""`llmens demo`: the whole pipeline on this machine with the embedded broker and simulated LLMs."""
+"""`llmens demo`: the whole pipeline on this machine with a local broker and simulated LLMs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from streams.cli._app import app
 def demo(
     out: Path = typer.Option(Path("llmens-demo-report"), help="Where to write the report (PNG + HTML)."),
     products: Path = typer.Option(None, help="Products JSONL with gold attributes (default: shipped catalogue)."),
+    broker: str = typer.Option(None, "--broker", help="kafka or tansu (default: Apache Kafka where Java 17+ is present)."),
 ) -> None:
     """Run broker, simulated LLMs and a worker; publish the demo catalogue; print accuracy, weights, lag."""
     from streams.harness.demo import run_demo
 
-    run_demo(out_dir=out, products=products)
+    run_demo(out_dir=out, products=products, broker=broker)

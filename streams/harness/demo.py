@@ -38,8 +38,11 @@ def demo_products(path: Path | None = None) -> tuple[list[dict], dict]:
 
 
 def run_demo(out_dir: Path = Path("llmens-demo-report"), products: Path | None = None,
-             console: Console | None = None, timeout_s: float = 150.0) -> dict:
-    """Run the demo; returns the per-attribute accuracy table (also printed)."""
+             console: Console | None = None, timeout_s: float = 150.0, broker: str | None = None) -> dict:
+    """Run the demo; returns the per-attribute accuracy table (also printed).
+
+    ``broker`` is "kafka" or "tansu"; by default Apache Kafka where Java 17+ is present, else Tansu.
+    """
     from llmens_core.report import write_report
     from streams.lag import consumer_lag
 
@@ -47,14 +50,14 @@ def run_demo(out_dir: Path = Path("llmens-demo-report"), products: Path | None =
     events, gold = demo_products(products)
     want = {(e["product_id"], e["version"], a) for e in events for a in e["attributes"]}
     with tempfile.TemporaryDirectory(prefix="llmens-demo-") as tmp:
-        console.print("[bold]llmens demo[/bold]: embedded Kafka-protocol broker (Tansu), 5 simulated LLMs "
-                      "over HTTP (a test/demo simulator, not real models), 1 worker")
+        console.print("[bold]llmens demo[/bold]: a local broker, 5 simulated LLMs over HTTP (a test tool, "
+                      "not real models), 1 worker")
         t0 = time.monotonic()
-        with LocalStack(Path(tmp), workers=1, sim_products=products, worker_loglevel="warn",
+        with LocalStack(Path(tmp), workers=1, sim_products=products, worker_loglevel="warn", prefer_broker=broker,
                         endpoint_overrides={"max_concurrency": 64}) as stack:
-            console.print(f"  broker {stack.bootstrap}  simulator {stack.sim_url}  "
-                          f"worker http://127.0.0.1:{stack.worker_port(0)}/metrics  "
-                          f"(up in {time.monotonic() - t0:.1f}s)")
+            console.print(f"  broker: {stack.broker.name} {stack.broker.version} at {stack.bootstrap} "
+                          f"(all up in {time.monotonic() - t0:.1f}s)")
+            console.print(f"  simulator {stack.sim_url}  worker http://127.0.0.1:{stack.worker_port(0)}/metrics")
             stack.publish(events)
             console.print(f"  published {len(events)} OA-Mine products asking {len(want)} attribute values")
             decisions = _follow(stack, want, console, timeout_s)
@@ -122,7 +125,7 @@ def accuracy_table(accuracy: dict) -> Table:
 
 def weights_table(models: dict, llms: list[str]) -> Table:
     """Per attribute: every LLM's learned weight (log-odds), the DS model version and items seen."""
-    w = _compact_table("Learned weights (log-odds); DS model version and items seen")
+    w = _compact_table("Learned weights (log-odds), DS model version, items")
     w.add_column("attribute", no_wrap=True)
     for name in _short_names(llms):
         w.add_column(name, justify="right", no_wrap=True)
