@@ -101,7 +101,7 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 break
-            await consumer._client.force_metadata_update()  # topic just created
+            await consumer.topics()  # refreshes metadata: the topic may just have been created
             await asyncio.sleep(0.1)
         tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
         # "Caught up" = read up to the end offsets as they were when we started (fetch-based, so right on

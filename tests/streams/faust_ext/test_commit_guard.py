@@ -200,9 +200,11 @@ def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         c.close()
 
 
-def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True) -> subprocess.Popen:
+def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True,
+           drop_head: bool = False) -> subprocess.Popen:
     env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0", "LLMENS_TEST_GUARD": "1" if guard else "0",
-           "LLMENS_TEST_TANSU": "1" if broker.name == "Tansu" else "0"}
+           "LLMENS_TEST_TANSU": "1" if broker.name == "Tansu" else "0",
+           "LLMENS_TEST_DROP_HEAD": "1" if drop_head else "0"}
     bootstrap = broker.bootstrap
     return subprocess.Popen([sys.executable, str(APP), bootstrap, prefix], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -264,3 +266,36 @@ def test_without_the_guard_faust_commits_over_the_event_in_flight(tmp_path, brok
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+@pytest.mark.integration
+def test_a_head_record_that_never_reached_the_agent_is_healed_end_to_end(tmp_path, broker, topic_prefix):
+    """A worker loses offset 1 between fetch and agent: the commit holds at 1, the watchdog seeks back to it,
+    the re-read copy is processed, then the commit passes. Without the hold faust would commit 22 over it."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
+        f.result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for value in [b"before", b"head"] + [f"next-{i}".encode() for i in range(20)]:
+        p.produce(f"{topic_prefix}src", value=value)
+    p.flush(10)
+    group = f"{topic_prefix}copier"
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(f"{topic_prefix}src", 0, 1)], asynchronous=False)  # "before" is done
+    c.close()
+    log = tmp_path / "copier.log"
+    proc = _start(broker, topic_prefix, log, slow=False, drop_head=True)
+    try:
+        copied = read_topic(broker.bootstrap, f"{topic_prefix}out", timeout_s=90,
+                            stop=lambda ms: b"head" in {m.value() for m in ms} or proc.poll() is not None)
+        assert b"head" in {m.value() for m in copied}, log.read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _committed(broker.bootstrap, group, f"{topic_prefix}src") != 22:
+            time.sleep(0.5)
+        text = log.read_text()
+        assert "dropped offset 1 before the agent" in text and "at 1: redeliver" in text, text[-3000:]
+        assert _committed(broker.bootstrap, group, f"{topic_prefix}src") == 22
+    finally:
+        stop_process_group(proc, 20)
