@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench drills venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,13 @@ lint: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/aggregation.py
 	$(BIN)/python bench/gateway.py
-	$(BIN)/python bench/pipeline.py --products llmens_core/data/demo_products.jsonl
+	$(BIN)/python bench/pipeline.py --products llmens_core/data/demo_products.jsonl --broker both
 	$(BIN)/python bench/adaptive.py
 	$(BIN)/python bench/adaptive_cpu.py
+
+drills: $(BENCH_STAMP)
+	$(BIN)/python bench/drills.py
+	$(BIN)/python bench/drills.py --no-guard --products 4000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

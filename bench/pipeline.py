@@ -1,7 +1,7 @@
 """End-to-end benchmark: embedded broker + simulated LLMs + N llmens workers, against the raw aiohttp ceiling.
 
     python bench/pipeline.py --products FILE [--replay PREDICTIONS | --confusion CONFIG]
-                             [--workers N] [--latency-ms 50] [--json]
+                             [--workers N] [--latency-ms 50] [--broker kafka|tansu|both] [--json]
 
 Publishes every product, waits for every decision, prints one JSON summary line, then last
 ``pipeline_vs_ceiling=<products/s divided by (raw requests/s / models)>``. The ceiling is measured in the
@@ -12,7 +12,10 @@ product's prompt for every model, built as the gateway builds them) with as many
 Latency per decision, two parts: ``overhead_ms`` is the time from the event reaching the worker's handler to
 the decision, minus the time spent waiting on LLMs (our CPU work and any event-loop queueing in between);
 ``decided_to_output_ms`` is the time from the decision to its output record's CreateTime (the state record
-is acknowledged by the broker first, see the README's delivery contract).
+is acknowledged by the broker first, see docs/delivery.md).
+
+``--broker both`` runs the same benchmark on Apache Kafka and on Tansu, one after the other, and ends with
+``kafka_vs_tansu=<products/s on Kafka divided by products/s on Tansu>``.
 """
 
 from __future__ import annotations
@@ -108,8 +111,20 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=256, help="products in flight per worker (setting)")
     ap.add_argument("--save", type=Path, help="write every decision (JSON lines) here for later analysis")
     ap.add_argument("--json", action="store_true", help="only the JSON summary line and the ratio line")
+    ap.add_argument("--broker", choices=("kafka", "tansu", "both"), default=None,
+                    help="local broker (default: Apache Kafka where Java 17+ is present, else Tansu)")
     args = ap.parse_args()
+    if args.broker != "both":
+        summary = run(args, args.broker)
+        print(f"pipeline_vs_ceiling={summary['pipeline_vs_ceiling']:.3f}")
+        return
+    rates = {kind: run(args, kind)["products_per_s"] for kind in ("kafka", "tansu")}
+    print(f"kafka_products_per_s={rates['kafka']} tansu_products_per_s={rates['tansu']}")
+    print(f"kafka_vs_tansu={rates['kafka'] / rates['tansu']:.3f}")
 
+
+def run(args: argparse.Namespace, broker: str | None) -> dict:
+    """One benchmark run on ``broker``; prints and returns its JSON summary."""
     sim = load_sim_config(args.confusion).model_dump(mode="json")
     if args.replay is not None:
         sim["mode"], sim["predictions"] = "replay", str(args.replay)
@@ -129,11 +144,12 @@ def main() -> None:
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
 
     with tempfile.TemporaryDirectory(prefix="llmens-bench-") as tmp, LocalStack(
-        Path(tmp), workers=args.workers, sim_config=sim, partitions=args.partitions,
+        Path(tmp), workers=args.workers, sim_config=sim, partitions=args.partitions, prefer_broker=broker,
         endpoint_overrides={"max_concurrency": max(512, args.concurrency), "timeout_s": 10},
         settings_overrides={"concurrency": args.concurrency},
     ) as stack:
-        say(f"stack up: broker {stack.bootstrap}, simulator {stack.sim_url}, {args.workers} worker(s)")
+        broker_name = f"{stack.broker.name} {stack.broker.version}"
+        say(f"stack up: {broker_name} at {stack.bootstrap}, simulator {stack.sim_url}, {args.workers} worker(s)")
         t0 = time.perf_counter()
         stack.publish(products)
         want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
@@ -169,9 +185,10 @@ def main() -> None:
         "decided_to_output_ms_p50": round(float(np.percentile(emit_ms, 50)), 2) if len(emit_ms) else None,
         "decided_to_output_ms_p99": round(float(np.percentile(emit_ms, 99)), 2) if len(emit_ms) else None,
         "dlq": dlq, "raw_requests_per_s": round(ceiling, 1), "latency_ms": args.latency_ms,
+        "broker": broker_name, "pipeline_vs_ceiling": round(products_per_s / (ceiling / len(models)), 3),
     }
     print(orjson.dumps(summary).decode())
-    print(f"pipeline_vs_ceiling={products_per_s / (ceiling / len(models)):.3f}")
+    return summary
 
 
 if __name__ == "__main__":

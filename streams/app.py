@@ -19,8 +19,10 @@ agent, and the other design choices: docs/design-notes.md.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -52,14 +54,18 @@ def faust_settings(st: Settings) -> dict[str, Any]:
         extra.update(LOCAL_BROKER_FAUST_SETTINGS)
     if st.kafka.tansu:
         extra.update(TANSU_FAUST_SETTINGS)
-    return dict(
+    base = dict(
         broker=f"kafka://{st.kafka.bootstrap}", store="rocksdb://", datadir=str(st.data_dir / "faust"),
         topic_partitions=st.topics.partitions, topic_replication_factor=st.topics.replication,
         web_enabled=True, web_bind=st.web_host, web_port=st.web_port, web_host=st.web_host,
         stream_wait_empty=False,
         # Every product writes one table record and several output records; faust's 16 KiB batches made
         # the producer the bottleneck and starved offset commits (they wait for the producer to drain).
-        producer_max_batch_size=256 * 1024, producer_linger=0.005, **extra)
+        producer_max_batch_size=256 * 1024, producer_linger=0.005,
+        # A group that rebalanced while a restarted broker served no topics yet has no partition assigned
+        # to anyone until metadata changes are seen: faust's 5 min default left the drill idle for 5 min.
+        consumer_metadata_max_age_ms=30_000)
+    return {**base, **extra}
 
 
 def _adaptive_policy(st: Settings) -> Any:
@@ -137,6 +143,23 @@ def _install_decider(app: faust.App, decider: ProductDecider, updates: faust.Top
             app.sensors.remove(app.monitor)
 
 
+async def restart_on_error(name: str, counters: dict, run: Callable[[], Awaitable[None]],
+                           backoff_s: float = 1.0, max_backoff_s: float = 30.0) -> None:
+    """Run ``run()`` forever: a broker outage must not crash the worker (faust stops on a crashed task)."""
+    delay = backoff_s
+    while True:
+        try:
+            await run()
+            delay = backoff_s
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged, counted and retried
+            counters[f"{name.replace(' ', '_')}_restarts"] += 1
+            log.warning("%s stopped (%s: %s); restarting in %.0f s", name, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)
+
+
 def _install_learning(app: faust.App, w: Worker, decider: ProductDecider) -> None:
     st = w.settings
 
@@ -148,13 +171,14 @@ def _install_learning(app: faust.App, w: Worker, decider: ProductDecider) -> Non
     @app.task
     async def learn():
         await w.registry.ready.wait()
-        await run_learner(w.registry, st.kafka.bootstrap, st.topic("ds_stats"), f"{st.kafka.app_id}-learner",
-                          st.topic("ds_model"), embedded=st.kafka.embedded, counters=w.counters,
-                          on_publish=on_model_published)
+        await restart_on_error("learner", w.counters, lambda: run_learner(
+            w.registry, st.kafka.bootstrap, st.topic("ds_stats"), f"{st.kafka.app_id}-learner", st.topic("ds_model"),
+            embedded=st.kafka.embedded, counters=w.counters, on_publish=on_model_published))
 
     @app.task
     async def load_models():
-        await read_models_forever(w.registry, st.kafka.bootstrap, st.topic("ds_model"))
+        await restart_on_error("model reader", w.counters, lambda: read_models_forever(
+            w.registry, st.kafka.bootstrap, st.topic("ds_model")))
 
     @app.timer(interval=st.aggregation.stats_flush_seconds)
     async def flush_all_stats():

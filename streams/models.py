@@ -8,6 +8,7 @@ A worker that starts waits until it has read to the end, so it never decides wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -91,6 +92,7 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
     responses' high watermarks (correct on the embedded broker too, unlike ListOffsets).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
@@ -101,9 +103,12 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
             parts = consumer.partitions_for_topic(topic)
             if parts:
                 break
-            await consumer.topics()  # refreshes metadata: the topic may just have been created
+            with contextlib.suppress(KafkaError):  # the topic may just have been created
+                await consumer._client.force_metadata_update()  # public topics() does not update the cache
             await asyncio.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts or ())]
+        if not parts:
+            raise RuntimeError(f"topic {topic} has no partitions yet (metadata not available)")
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         # "Caught up" = read up to the end offsets as they were when we started (fetch-based, so right on
         # the embedded broker too). Waiting for an idle topic instead never ends while learners publish.
         targets = await fetched_end_offsets(bootstrap, tps)

@@ -46,8 +46,8 @@ def install_views(app: faust.App, w: Worker) -> None:
 
     @app.page("/healthz")
     async def healthz(web, request):
-        return web.json({"ok": True, "models_ready": w.registry.ready.is_set(),
-                         "counters": dict(w.counters), "time": time.time()})
+        return web.json({"ok": True, "models_ready": w.registry.ready.is_set(), "counters": dict(w.counters),
+                         "generation": app.consumer_generation_id, "time": time.time()})
 
     @app.page("/debug/tasks")
     async def tasks_view(web, request):

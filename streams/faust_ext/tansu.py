@@ -25,6 +25,7 @@ LOCAL_BROKER_FAUST_SETTINGS: dict[str, object] = {
     "broker_rebalance_timeout": 2.0,
     "broker_commit_interval": 0.5,
     "processing_guarantee": "at_least_once",
+    "consumer_metadata_max_age_ms": 5_000,
 }
 """faust settings of the local-broker profile (``kafka.embedded``), never production defaults."""
 

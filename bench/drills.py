@@ -1,0 +1,210 @@
+"""Failure drills on a real broker: kill workers and the broker mid-stream, grow the group, lose nothing.
+
+    python bench/drills.py [--products 10000] [--broker kafka|tansu] [--no-guard] [--json]
+
+One run: a local broker (Apache Kafka KRaft by default where Java 17+ is present), the LLM simulator and
+llmens workers as real processes. Products are published at a steady rate while the drill runs this plan:
+start with 1 worker, grow to 2; SIGKILL a worker three times (each restarted on its own RocksDB directory);
+SIGKILL the broker once and restart it on the same log directory (Apache Kafka only: Tansu keeps nothing);
+grow to 3 workers. A few malformed events are sent on purpose. Then it waits for every decision and for lag 0.
+
+Checks: every (product, version, attribute) asked has a final decision (``lost`` counts those without);
+copies of a decision at the same revision carry the same value (``conflicting_duplicates``); every
+attribute's ``ds-model`` versions only grow on the topic; lag returns to 0; ``dead-letter`` holds exactly the
+bad events sent. ``--no-guard`` runs faust's own commit rule (``kafka.commit_guard: false``) to show that the
+drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflicting_duplicates",
+"worker_kills", "broker_restarts", "rebalances", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.pipeline import load_products  # noqa: E402
+from llmens_core.events import DeadLetter  # noqa: E402
+from streams.harness.brokers.choice import start_local_broker  # noqa: E402
+from streams.harness.stack import LocalStack  # noqa: E402
+from streams.lag import consumer_lag  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "llmens_core" / "data" / "demo_products.jsonl"
+BAD_EVENTS = [b"{not json", b'{"product_id": "bad-1"}', b'{"product_id": "bad-2", "version": 1, "title": "T", '
+              b'"attributes": ["no_such_attribute"]}', b"[]", b'{"version": -3, "title": ""}']
+
+
+class Publisher(threading.Thread):
+    """Publishes products at ``rate`` per second in the background (the stream the drill disturbs)."""
+
+    def __init__(self, stack: LocalStack, products: list[dict], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.products, self.rate = stack, products, rate
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        step = max(1, int(self.rate // 10))
+        try:
+            for i in range(0, len(self.products), step):
+                started = time.monotonic()
+                while True:
+                    try:
+                        self.sent += self.stack.publish(self.products[i:i + step])
+                        break
+                    except Exception:  # noqa: BLE001 - the broker is down during its restart: retry
+                        time.sleep(1.0)
+                time.sleep(max(0.0, step / self.rate - (time.monotonic() - started)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the drill
+            self.error = exc
+
+
+def run_plan(stack: LocalStack, broker, publisher: Publisher, kill_broker: bool, log) -> dict:
+    """Kills and growth while the publisher runs; returns what was done."""
+    done = {"worker_kills": 0, "broker_restarts": 0, "workers_max": 1}
+
+    def at(fraction: float) -> None:
+        while publisher.is_alive() and publisher.sent < fraction * len(publisher.products):
+            time.sleep(0.2)
+
+    def kill_and_restart(i: int) -> None:
+        stack.kill_worker(i, signal.SIGKILL)
+        done["worker_kills"] += 1
+        log(f"SIGKILL worker {i} at {publisher.sent} published")
+        time.sleep(1.0)
+        stack.start_worker(i)
+        stack.wait_worker_ready(i, timeout_s=120)
+
+    at(0.1)
+    stack.start_worker(1)
+    done["workers_max"] = 2
+    log(f"grew to 2 workers at {publisher.sent} published")
+    for fraction, i in ((0.2, 0), (0.35, 1), (0.5, 0)):
+        at(fraction)
+        kill_and_restart(i)
+    if kill_broker:
+        at(0.6)
+        broker.kill()
+        log(f"SIGKILL broker at {publisher.sent} published")
+        time.sleep(2.0)
+        broker.restart()
+        done["broker_restarts"] += 1
+        log("broker restarted on the same log directory")
+    at(0.75)
+    stack.start_worker(2)
+    stack.wait_worker_ready(2, timeout_s=120)
+    done["workers_max"] = 3
+    log(f"grew to 3 workers at {publisher.sent} published")
+    return done
+
+
+def check_decisions(decisions: list[dict], want: set) -> dict:
+    by_revision: dict[tuple, set] = defaultdict(set)
+    for d in decisions:
+        by_revision[(d["product_id"], d["version"], d["attribute"], d.get("revision", 0))].add(d.get("value"))
+    decided = {k[:3] for k in by_revision}
+    return {"lost": len(want - decided), "conflicting_duplicates": sum(len(v) > 1 for v in by_revision.values()),
+            "unexpected_decisions": len(decided - want), "decision_records": len(decisions)}
+
+
+def check_models(stack: LocalStack) -> int:
+    """How many times an attribute's ds-model version went down on the topic (0 expected)."""
+    last: dict[str, int] = {}
+    drops = 0
+    for m in stack.read("ds_model", idle_s=2.0, timeout_s=60):
+        attribute, version = m.key().decode(), orjson.loads(m.value()).get("version", 0)
+        drops += version < last.get(attribute, -1)
+        last[attribute] = max(version, last.get(attribute, -1))
+    return drops
+
+
+def check_dead_letters(stack: LocalStack) -> dict:
+    letters = [DeadLetter.from_bytes(m.value()) for m in stack.read("dead_letter", idle_s=2.0, timeout_s=60)]
+    originals = sorted(dl.original for dl in letters)
+    return {"dead_letters": len(letters), "dead_letters_only_bad": originals == sorted(BAD_EVENTS)}
+
+
+def wait_lag_zero(stack: LocalStack, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    total = -1
+    while time.monotonic() < deadline:
+        rows = consumer_lag(stack.bootstrap, groups=[stack.settings.kafka.app_id],
+                            topics=[stack.topic("product_updates")])
+        total = sum(r.lag or 0 for r in rows)
+        if rows and total == 0:
+            return 0
+        time.sleep(2.0)
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--products", type=int, default=10_000, help="products to publish (demo catalogue copies)")
+    ap.add_argument("--rate", type=float, default=120.0, help="products published per second")
+    ap.add_argument("--broker", choices=("kafka", "tansu"), default=None, help="default: Kafka where Java 17+")
+    ap.add_argument("--no-guard", action="store_true", help="faust's own commit rule (shows the drill can fail)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every decision")
+    ap.add_argument("--json", action="store_true", help="(the last line is JSON in any case)")
+    args = ap.parse_args()
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    copies = -(-args.products // 400)
+    products = [{k: v for k, v in p.items() if k != "gold"} for p in load_products(DEMO, None, copies)]
+    products = products[:args.products]
+    want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
+    with tempfile.TemporaryDirectory(prefix="llmens-drill-") as tmp:
+        broker = start_local_broker(Path(tmp) / "broker", args.broker)
+        log(f"broker: {broker.name} {broker.version} at {broker.bootstrap}")
+        stack = LocalStack(Path(tmp) / "stack", broker=broker, workers=1, partitions=8,
+                           endpoint_overrides={"max_concurrency": 64})
+        try:
+            stack.start()
+            if args.no_guard:  # every worker started from now on reads commit_guard: false
+                raw = dict(stack.config_data)
+                raw["kafka"] = {**raw["kafka"], "commit_guard": False}
+                stack.write_config(raw)
+                stack.stop_worker(0)
+                stack.start_worker(0)
+                stack.wait_worker_ready(0)
+            stack.produce("product_updates", ((b"bad", e) for e in BAD_EVENTS))
+            started = time.monotonic()
+            publisher = Publisher(stack, products, args.rate)
+            publisher.start()
+            done = run_plan(stack, broker, publisher, kill_broker=broker.name == "Apache Kafka", log=log)
+            publisher.join()
+            if publisher.error is not None:
+                raise publisher.error
+            log(f"published {publisher.sent}; waiting for {len(want)} decisions")
+            try:
+                decisions = stack.decisions(want, timeout_s=args.timeout, settle_s=5.0)
+            except Exception as exc:  # noqa: BLE001 - timed out: report what arrived
+                log(f"not every decision arrived: {exc}")
+                decisions = [orjson.loads(m.value()) for m in stack.read("product_attributes", idle_s=5.0)]
+            lag = wait_lag_zero(stack, 120)
+            generations = [stack.worker_json(i, "/healthz").get("generation") for i in sorted(stack.procs)]
+            result = {"broker": f"{broker.name} {broker.version}", "products": len(products),
+                      "guard": not args.no_guard, **check_decisions(decisions, want),
+                      **done, "rebalances": max(g or 0 for g in generations) - 1, "final_lag": lag,
+                      "model_version_drops": check_models(stack), **check_dead_letters(stack),
+                      "seconds": round(time.monotonic() - started, 1)}
+        finally:
+            stack.stop()
+            broker.stop()
+    ok = (result["lost"] == 0 and result["conflicting_duplicates"] == 0 and result["final_lag"] == 0
+          and result["model_version_drops"] == 0 and result["dead_letters_only_bad"])
+    log("PASS" if ok else "FAIL")
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()
