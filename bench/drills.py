@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import orjson
@@ -107,11 +107,17 @@ def run_plan(stack: LocalStack, broker, publisher: Publisher, kill_broker: bool,
 
 
 def check_decisions(decisions: list[dict], want: set) -> dict:
-    by_revision: dict[tuple, set] = defaultdict(set)
+    by_revision: dict[tuple, list] = defaultdict(list)
     for d in decisions:
-        by_revision[(d["product_id"], d["version"], d["attribute"], d.get("revision", 0))].add(d.get("value"))
+        by_revision[(d["product_id"], d["version"], d["attribute"], d.get("revision", 0))].append(d)
     decided = {k[:3] for k in by_revision}
-    return {"lost": len(want - decided), "conflicting_duplicates": sum(len(v) > 1 for v in by_revision.values()),
+    conflicts = {k: v for k, v in by_revision.items() if len({d.get("value") for d in v}) > 1}
+    examples = [{"key": list(k), "copies": [{f: d.get(f) for f in ("value", "reason", "model_version", "decided_at",
+                                                                     "confidence")} for d in v]}
+                for k, v in list(conflicts.items())[:3]]
+    return {"lost": len(want - decided), "conflicting_duplicates": len(conflicts),
+            "conflicts_by_revision": dict(sorted(Counter(k[3] for k in conflicts).items())),
+            "conflict_examples": examples,
             "unexpected_decisions": len(decided - want), "decision_records": len(decisions)}
 
 

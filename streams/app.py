@@ -97,13 +97,16 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                               stats=topic("ds_stats", st.topics.model_partitions))
     store = TableStore(app.Table("products", partitions=P, key_type=str))  # changelog-backed RocksDB
     outputs = Outputs(channels, w.metrics, w.counters, st.aggregation.review_below)
-    w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
     policy = _adaptive_policy(st)
     decider = ProductDecider(w, outputs, store, owns=lambda msg: msg.tp in app.consumer.assignment(),
                              policy=policy)
     _install_decider(app, decider, updates)
     _install_learning(app, w, decider)
     watchdog = StallWatchdog(w, updates.get_topic_name())
+
+    @app.task
+    async def sample_consumer_lag():  # started with the worker: building the app does no I/O
+        w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
 
     @app.timer(interval=5.0)
     async def redeliver_stalled_partitions():
