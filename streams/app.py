@@ -98,8 +98,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     store = TableStore(app.Table("products", partitions=P, key_type=str))  # changelog-backed RocksDB
     outputs = Outputs(channels, w.metrics, w.counters, st.aggregation.review_below)
     policy = _adaptive_policy(st)
-    decider = ProductDecider(w, outputs, store, owns=lambda msg: msg.tp in app.consumer.assignment(),
-                             policy=policy)
+    decider = ProductDecider(w, outputs, store, claim=lambda msg: app.consumer.claim(msg.tp), policy=policy)
     _install_decider(app, decider, updates)
     _install_learning(app, w, decider)
     watchdog = StallWatchdog(w, updates.get_topic_name())

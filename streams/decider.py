@@ -29,16 +29,18 @@ __all__ = ["ProductDecider"]
 class ProductDecider:
     """Decides product events for one worker; :meth:`handle` returns False when abandoned to a new owner.
 
-    ``owns(message)`` says whether this worker still owns the message's partition (the faust consumer's
-    assignment in the worker; always True in-process). ``policy`` is the adaptive policy or None (ask all).
+    ``claim(message)`` holds the message's partition while its decisions are stored and emitted and returns
+    the release, or None when the partition is no longer this worker's (``GuardedConsumer.claim`` in the
+    worker; always granted in-process). ``policy`` is the adaptive policy or None (ask every LLM).
     """
 
     def __init__(self, worker: Worker, outputs: Outputs, store: ProductStore, *,
-                 owns: Callable[[Any], bool] = lambda msg: True, policy: Any = None) -> None:
+                 claim: Callable[[Any], Callable[[], None] | None] = lambda msg: (lambda: None),
+                 policy: Any = None) -> None:
         self.w = worker
         self.outputs = outputs
         self.store = store
-        self.owns = owns
+        self.claim = claim
         self.policy = policy
         self.latest_seen: dict[str, int] = {}
         self.deciding: dict[tuple[str, int], asyncio.Future] = {}
@@ -148,10 +150,23 @@ class ProductDecider:
             decisions.append(decision)
             if w.stats.add(attribute, pid, by_llm):
                 to_flush.append(attribute)
-        if not self.owns(msg):
+        release = self.claim(msg)
+        if release is None:
             # revoked while we waited on LLMs: the partition's new owner decides it from the committed offset
             w.counters["abandoned_revoked"] += 1
             return False
+        try:
+            await self._store_and_emit(msg, pid, version, decisions, votes)
+        finally:
+            release()
+        for attribute in to_flush:
+            await self.flush_stats(attribute)
+        return True
+
+    async def _store_and_emit(self, msg: Any, pid: str, version: int, decisions: list[AttributeDecision],
+                              votes: list[LabelVote]) -> None:
+        """State first (durable), then the outputs: a redelivery re-emits what was stored (docs/delivery.md)."""
+        w = self.w
         with w.stage("save_state"):
             await self.store.save(pid, {"version": version,
                                         "decisions": {d.attribute: d.model_dump(mode="json") for d in decisions}},
@@ -161,9 +176,6 @@ class ProductDecider:
                 await self.outputs.decision(decision)
                 w.revisions.add(decision)
             await self.outputs.votes(pid, votes)
-            for attribute in to_flush:
-                await self.flush_stats(attribute)
-        return True
 
     async def label_with_retries(self, product: ProductUpdate,
                                  attrs: list[str]) -> tuple[list[LabelVote], str | None, str | None]:

@@ -28,9 +28,11 @@ listed, with the version they were checked on, in :mod:`streams.faust_ext.intern
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakSet
@@ -101,6 +103,35 @@ class GuardedConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = GuardState()
+        self._claims: Counter = Counter()
+        self._revoking: set = set()
+
+    def claim(self, tp) -> Callable[[], None] | None:
+        """Hold ``tp`` while a decision is stored and emitted; None when it is no longer ours.
+
+        A revocation waits (up to half the rebalance timeout) until every claim on the partition is
+        released, so the partition's next owner recovers a table that holds the decision: without it a
+        product whose decision was being written while the partition moved was decided again, under
+        another DS model, by the new owner (5 conflicting copies in a 10,000-product drill).
+        """
+        if tp in self._revoking or tp not in self.assignment():
+            return None
+        self._claims[tp] += 1
+
+        def release() -> None:
+            self._claims[tp] -= 1
+            if self._claims[tp] <= 0:
+                del self._claims[tp]
+
+        return release
+
+    async def _wait_for_claims(self, tps: Iterable) -> None:
+        deadline = time.monotonic() + max(1.0, float(self.app.conf.broker_rebalance_timeout) / 2)
+        while any(self._claims.get(tp) for tp in tps):
+            if time.monotonic() > deadline:
+                log.warning("revoking %s with decisions still being written", sorted(map(str, tps)))
+                return
+            await asyncio.sleep(0.005)
 
     @property
     def guard_on(self) -> bool:
@@ -160,7 +191,12 @@ class GuardedConsumer(faust_aiokafka.Consumer):
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.guard.seeked = None  # nothing is committed until the next assignment's seek
-        await super().on_partitions_revoked(revoked)
+        self._revoking |= set(revoked)
+        try:
+            await self._wait_for_claims(revoked)
+            await super().on_partitions_revoked(revoked)
+        finally:
+            self._revoking -= set(revoked)
 
     async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         log.warning("consumer gap on %s: offsets %d..%d skipped by the fetch", tp, offset_from, offset_to)

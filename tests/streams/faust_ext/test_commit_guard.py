@@ -299,3 +299,25 @@ def test_a_head_record_that_never_reached_the_agent_is_healed_end_to_end(tmp_pat
         assert _committed(broker.bootstrap, group, f"{topic_prefix}src") == 22
     finally:
         stop_process_group(proc, 20)
+
+
+def test_a_revocation_waits_for_a_decision_being_written_and_refuses_new_claims(faust_consumer, monkeypatch):
+    import asyncio
+
+    c, tp = faust_consumer, TP("src", 5)
+    monkeypatch.setattr(c, "assignment", lambda: {tp})
+    order: list[str] = []
+
+    async def run() -> None:
+        release = c.claim(tp)
+        assert release is not None
+        revoking = asyncio.ensure_future(c.on_partitions_revoked({tp}))
+        await asyncio.sleep(0.05)
+        assert not revoking.done() and c.claim(tp) is None  # the next owner must find it in the table
+        order.append("written")
+        release()
+        await revoking
+        order.append("revoked")
+
+    asyncio.run(run())
+    assert order == ["written", "revoked"] and c.claim(tp) is not None
