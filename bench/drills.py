@@ -19,6 +19,7 @@ drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
@@ -197,10 +198,16 @@ def main() -> None:
                 log(f"not every decision arrived: {exc}")
                 decisions = [orjson.loads(m.value()) for m in stack.read("product_attributes", idle_s=5.0)]
             lag = wait_lag_zero(stack, 120)
-            generations = [stack.worker_json(i, "/healthz").get("generation") for i in sorted(stack.procs)]
+            generations, alive = [], 0
+            for i, proc in sorted(stack.procs.items()):
+                if proc.poll() is None:
+                    alive += 1
+                    with contextlib.suppress(Exception):
+                        generations.append(stack.worker_json(i, "/healthz").get("generation"))
             result = {"broker": f"{broker.name} {broker.version}", "products": len(products),
                       "guard": not args.no_guard, **check_decisions(decisions, want),
-                      **done, "rebalances": max(g or 0 for g in generations) - 1, "final_lag": lag,
+                      **done, "rebalances": max([g or 0 for g in generations] or [1]) - 1, "final_lag": lag,
+                      "workers_alive_at_end": alive,
                       "model_version_drops": check_models(stack), **check_dead_letters(stack),
                       "seconds": round(time.monotonic() - started, 1)}
         finally:
