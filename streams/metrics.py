@@ -202,11 +202,11 @@ class LagCollector(Collector):
 
     ``collect()`` returns the last snapshot at once and, when it is older than ``refresh_s``, starts one refresh
     in the background (never more than one at a time). Also exports the Burrow-style status as
-    ``llmens_kafka_consumergroup_lag_status`` (0 OK, 1 WARNING, 2 STALLED, 3 STOPPED), the committed offset
+    ``llmens_kafka_consumergroup_lag_status`` (0 OK, 1 WARNING, 2 STALLED, 3 STOPPED, -1 UNKNOWN), the committed offset
     (``llmens_kafka_consumergroup_current_offset``) and the log end (``llmens_kafka_topic_partition_current_offset``).
     """
 
-    STATUS_VALUES = {"OK": 0, "WARNING": 1, "STALLED": 2, "STOPPED": 3}
+    STATUS_VALUES = {"OK": 0, "WARNING": 1, "STALLED": 2, "STOPPED": 3, "UNKNOWN": -1}
 
     def __init__(self, bootstrap: str, groups: Sequence[str] | None = None, topics: Sequence[str] | None = None,
                  *, refresh_s: float = 15.0, timeout: float = 5.0, window: int = 10, stopped_after_s: float = 300.0,
@@ -266,7 +266,7 @@ class LagCollector(Collector):
         cur = GaugeMetricFamily("llmens_kafka_consumergroup_current_offset", "Committed offset per partition",
                                 labels=labels)
         status = GaugeMetricFamily("llmens_kafka_consumergroup_lag_status",
-                                   "Burrow-style status: 0 OK, 1 WARNING, 2 STALLED, 3 STOPPED", labels=labels)
+                                   "Burrow-style status: 0 OK, 1 WARNING, 2 STALLED, 3 STOPPED, -1 UNKNOWN", labels=labels)
         end = GaugeMetricFamily("llmens_kafka_topic_partition_current_offset", "Log end offset per partition",
                                 labels=["topic", "partition"])
         age = GaugeMetricFamily("llmens_kafka_lag_sample_age_seconds", "Seconds since the last lag sample")

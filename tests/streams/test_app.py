@@ -12,6 +12,14 @@ from streams.faust_ext.transport import GuardedTransport
 from streams.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch):
+    import os
+
+    for name in [n for n in os.environ if n.startswith("LLMENS_")]:
+        monkeypatch.delenv(name)
+
+
 def _settings(tmp_path, **kafka) -> Settings:
     llm = {"name": "a", "provider": "openai", "base_url": "http://127.0.0.1:1/v1", "model": "a"}
     return Settings(llms=[llm], data_dir=tmp_path / "data", kafka={"bootstrap": "127.0.0.1:1", **kafka})
