@@ -174,3 +174,10 @@ def loo_vote_loglik(
         rho, share = copy
         p = rho * share + (1.0 - rho) * p
     return np.log(np.maximum(p, 1e-300))
+
+
+ALL_CANDIDATES = INDEPENDENT_CANDIDATES + tuple(
+    Candidate(c.structure, c.class_prior, True) for c in INDEPENDENT_CANDIDATES)
+"""The independent candidates, then the same with the correlated-worker correction."""
+
+CANDIDATE_NAMES = tuple(c.name for c in ALL_CANDIDATES)

@@ -3,7 +3,9 @@
 **Criterion (no gold).** Every candidate is scored by its *held-out vote log-likelihood*: the items are split
 into ``folds`` folds; the candidate is fitted on the other folds, and each vote of a held-out item is hidden in
 turn and predicted from the item's other votes (posterior of the item without that vote, times the worker's
-fitted confusion row). The score is the mean log-probability per held-out vote. This is cross-validation that
+fitted confusion row). The score is the mean log-probability per held-out vote; :func:`.selection.choose` applies the
+one-standard-error rule to it (the simplest candidate within one standard error of the best). This is
+cross-validation that
 needs no truth: a model that explains who votes what better predicts a vote it has not seen, and a model with
 more parameters than the data supports predicts worse. It is the criterion of model choice, and the safety
 net: the simplest candidate, ``pooled`` (one shared accuracy: majority vote with a learned class prior), is
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmens_core.aggregation import _bayes, _em, dependence
+from llmens_core.aggregation import _bayes, _em, dependence, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
@@ -127,20 +129,6 @@ def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed
     return per_item, n
 
 
-def one_se_choice(scores: dict[str, np.ndarray], n_votes: int) -> str:
-    """The first (simplest) candidate whose mean held-out score is within one standard error of the best one's
-    (Breiman's one-standard-error rule; the error of the paired difference, items as the independent units).
-    ``scores``: name -> per-item held-out log-likelihood (I,), in order of complexity."""
-    names = list(scores)
-    best = max(names, key=lambda c: (scores[c].sum(), -names.index(c)))
-    for c in names:
-        diff = scores[best] - scores[c]
-        se = float(diff.std() * np.sqrt(len(diff))) / max(n_votes, 1)
-        if float(diff.sum()) / max(n_votes, 1) <= se:
-            return c
-    return best
-
-
 class AutoDawidSkene(Aggregator):
     """Bayesian Dawid-Skene with the structure chosen by held-out vote likelihood (see the module docstring).
 
@@ -177,22 +165,25 @@ class AutoDawidSkene(Aggregator):
                            for w in workers.tolist()], dtype=np.int64)
 
     def _select(self, votes: Votes, hint) -> _bayes.Candidate:
-        """The simplest candidate within one standard error of the best held-out vote log-likelihood; then the
-        same rule between it and its dependent version."""
+        """:func:`.selection.choose` on the cross-validated scores of the independent candidates, then of the
+        chosen one's dependent version; the scores are kept (``cv_*_``) for the online warm start."""
         args = (votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes)
-        self.cv_scores_ = {}
-        if len(self.candidates) == 1 and not self.dependence:
-            return self.candidates[0]
-        per_item, n = {}, 0
-        for c in self.candidates:
-            per_item[c.name], n = heldout_loglik(*args, c, hint, self.folds, self.seed)
-        chosen = _bayes.Candidate.parse(one_se_choice(per_item, n))
+        allowed = tuple(c for c in self.candidates if not c.dependent)
+        per_unit = np.zeros((votes.n_items, len(_bayes.ALL_CANDIDATES)))
+        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
+        n = 0
+        if len(allowed) > 1 or self.dependence:
+            for c in allowed:
+                per_unit[:, col[c]], n = heldout_loglik(*args, c, hint, self.folds, self.seed)
+        chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
         if self.dependence:
             dep = _bayes.Candidate(chosen.structure, chosen.class_prior, True)
-            per_item[dep.name], _ = heldout_loglik(*args, dep, hint, self.folds, self.seed)
-            chosen = _bayes.Candidate.parse(one_se_choice({chosen.name: per_item[chosen.name],
-                                                           dep.name: per_item[dep.name]}, n))
-        self.cv_scores_ = {k: float(v.sum()) / max(n, 1) for k, v in per_item.items()}
+            per_unit[:, col[dep]], n = heldout_loglik(*args, dep, hint, self.folds, self.seed)
+            allowed += (dep,)
+            chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
+        self.cv_total_, self.cv_m2_ = selection.moments(per_unit)
+        self.cv_votes_ = float(n)
+        self.cv_scores_ = {c.name: float(self.cv_total_[col[c]]) / max(n, 1) for c in allowed}
         return chosen
 
     def _fit(self, votes: Votes) -> None:
