@@ -78,8 +78,8 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
                        for k in range(K)], axis=1)
     tot = scores.sum(axis=1, keepdims=True)
     T = np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
-    ll_old, it = -np.inf, 0
-    for it in range(1, max(1, n_iter) + 1):
+    ll_old, done = -np.inf, 0
+    for done in range(1, max(1, n_iter) + 1):  # noqa: B007 - the count is returned
         Tm = T * d.mult[:, None]
         N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers)
         fitted = _bayes.m_step(N, Tm.sum(axis=0), cand.structure, cand.class_prior)
@@ -90,7 +90,7 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
             break
         ll_old = ll
     Tm = T * d.mult[:, None]
-    return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), it)
+    return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), done)
 
 
 def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7
