@@ -95,10 +95,10 @@ def pooled_accuracy(N: np.ndarray) -> float:
     return float((np.einsum("jkk->", N) + 2.0) / (N.sum() + K + 1.0))
 
 
-def _beta_binomial_evidence(succ: np.ndarray, n: np.ndarray, mean: float) -> np.ndarray:
-    """log evidence per grid concentration, shape (G,), of successes ``succ`` out of ``n`` (both (J,)) under
-    Beta(m mean, m (1 - mean)); the binomial coefficients (the same for every m) are left out."""
-    m = CONCENTRATION_GRID[:, None]
+def _beta_binomial_evidence(succ: np.ndarray, n: np.ndarray, mean: float, grid: np.ndarray) -> np.ndarray:
+    """log evidence per concentration in ``grid`` (G,), shape (G,), of successes ``succ`` out of ``n`` (both
+    (J,)) under Beta(m mean, m (1 - mean)); the binomial coefficients (the same for every m) are left out."""
+    m = grid[:, None]
     a, b = m * mean, m * (1.0 - mean)
     return (gammaln(succ + a) + gammaln(n - succ + b) - gammaln(n + m) - gammaln(a) - gammaln(b)
             + gammaln(m)).sum(axis=1)
@@ -110,44 +110,78 @@ def onecoin_accuracy(N: np.ndarray) -> tuple[np.ndarray, float]:
     tr = np.einsum("jkk->j", N)
     n = N.sum(axis=(1, 2))
     mean = min(max(pooled_accuracy(N), 1e-6), 1.0 - 1e-6)
-    m = float(CONCENTRATION_GRID[int(np.argmax(_beta_binomial_evidence(tr, n, mean)))])
+    m = _best_concentration(lambda g: _beta_binomial_evidence(tr, n, mean, g))
     return (tr + m * mean) / (n + m), m
 
 
-def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """log Dirichlet-multinomial evidence per grid concentration, shape (G,), of the rows of ``N`` (J, K, K)
-    under Dirichlet(s centre) (``centre`` rows sum to 1)."""
-    s = CONCENTRATION_GRID[:, None, None, None]
-    a = s * np.maximum(centre, 1e-12)[None]
-    n = N.sum(axis=-1)[None]
-    per_row = gammaln(s[..., 0]) - gammaln(s[..., 0] + n) + (gammaln(N[None] + a) - gammaln(a)).sum(axis=-1)
-    return per_row.sum(axis=(1, 2))
+def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """log Dirichlet-multinomial evidence per concentration in ``grid`` (G,), shape (G,), of the rows of ``N``
+    (..., K) under Dirichlet(s centre) (``centre`` rows sum to 1)."""
+    s = grid.reshape((-1,) + (1,) * (N.ndim - 1))
+    a = s[..., None] * np.maximum(centre, 1e-12)
+    n = N.sum(axis=-1)
+    per_row = gammaln(s) - gammaln(s + n) + (gammaln(N + a) - gammaln(a)).sum(axis=-1)
+    return per_row.reshape(len(grid), -1).sum(axis=1)
 
 
-def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, class_prior: str = "learned") -> Fitted:
-    """Posterior-mean parameters of ``structure`` from soft confusion counts ``N`` (J, K, K) and soft class
-    counts (K,)."""
+def _best_concentration(evidence) -> float:
+    """Grid point of highest ``evidence(grid) -> (G',)``: every fourth point, then the neighbours of the best
+    (the evidence is unimodal in the concentration in practice; this finds the grid maximum at 1/2 the cost)."""
+    coarse = np.arange(0, len(CONCENTRATION_GRID), 4)
+    i = int(coarse[int(np.argmax(evidence(CONCENTRATION_GRID[coarse])))])
+    fine = np.arange(max(0, i - 3), min(len(CONCENTRATION_GRID), i + 4))
+    return float(CONCENTRATION_GRID[int(fine[int(np.argmax(evidence(CONCENTRATION_GRID[fine])))])])
+
+
+def confusions(N: np.ndarray, structure: str) -> tuple[np.ndarray, float]:
+    """Posterior-mean confusions (J, K, K) of ``structure`` from soft counts ``N`` (J, K, K), and the fitted
+    prior concentration (0 for ``pooled``)."""
     J, K, _ = N.shape
-    if class_prior == "uniform":
-        pi = np.full(K, 1.0 / K)
-    elif class_prior == "learned":
-        pi = _em.normalise_rows(class_counts + 1.0)
-    else:
-        raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {class_prior!r}")
     if structure == "pooled":
-        return Fitted(_symmetric(np.full(J, pooled_accuracy(N)), K), pi, 0.0)
+        return _symmetric(np.full(J, pooled_accuracy(N)), K), 0.0
     if structure == "shared":
         weak = _symmetric(np.array([2.0 / (K + 1.0)]), K)[0] * (K + 1.0)
         centre = np.broadcast_to(_em.normalise_rows(N.sum(axis=0) + weak), N.shape)
-    else:
+    elif structure in ("onecoin", "full"):
         p, m = onecoin_accuracy(N)
         centre = _symmetric(p, K)
         if structure == "onecoin":
-            return Fitted(centre, pi, m)
-        if structure != "full":
-            raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
-    s = float(CONCENTRATION_GRID[int(np.argmax(_dirichlet_evidence(N, centre)))]) if J else 1.0
-    return Fitted(_em.normalise_rows(N + s * centre), pi, s)
+            return centre, m
+    else:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    rows = N.sum(axis=-1) > 0  # rows without counts have evidence 0 whatever the concentration
+    s = _best_concentration(lambda g: _dirichlet_evidence(N[rows][None], centre[rows][None], g)) if rows.any() else 1.0
+    return _em.normalise_rows(N + s * centre), s
+
+
+def class_prior(class_counts: np.ndarray, kind: str) -> np.ndarray:
+    """Class prior (K,): uniform, or the posterior mean under Dirichlet 1."""
+    if kind == "uniform":
+        return np.full(len(class_counts), 1.0 / len(class_counts))
+    if kind == "learned":
+        return _em.normalise_rows(class_counts + 1.0)
+    raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {kind!r}")
+
+
+def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, kind: str = "learned") -> Fitted:
+    """Posterior-mean parameters of one candidate from soft confusion counts ``N`` (J, K, K) and soft class
+    counts (K,)."""
+    theta, s = confusions(N, structure)
+    return Fitted(theta, class_prior(class_counts, kind), s)
+
+
+def m_step_all(N: np.ndarray, class_counts: np.ndarray, candidates) -> dict[Candidate, Fitted]:
+    """:func:`m_step` of every independent candidate in ``candidates`` (confusions computed once per structure)."""
+    out: dict[Candidate, Fitted] = {}
+    by_structure: dict[str, tuple[np.ndarray, float]] = {}
+    for c in candidates:
+        key = Candidate(c.structure, c.class_prior)
+        if key not in out:
+            if c.structure not in by_structure:
+                by_structure[c.structure] = confusions(N, c.structure)
+            theta, s = by_structure[c.structure]
+            out[key] = Fitted(theta, class_prior(class_counts, c.class_prior), s)
+    return out
 
 
 def loo_vote_loglik(

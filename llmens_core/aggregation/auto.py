@@ -18,7 +18,7 @@ empirical-Bayes prior), each with a uniform or a learned class prior, and the be
 Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+class-prior"``), ``cv_scores_``
 {candidate name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
 ``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
-``class_counts_`` (K,), ``pair_stats_`` (4, J, J), ``n_items_with_votes_`` (warm start of the online model).
+``class_counts_`` (K,), ``pair_stats_`` (2 + K, J, J), ``n_items_with_votes_`` (warm start of the online model).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, to
                                   d.n_units, d.mult)
     clusters = dependence.INDEPENDENT(d.n_workers)
     if cand.dependent:
-        clusters = dependence.find_clusters(pairs, hint)
+        clusters = dependence.find_clusters(pairs, fit.fitted.theta, hint)
         w = dependence.vote_weights(d.unit, d.worker, clusters)
         if w is not None:
             fit = fit_em(d, cand, w, tol=tol)

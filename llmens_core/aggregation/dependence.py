@@ -5,7 +5,7 @@ agree on the same wrong answer. For every pair of workers that voted on the same
 the agreement observed with the agreement the fitted model predicts, ``sum_k q_k sum_l theta_a[k, l]
 theta_b[k, l]``, where ``q`` is the unit's posterior computed *without* the pair's own two votes (so the pair
 cannot explain itself). Residual dependence is then a one-sided binomial z-test per pair,
-``z = (observed - expected) / sqrt(sum e (1 - e))``, at a Bonferroni-corrected level 0.05 over the pairs tested
+``z = (observed - expected) / sqrt(n p (1 - p))`` (``p`` the pair's mean predicted agreement), at a Bonferroni-corrected level 0.05 over the pairs tested
 (a statistical convention, not a value chosen by accuracy). Workers joined by significant pairs form
 clusters (connected components). A declared family (``EndpointConfig.family``) is only a hint: two members of
 one family are joined when their excess agreement is positive, however weak the evidence.
@@ -40,26 +40,33 @@ SIGNIFICANCE = 0.05
 
 @dataclass(frozen=True)
 class PairStats:
-    """Sums over co-voted units, each shape (J, J), symmetric: ``obs`` agreements, ``exp`` agreements the
-    model predicts, ``var`` their binomial variance, ``n`` units voted on by both."""
+    """Sums over co-voted units, symmetric in the two workers: ``obs`` (J, J) agreements, ``n`` (J, J) units
+    voted on by both, ``q`` (K, J, J) the pair-excluded posterior mass of each class on those units. The
+    agreement the model predicts follows from ``q`` and the *current* confusions (:meth:`expected`), so the
+    statistics stay valid while the confusions are still being learnt (the online model)."""
 
     obs: np.ndarray
-    exp: np.ndarray
-    var: np.ndarray
     n: np.ndarray
+    q: np.ndarray
 
     @classmethod
-    def zeros(cls, J: int) -> PairStats:
-        z = np.zeros((J, J))
-        return cls(z, z.copy(), z.copy(), z.copy())
+    def zeros(cls, J: int, K: int) -> PairStats:
+        return cls(np.zeros((J, J)), np.zeros((J, J)), np.zeros((K, J, J)))
 
     def as_array(self) -> np.ndarray:
-        """Shape (4, J, J): obs, exp, var, n."""
-        return np.stack([self.obs, self.exp, self.var, self.n])
+        """Shape (2 + K, J, J): obs, n, q."""
+        return np.concatenate([self.obs[None], self.n[None], self.q])
 
     @classmethod
     def from_array(cls, a: np.ndarray) -> PairStats:
-        return cls(a[0], a[1], a[2], a[3])
+        return cls(a[0], a[1], a[2:])
+
+    def expected(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted agreements (J, J) under confusions ``theta`` (J, K, K), and their binomial variance."""
+        agree = np.einsum("akl,bkl->kab", theta, theta)  # (K, J, J): P(same label | class k)
+        exp = (self.q * agree).sum(axis=0)
+        p = np.divide(exp, self.n, out=np.zeros_like(exp), where=self.n > 0)
+        return exp, exp * (1.0 - p)
 
 
 @dataclass(frozen=True)
@@ -104,27 +111,27 @@ def pair_stats(
     unit: np.ndarray, worker: np.ndarray, label: np.ndarray, c: np.ndarray | None,
     theta: np.ndarray, pi: np.ndarray, n_units: int, mult: np.ndarray | None = None,
 ) -> PairStats:
-    """Observed and predicted agreement of every worker pair (see the module docstring); ``mult`` (U,) counts
-    each unit that many times (compressed vote patterns)."""
+    """Agreement statistics of every worker pair (see the module docstring); ``mult`` (U,) counts each unit
+    that many times (compressed vote patterns)."""
     J, K, _ = theta.shape
     a, b = vote_pairs(unit)
     if not len(a):
-        return PairStats.zeros(J)
+        return PairStats.zeros(J, K)
     log_theta = np.log(np.maximum(theta, 1e-300))
     lj = _em.log_joint(unit, worker * K + label, c, np.log(pi), log_theta, n_units)
     wa, wb = worker[a], worker[b]
     ca = 1.0 if c is None else c[a][:, None]
     cb = 1.0 if c is None else c[b][:, None]
     q, _ = _em.softmax_rows(lj[unit[a]] - ca * log_theta[wa, :, label[a]] - cb * log_theta[wb, :, label[b]])
-    e = np.einsum("pk,pkl,pkl->p", q, theta[wa], theta[wb])
-    o = (label[a] == label[b]).astype(float)
     m = np.ones(len(a)) if mult is None else mult[unit[a]]
     key = wa * J + wb
-    out = []
-    for x in (o, e, e * (1.0 - e), np.ones(len(a))):
+
+    def sym(x):
         s = np.bincount(key, weights=m * x, minlength=J * J).reshape(J, J)
-        out.append(s + s.T)
-    return PairStats(*out)
+        return s + s.T
+
+    return PairStats(sym((label[a] == label[b]).astype(float)), sym(np.ones(len(a))),
+                     np.stack([sym(q[:, k]) for k in range(K)]))
 
 
 def _components(edges: np.ndarray) -> np.ndarray:
@@ -147,15 +154,17 @@ def _components(edges: np.ndarray) -> np.ndarray:
     return code
 
 
-def find_clusters(stats: PairStats, hint: np.ndarray | None = None) -> Clusters:
-    """Clusters of dependent workers from :func:`pair_stats` (see the module docstring). ``hint`` (J,) declared
-    family codes (``-1`` = none) lowers the bar for pairs of one family to positive excess agreement."""
+def find_clusters(stats: PairStats, theta: np.ndarray, hint: np.ndarray | None = None) -> Clusters:
+    """Clusters of dependent workers from :func:`pair_stats` and the confusions ``theta`` (J, K, K) (see the
+    module docstring). ``hint`` (J,) declared family codes (``-1`` = none) lowers the bar for pairs of one
+    family to positive excess agreement."""
     J = len(stats.n)
-    excess = stats.obs - stats.exp
-    tested = (stats.n > 0) & (stats.var > 0) & ~np.eye(J, dtype=bool)
+    exp, var = stats.expected(theta)
+    excess = stats.obs - exp
+    tested = (stats.n > 0) & (var > 0) & ~np.eye(J, dtype=bool)
     n_tests = max(1, int(tested.sum()) // 2)
     z_crit = NormalDist().inv_cdf(1.0 - SIGNIFICANCE / n_tests)
-    z = np.divide(excess, np.sqrt(np.where(tested, stats.var, 1.0)), out=np.zeros((J, J)), where=tested)
+    z = np.divide(excess, np.sqrt(np.where(tested, var, 1.0)), out=np.zeros((J, J)), where=tested)
     edges = tested & (z > z_crit)
     if hint is not None:
         same = (hint[:, None] == hint[None, :]) & (hint[:, None] >= 0)
@@ -166,7 +175,7 @@ def find_clusters(stats: PairStats, hint: np.ndarray | None = None) -> Clusters:
     within = (code[:, None] == code[None, :]) & tested
     for g in np.unique(code[np.flatnonzero(within.any(axis=1))]):
         sel = within & (code[:, None] == g)
-        den = float((stats.n - stats.exp)[sel].sum())
+        den = float((stats.n - exp)[sel].sum())
         rho[g] = min(max(float(excess[sel].sum()) / den, 0.0), 1.0) if den > 0 else 0.0
     return Clusters(code, rho)
 

@@ -109,7 +109,9 @@ class OnlineDawidSkene:
         classes: initial label set (labels met in ``partial_fit`` are added).
         kappa, t0, eta_min: step sizes ``gamma_n = max(min(1, (n - 1 + t0)^-kappa), eta_min)`` per item.
         families: optional hint worker -> family (``EndpointConfig.family``) for the dependence clusters.
-        inner_iter: E-steps per mini-batch in ``partial_fit`` (1 = plain online EM).
+        inner_iter, inner_tol: at most ``inner_iter`` E-steps per mini-batch in ``partial_fit`` (1 = plain
+            online EM), fewer once no posterior of the batch moves by more than ``inner_tol`` (a numerical
+            tolerance: a batch is refined until its EM has converged, as the batch model's is).
         candidates: the race (default every candidate; names or :class:`~._bayes.Candidate`).
 
     Attributes: ``version`` (+1 per ``partial_fit``/``apply``), ``classes_``, ``workers_``, ``candidate_`` (the
@@ -119,7 +121,7 @@ class OnlineDawidSkene:
 
     def __init__(self, classes: Sequence[Hashable] | None = None, *, kappa: float = 1.0, t0: float = 1.0,
                  eta_min: float = 1e-4, families: Mapping[Hashable, Hashable] | str | None = None,
-                 inner_iter: int = 3, candidates: Sequence[_bayes.Candidate | str] = _bayes.ALL_CANDIDATES):
+                 inner_iter: int = 10, inner_tol: float = 1e-4, candidates: Sequence[_bayes.Candidate | str] = _bayes.ALL_CANDIDATES):
         if not 0.5 < kappa <= 1.0:
             raise ValueError("kappa must be in (0.5, 1]")
         if t0 < 1.0:
@@ -128,6 +130,7 @@ class OnlineDawidSkene:
             raise ValueError("families is a mapping worker -> family (a hint); name prefixes are not families")
         self.kappa, self.t0, self.eta_min = float(kappa), float(t0), float(eta_min)
         self.inner_iter = int(inner_iter)
+        self.inner_tol = float(inner_tol)
         self.candidates = tuple(c if isinstance(c, _bayes.Candidate) else _bayes.Candidate.parse(c)
                                 for c in candidates)
         self.families: dict = dict(families) if isinstance(families, Mapping) else {}
@@ -142,7 +145,7 @@ class OnlineDawidSkene:
         self.S = np.zeros((0, 0, 0))
         self.S_class = np.zeros(0)
         self.score, self.score_m2, self.score_votes = np.zeros(_C), np.zeros((_C, _C)), 0.0
-        self.pairs = np.zeros((4, 0, 0))
+        self.pairs = np.zeros((2, 0, 0))
         if classes:
             self.add_classes(classes)
 
@@ -156,7 +159,7 @@ class OnlineDawidSkene:
                 self._widx[w] = len(self.workers_)
                 self.workers_.append(w)
             self.S = np.concatenate([self.S, np.zeros((len(new), K, K))], axis=0)
-            pairs = np.zeros((4, J + len(new), J + len(new)))
+            pairs = np.zeros((2 + K, J + len(new), J + len(new)))
             pairs[:, :J, :J] = self.pairs
             self.pairs = pairs
             self._refresh()
@@ -174,6 +177,7 @@ class OnlineDawidSkene:
             S[:, :K, :K] = self.S
             self.S = S
             self.S_class = np.concatenate([self.S_class, np.zeros(len(new))])
+            self.pairs = np.concatenate([self.pairs, np.zeros((len(new), J, J))])
             self._refresh()
         return new
 
@@ -202,14 +206,12 @@ class OnlineDawidSkene:
             return
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
-        self._fitted = {c: _bayes.m_step(counts, class_counts, c.structure, c.class_prior)
-                        for c in _bayes.INDEPENDENT_CANDIDATES if c in self.candidates
-                        or _bayes.Candidate(c.structure, c.class_prior, True) in self.candidates}
-        self._clusters = (dependence.find_clusters(dependence.PairStats.from_array(n * self.pairs), self._hint())
-                          if J else dependence.INDEPENDENT(0))
+        self._fitted = _bayes.m_step_all(counts, class_counts, self.candidates)
         self.candidate_ = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                            self.candidates)
         f = self._fitted[_bayes.Candidate(self.candidate_.structure, self.candidate_.class_prior)]
+        self._clusters = (dependence.find_clusters(dependence.PairStats.from_array(n * self.pairs), f.theta,
+                                                   self._hint()) if J else dependence.INDEPENDENT(0))
         self.confusion_, self.priors_ = f.theta, f.pi
         self._log_theta = np.log(np.maximum(f.theta, 1e-300))
         self._log_pi = np.log(f.pi)
@@ -352,12 +354,9 @@ class OnlineDawidSkene:
         return items_, self._batch_posterior(icode, wcode, lcode, len(items_), extra)
 
     # ------------------------------------------------------------------ learning
-    def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-        """Prequential held-out scores under the current parameters: per-candidate sums (C,), their
-        product sums (C, C), votes scored; and the pair statistics (4, J, J) under the chosen candidate."""
+    def _heldout_scores(self, it, wk, lb, n_items) -> np.ndarray:
+        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C)."""
         per_unit = np.zeros((n_items, _C))
-        scored = np.bincount(icode, minlength=n_items)[icode] >= 2
-        it, wk, lb = icode[scored], wcode[scored], lcode[scored]
         dep_c = dependence.vote_weights(it, wk, self._clusters)
         dep_copy = dependence.copy_terms(it, wk, lb, self._clusters)
         for col, cand in enumerate(_bayes.ALL_CANDIDATES):
@@ -367,10 +366,33 @@ class OnlineDawidSkene:
             c, copy = (dep_c, dep_copy) if cand.dependent else (None, None)
             ll = _bayes.loo_vote_loglik(it, wk, lb, c, f.theta, f.pi, n_items, copy)
             per_unit[:, col] = np.bincount(it, weights=ll, minlength=n_items)
+        return per_unit
+
+    def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """Held-out scores of a batch: two-fold cross-validation inside the batch, each half scored by the
+        candidates after one online step on the other half (nothing of the scored half was learnt); per-candidate
+        sums (C,), product sums (C, C), votes scored, and the pair statistics (2 + K, J, J) under the chosen candidate.
+        The model is left unchanged."""
+        half = np.random.default_rng(self.version).permutation(n_items) % 2
+        T = self._batch_posterior(icode, wcode, lcode, n_items)
+        scored = np.bincount(icode, minlength=n_items)[icode] >= 2
+        per_unit = np.zeros((n_items, _C))
+        snap = self._state()
+        for h in (0, 1):
+            train = half[icode] != h
+            test = ~train & scored
+            if not train.any() or not test.any():
+                continue
+            self.apply(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
+            per_unit += self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
+            self._restore(snap)
+            self._refresh()
+            snap = self._state()
         c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
         pairs = dependence.pair_stats(icode, wcode, lcode, c, self.confusion_, self.priors_, n_items)
         total, m2 = selection.moments(per_unit)
-        return total, m2, float(scored.sum()), pairs.as_array()
+        n_scored = float(sum(((half[icode] == h) & scored).sum() for h in (0, 1) if (half[icode] != h).any()))
+        return total, m2, n_scored, pairs.as_array()
 
     def _stats_from(self, icode, wcode, lcode, T, n_items, crit=None) -> SufficientStats:
         J, K = len(self.workers_), len(self.classes_)
@@ -452,7 +474,7 @@ class OnlineDawidSkene:
 
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
-        criterion is scored once, before the batch is learnt; the E-step is refined ``inner_iter`` times."""
+        criterion is scored once, before the batch is learnt; the E-step is then refined (``inner_iter``)."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
@@ -465,10 +487,13 @@ class OnlineDawidSkene:
             snap = self._state()
             for _ in range(self.inner_iter - 1):
                 self.apply(stats)
-                T = self._batch_posterior(icode, wcode, lcode, n)
-                stats = self._stats_from(icode, wcode, lcode, T, n, crit)
+                T_new = self._batch_posterior(icode, wcode, lcode, n)
+                stats = self._stats_from(icode, wcode, lcode, T_new, n, crit)
                 self._restore(snap)
                 snap = self._state()
+                if float(np.abs(T_new - T).max(initial=0.0)) < self.inner_tol:
+                    break
+                T = T_new
         self.apply(stats)
         return self
 
@@ -495,7 +520,7 @@ class OnlineDawidSkene:
         return out
 
     def _config(self) -> dict:
-        return {"kappa": self.kappa, "t0": self.t0, "eta_min": self.eta_min, "inner_iter": self.inner_iter,
+        return {"kappa": self.kappa, "t0": self.t0, "eta_min": self.eta_min, "inner_iter": self.inner_iter, "inner_tol": self.inner_tol,
                 "candidates": [c.name for c in self.candidates]}
 
     def to_bytes(self) -> bytes:
@@ -523,7 +548,7 @@ class OnlineDawidSkene:
         m.score = np.asarray(d["score"], dtype=float)
         m.score_m2 = np.asarray(d["score_m2"], dtype=float).reshape(_C, _C)
         m.score_votes = float(d["score_votes"])
-        m.pairs = np.asarray(d["pairs"], dtype=float).reshape(4, J, J)
+        m.pairs = np.asarray(d["pairs"], dtype=float).reshape(2 + K, J, J)
         m.version, m.t, m.q, m.n_items_ = d["version"], d["t"], d["q"], d["n_items"]
         m._refresh()
         return m
