@@ -6,7 +6,7 @@ makes the same choice the batch model makes, without seeing a vote:
 - ``scores`` (C,): the held-out vote log-likelihood of every candidate on the delta's items, computed with the
   parameters *before* those items were learnt (prequential: each item is unseen data for the model), and
   ``score_m2`` (C, C) the sums of products of per-item scores (their paired standard errors);
-- ``pairs`` (2 + K, J, J): agreements of worker pairs, their counts and the pair-excluded class posteriors
+- ``pairs`` (2, J, J): agreements of worker pairs and their co-voted units
   (:class:`~llmens_core.aggregation.dependence.PairStats`).
 
 A record without them (older producers, gold feedback) adds nothing to the criterion.
@@ -33,7 +33,7 @@ class SufficientStats:
     Attributes:
         workers (J names), classes (K names); confusion (J, K, K) soft counts ``[worker, true, given]``;
         class_counts (K,); n_items (items with a vote); scores (C,), score_m2 (C, C), n_votes (votes scored)
-        for the candidates of :data:`~._bayes.CANDIDATE_NAMES`; pairs (2 + K, J, J).
+        for the candidates of :data:`~._bayes.CANDIDATE_NAMES`; pairs (2, J, J).
     """
 
     __slots__ = ("workers", "classes", "confusion", "class_counts", "n_items", "scores", "score_m2",
@@ -50,7 +50,7 @@ class SufficientStats:
         self.scores = np.zeros(C) if scores is None else np.asarray(scores, float).reshape(C)
         self.score_m2 = np.zeros((C, C)) if score_m2 is None else np.asarray(score_m2, float).reshape(C, C)
         self.n_votes = float(n_votes)
-        self.pairs = np.zeros((2 + K, J, J)) if pairs is None else np.asarray(pairs, float).reshape(2 + K, J, J)
+        self.pairs = np.zeros((2, J, J)) if pairs is None else np.asarray(pairs, float).reshape(2, J, J)
 
     def aligned(self, workers: Sequence[Hashable], classes: Sequence[Hashable]) -> SufficientStats:
         """The same statistics laid out on ``workers`` x ``classes`` (supersets of this one's names)."""
@@ -68,9 +68,7 @@ class SufficientStats:
             jw = np.array([wi[w] for w in self.workers])
             if self.classes:
                 out.confusion[np.ix_(jw, kc, kc)] = self.confusion
-            out.pairs[np.ix_([0, 1], jw, jw)] = self.pairs[:2]
-            if self.classes:
-                out.pairs[np.ix_(2 + kc, jw, jw)] = self.pairs[2:]
+            out.pairs[np.ix_([0, 1], jw, jw)] = self.pairs
         return out
 
     def merge(self, other: SufficientStats) -> SufficientStats:

@@ -18,7 +18,7 @@ empirical-Bayes prior), each with a uniform or a learned class prior, and the be
 Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+class-prior"``), ``cv_scores_``
 {candidate name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
 ``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
-``class_counts_`` (K,), ``pair_stats_`` (2 + K, J, J), ``n_items_with_votes_`` (warm start of the online model).
+``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_`` (warm start of the online model).
 """
 
 from __future__ import annotations
@@ -95,17 +95,15 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
 
 def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7
                   ) -> tuple[_Fit, dependence.Clusters, dependence.PairStats]:
-    """Fit one candidate; a dependent one takes its clusters from the independent fit's residual agreement."""
-    fit = fit_em(d, cand, tol=tol)
-    pairs = dependence.pair_stats(d.unit, d.worker, d.label, None, fit.fitted.theta, fit.fitted.pi,
-                                  d.n_units, d.mult)
+    """Fit one candidate; a dependent one finds its clusters from the agreement counts
+    (:func:`.dependence.find_clusters`) and fits with the clusters' vote weights."""
+    pairs = dependence.pair_stats(d.unit, d.worker, d.label, d.n_workers, d.mult)
     clusters = dependence.INDEPENDENT(d.n_workers)
+    weights = None
     if cand.dependent:
-        clusters = dependence.find_clusters(pairs, fit.fitted.theta, hint)
-        w = dependence.vote_weights(d.unit, d.worker, clusters)
-        if w is not None:
-            fit = fit_em(d, cand, w, tol=tol)
-    return fit, clusters, pairs
+        clusters = dependence.find_clusters(pairs, d.n_classes, hint)
+        weights = dependence.vote_weights(d.unit, d.worker, clusters)
+    return fit_em(d, cand, weights, tol=tol), clusters, pairs
 
 
 def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0) -> tuple[np.ndarray, int]:

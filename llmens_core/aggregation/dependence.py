@@ -1,26 +1,32 @@
-"""Correlated workers found from the votes: agreement beyond what the fitted confusions explain.
+"""Correlated workers found from the votes: pairs that agree more than any independent explanation allows.
 
-Dawid-Skene assumes workers err independently given the true class. Runs of one base model do not: they
-agree on the same wrong answer. For every pair of workers that voted on the same units this module compares
-the agreement observed with the agreement the fitted model predicts, ``sum_k q_k sum_l theta_a[k, l]
-theta_b[k, l]``, where ``q`` is the unit's posterior computed *without* the pair's own two votes (so the pair
-cannot explain itself). Residual dependence is then a one-sided binomial z-test per pair,
-``z = (observed - expected) / sqrt(n p (1 - p))`` (``p`` the pair's mean predicted agreement), at a Bonferroni-corrected level 0.05 over the pairs tested
-(a statistical convention, not a value chosen by accuracy). Workers joined by significant pairs form
-clusters (connected components). A declared family (``EndpointConfig.family``) is only a hint: two members of
-one family are joined when their excess agreement is positive, however weak the evidence.
+Under Dawid-Skene's conditional independence with one-coin workers, the chance-corrected agreement of two
+workers, ``s_ab = (K A_ab - 1) / (K - 1)`` (``A_ab`` the share of shared units where they agree), factorises
+as ``r_a r_b`` with ``r = (K p - 1) / (K - 1)`` each worker's reliability: the off-diagonal of ``s`` is rank
+one. Dependence is a sparse positive residual on top of it (the low-rank-plus-sparse view of dependency
+learning in weak supervision, Varma et al. 2019; FlyingSquid's triplet identities are the same factorisation).
+:func:`find_clusters` fits ``r`` by weighted least squares on the pairs not yet flagged, flags the pair of
+largest standardised residual if it is significant (one-sided z-test, Bonferroni level 0.05 over the pairs
+tested: a convention, not a value chosen by accuracy), refits, and stops when no residual is significant.
+Fitting the rank-one part without the flagged pairs is what keeps a dependent block from passing itself
+off as the truth (it would under a Dawid-Skene fit, which the block dominates). The statistics are raw
+agreement counts, so they need no fitted model (the online model accumulates them as they come).
 
-Within a cluster the strength ``rho = sum (observed - expected) / sum (n - expected)`` is the share of the
-disagreement the model expected that did not happen, pooled over the cluster's pairs (in [0, 1]). It serves
-two purposes, in the spirit of the copy models of source dependence and of FlyingSquid's closed-form
-correlation terms:
+Identifiability: a block of agreeing workers that outnumbers the rest is equally well explained as accurate
+independent workers plus a dependent minority; the fit then prefers the explanation with fewer dependent
+pairs. Workers whose votes are identical on every unit they share are joined with strength 1: a copy adds
+no evidence, and if they were independent and perfect, one vote would decide anyway. A declared family
+(``EndpointConfig.family``) is a hint: two members of one family are joined when their residual is positive.
+
+Within a cluster the strength ``rho`` (n-weighted mean over its flagged pairs of ``(s - r_a r_b) / (1 - r_a
+r_b)``, in [0, 1]) serves twice:
 
 - posterior: a vote of a cluster with ``n`` voters on a unit counts ``1 / (1 + rho (n - 1))`` (the design
   effect of ``n`` votes with correlation ``rho``; ``rho = 1`` makes the cluster one vote);
 - held-out vote likelihood: a cluster member's vote copies a mate with probability ``rho``, else follows its
-  confusion matrix, so the selection criterion can weigh the dependent model against the independent one.
+  confusion matrix, so the selection criterion weighs the dependent model against the independent one.
 
-Shapes: ``V`` votes, ``P`` vote pairs, ``J`` workers, ``K`` classes, ``C`` clusters.
+Shapes: ``V`` votes, ``P`` vote pairs, ``J`` workers, ``C`` clusters.
 """
 
 from __future__ import annotations
@@ -30,8 +36,6 @@ from statistics import NormalDist
 
 import numpy as np
 
-from llmens_core.aggregation import _em
-
 __all__ = ["Clusters", "PairStats", "find_clusters", "pair_stats", "vote_weights", "copy_terms", "INDEPENDENT"]
 
 SIGNIFICANCE = 0.05
@@ -40,33 +44,22 @@ SIGNIFICANCE = 0.05
 
 @dataclass(frozen=True)
 class PairStats:
-    """Sums over co-voted units, symmetric in the two workers: ``obs`` (J, J) agreements, ``n`` (J, J) units
-    voted on by both, ``q`` (K, J, J) the pair-excluded posterior mass of each class on those units. The
-    agreement the model predicts follows from ``q`` and the *current* confusions (:meth:`expected`), so the
-    statistics stay valid while the confusions are still being learnt (the online model)."""
+    """Sums over co-voted units, symmetric: ``obs`` (J, J) agreements, ``n`` (J, J) units voted on by both."""
 
     obs: np.ndarray
     n: np.ndarray
-    q: np.ndarray
 
     @classmethod
-    def zeros(cls, J: int, K: int) -> PairStats:
-        return cls(np.zeros((J, J)), np.zeros((J, J)), np.zeros((K, J, J)))
+    def zeros(cls, J: int) -> PairStats:
+        return cls(np.zeros((J, J)), np.zeros((J, J)))
 
     def as_array(self) -> np.ndarray:
-        """Shape (2 + K, J, J): obs, n, q."""
-        return np.concatenate([self.obs[None], self.n[None], self.q])
+        """Shape (2, J, J): obs, n."""
+        return np.stack([self.obs, self.n])
 
     @classmethod
     def from_array(cls, a: np.ndarray) -> PairStats:
-        return cls(a[0], a[1], a[2:])
-
-    def expected(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted agreements (J, J) under confusions ``theta`` (J, K, K), and their binomial variance."""
-        agree = np.einsum("akl,bkl->kab", theta, theta)  # (K, J, J): P(same label | class k)
-        exp = (self.q * agree).sum(axis=0)
-        p = np.divide(exp, self.n, out=np.zeros_like(exp), where=self.n > 0)
-        return exp, exp * (1.0 - p)
+        return cls(a[0], a[1])
 
 
 @dataclass(frozen=True)
@@ -107,31 +100,104 @@ def vote_pairs(unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(a_parts), np.concatenate(b_parts)
 
 
-def pair_stats(
-    unit: np.ndarray, worker: np.ndarray, label: np.ndarray, c: np.ndarray | None,
-    theta: np.ndarray, pi: np.ndarray, n_units: int, mult: np.ndarray | None = None,
-) -> PairStats:
-    """Agreement statistics of every worker pair (see the module docstring); ``mult`` (U,) counts each unit
-    that many times (compressed vote patterns)."""
-    J, K, _ = theta.shape
+def pair_stats(unit: np.ndarray, worker: np.ndarray, label: np.ndarray, n_workers: int,
+               mult: np.ndarray | None = None) -> PairStats:
+    """Agreement counts of every worker pair; ``mult`` (U,) counts each unit that many times."""
+    J = n_workers
     a, b = vote_pairs(unit)
     if not len(a):
-        return PairStats.zeros(J, K)
-    log_theta = np.log(np.maximum(theta, 1e-300))
-    lj = _em.log_joint(unit, worker * K + label, c, np.log(pi), log_theta, n_units)
-    wa, wb = worker[a], worker[b]
-    ca = 1.0 if c is None else c[a][:, None]
-    cb = 1.0 if c is None else c[b][:, None]
-    q, _ = _em.softmax_rows(lj[unit[a]] - ca * log_theta[wa, :, label[a]] - cb * log_theta[wb, :, label[b]])
+        return PairStats.zeros(J)
     m = np.ones(len(a)) if mult is None else mult[unit[a]]
-    key = wa * J + wb
+    key = worker[a] * J + worker[b]
 
     def sym(x):
         s = np.bincount(key, weights=m * x, minlength=J * J).reshape(J, J)
         return s + s.T
 
-    return PairStats(sym((label[a] == label[b]).astype(float)), sym(np.ones(len(a))),
-                     np.stack([sym(q[:, k]) for k in range(K)]))
+    return PairStats(sym((label[a] == label[b]).astype(float)), sym(np.ones(len(a))))
+
+
+def _rank_one(s: np.ndarray, w: np.ndarray, iters: int = 30) -> np.ndarray:
+    """``r >= 0`` (J,) minimising ``sum w_ab (s_ab - r_a r_b)^2`` over the pairs with weight ``w > 0``."""
+    r = np.sqrt(np.clip(np.divide((w * s).sum(1), w.sum(1), out=np.zeros(len(s)), where=w.sum(1) > 0), 0, 1))
+    for _ in range(iters):
+        den = (w * r[None, :] ** 2).sum(axis=1)
+        r = np.clip(np.divide((w * s * r[None, :]).sum(axis=1), den, out=r.copy(), where=den > 0), 0.0, 1.0)
+    return r
+
+
+def _z(s, se, free, r):
+    return np.where(free, (s - np.outer(r, r)) / se, -np.inf)
+
+
+def _groups(s: np.ndarray, tested: np.ndarray) -> list[np.ndarray]:
+    """Candidate dependent groups: the clusters of an average-linkage hierarchy on ``1 - s`` (pairs never
+    co-voted at distance 1), with at least 2 and at most half of the workers (a dependent block must be a
+    minority to be identifiable, see the module docstring)."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    J = len(s)
+    dist = np.where(tested, 1.0 - np.clip(s, -1.0, 1.0), 2.0)
+    np.fill_diagonal(dist, 0.0)
+    members: list[list[int]] = [[j] for j in range(J)]
+    out = []
+    for a, b, _, _ in linkage(squareform(dist, checks=False), method="average"):
+        members.append(members[int(a)] + members[int(b)])
+        if len(members[-1]) <= max(2, J // 2):
+            out.append(np.asarray(members[-1]))
+    return out
+
+
+def _sse(s, se, free, w) -> float:
+    r = _rank_one(s, np.where(free, w, 0.0))
+    return float(np.where(free, ((s - np.outer(r, r)) / se) ** 2, 0.0).sum()) / 2.0
+
+
+def _best_group(s, se, w, free, tested, penalty: float) -> np.ndarray | None:
+    """The candidate group (:func:`_groups`) whose pairs, left out of the rank-one fit, lower the squared
+    standardised residual most beyond ``penalty`` per pair left out; None when no group does."""
+    base = _sse(s, se, free, w)
+    best, best_gain = None, 0.0
+    for g in _groups(s, tested):
+        inside = np.zeros_like(free)
+        inside[np.ix_(g, g)] = True
+        inside &= free
+        k = int(inside.sum()) // 2
+        if not k:
+            continue
+        gain = base - _sse(s, se, free & ~inside, w) - penalty * k
+        if gain > best_gain:
+            best, best_gain = inside, gain
+    return best
+
+
+def residual_dependence(stats: PairStats, n_classes: int, max_rounds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Flagged (dependent) pairs (J, J) bool and the residual strength per pair (J, J) (see the module
+    docstring). While some residual is significant, the group of workers whose pairs, once left out,
+    explain the rest best is flagged (each pair left out must lower the chi-square by ``z_crit ** 2``: a
+    dominating block fits its own pairs well and shows as the residual of everyone else, so single pairs of
+    largest residual would blame the wrong workers)."""
+    J, K = len(stats.n), max(n_classes, 2)
+    tested = (stats.n > 0) & ~np.eye(J, dtype=bool)
+    A = np.divide(stats.obs, stats.n, out=np.zeros((J, J)), where=tested)
+    s = (K * A - 1.0) / (K - 1.0)
+    nn = np.maximum(stats.n, 1.0)
+    se = np.sqrt(np.maximum(A * (1.0 - A), 1.0 / nn) / nn) * K / (K - 1)
+    z_crit = NormalDist().inv_cdf(1.0 - SIGNIFICANCE / max(1, int(tested.sum()) // 2))
+    flagged = tested & (stats.obs >= stats.n * (1.0 - 1e-12))  # exact copies are dependent from the start
+    for _ in range(max_rounds):
+        free = tested & ~flagged
+        if not free.any() or not _z(s, se, free, _rank_one(s, np.where(free, stats.n, 0.0))).max() > z_crit:
+            break
+        group = _best_group(s, se, stats.n, free, tested, z_crit**2)
+        if group is None:
+            break
+        flagged |= group
+    r = _rank_one(s, np.where(tested & ~flagged, stats.n, 0.0))
+    fit = np.outer(r, r)
+    strength = np.clip(np.divide(s - fit, 1.0 - fit, out=np.zeros((J, J)), where=fit < 1.0), 0.0, 1.0)
+    return flagged & (strength > 0), strength
 
 
 def _components(edges: np.ndarray) -> np.ndarray:
@@ -154,29 +220,28 @@ def _components(edges: np.ndarray) -> np.ndarray:
     return code
 
 
-def find_clusters(stats: PairStats, theta: np.ndarray, hint: np.ndarray | None = None) -> Clusters:
-    """Clusters of dependent workers from :func:`pair_stats` and the confusions ``theta`` (J, K, K) (see the
-    module docstring). ``hint`` (J,) declared family codes (``-1`` = none) lowers the bar for pairs of one
-    family to positive excess agreement."""
+def find_clusters(stats: PairStats, n_classes: int, hint: np.ndarray | None = None) -> Clusters:
+    """Clusters of dependent workers from agreement counts (see the module docstring). ``hint`` (J,) declared
+    family codes (``-1`` = none) joins two members of one family whose residual is positive."""
     J = len(stats.n)
-    exp, var = stats.expected(theta)
-    excess = stats.obs - exp
-    tested = (stats.n > 0) & (var > 0) & ~np.eye(J, dtype=bool)
-    n_tests = max(1, int(tested.sum()) // 2)
-    z_crit = NormalDist().inv_cdf(1.0 - SIGNIFICANCE / n_tests)
-    z = np.divide(excess, np.sqrt(np.where(tested, var, 1.0)), out=np.zeros((J, J)), where=tested)
-    edges = tested & (z > z_crit)
+    flagged, strength = residual_dependence(stats, n_classes)
+    duplicate = (stats.n > 0) & (stats.obs >= stats.n * (1.0 - 1e-12)) & ~np.eye(J, dtype=bool)
+    edges = flagged | duplicate
     if hint is not None:
-        same = (hint[:, None] == hint[None, :]) & (hint[:, None] >= 0)
-        edges |= tested & same & (excess > 0)
+        same = (hint[:, None] == hint[None, :]) & (hint[:, None] >= 0) & ~np.eye(J, dtype=bool)
+        edges |= same & (stats.n > 0) & (strength > 0)
     code = _components(edges)
     C = int(code.max()) + 1 if J else 0
     rho = np.zeros(C)
-    within = (code[:, None] == code[None, :]) & tested
-    for g in np.unique(code[np.flatnonzero(within.any(axis=1))]):
-        sel = within & (code[:, None] == g)
-        den = float((stats.n - exp)[sel].sum())
-        rho[g] = min(max(float(excess[sel].sum()) / den, 0.0), 1.0) if den > 0 else 0.0
+    for g in range(C):
+        members = code == g
+        pairs = members[:, None] & members[None, :] & edges
+        if not pairs.any():
+            continue
+        if duplicate[pairs].all():
+            rho[g] = 1.0
+            continue
+        rho[g] = float(np.average(strength[pairs], weights=stats.n[pairs]))
     return Clusters(code, rho)
 
 
@@ -212,3 +277,4 @@ def copy_terms(unit: np.ndarray, worker: np.ndarray, label: np.ndarray,
     rho = np.where(has, clusters.rho[clusters.code[worker]], 0.0)
     share = np.divide(same, mates, out=np.zeros(len(unit)), where=has)
     return rho, share
+

@@ -159,7 +159,7 @@ class OnlineDawidSkene:
                 self._widx[w] = len(self.workers_)
                 self.workers_.append(w)
             self.S = np.concatenate([self.S, np.zeros((len(new), K, K))], axis=0)
-            pairs = np.zeros((2 + K, J + len(new), J + len(new)))
+            pairs = np.zeros((2, J + len(new), J + len(new)))
             pairs[:, :J, :J] = self.pairs
             self.pairs = pairs
             self._refresh()
@@ -177,7 +177,6 @@ class OnlineDawidSkene:
             S[:, :K, :K] = self.S
             self.S = S
             self.S_class = np.concatenate([self.S_class, np.zeros(len(new))])
-            self.pairs = np.concatenate([self.pairs, np.zeros((len(new), J, J))])
             self._refresh()
         return new
 
@@ -210,8 +209,7 @@ class OnlineDawidSkene:
         self.candidate_ = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                            self.candidates)
         f = self._fitted[_bayes.Candidate(self.candidate_.structure, self.candidate_.class_prior)]
-        self._clusters = (dependence.find_clusters(dependence.PairStats.from_array(n * self.pairs), f.theta,
-                                                   self._hint()) if J else dependence.INDEPENDENT(0))
+        self._clusters = self._find_clusters(n, K)
         self.confusion_, self.priors_ = f.theta, f.pi
         self._log_theta = np.log(np.maximum(f.theta, 1e-300))
         self._log_pi = np.log(f.pi)
@@ -221,6 +219,22 @@ class OnlineDawidSkene:
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
         self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
         self._params = None
+
+    def _find_clusters(self, n: float, K: int) -> dependence.Clusters:
+        """Clusters from the pair counts, recomputed only when they changed (not during the scratch steps
+        of ``partial_fit``, which do not change the counts' meaning)."""
+        J = len(self.workers_)
+        old = getattr(self, "_clusters", None)
+        if old is not None and len(old.code) == J and getattr(self, "_hold_clusters", False):
+            return old
+        hint = self._hint()
+        key = (hash(self.pairs.tobytes()), n, K, None if hint is None else hint.tobytes())
+        if old is not None and len(old.code) == J and key == getattr(self, "_clusters_key", None):
+            return old
+        self._clusters_key = key
+        if not J:
+            return dependence.INDEPENDENT(0)
+        return dependence.find_clusters(dependence.PairStats.from_array(n * self.pairs), K, hint)
 
     def params(self) -> ModelParams:
         """Read-only snapshot of the current parameters (cached until the model changes)."""
@@ -371,7 +385,7 @@ class OnlineDawidSkene:
     def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """Held-out scores of a batch: two-fold cross-validation inside the batch, each half scored by the
         candidates after one online step on the other half (nothing of the scored half was learnt); per-candidate
-        sums (C,), product sums (C, C), votes scored, and the pair statistics (2 + K, J, J) under the chosen candidate.
+        sums (C,), product sums (C, C), votes scored, and the pair agreement counts (2, J, J).
         The model is left unchanged."""
         half = np.random.default_rng(self.version).permutation(n_items) % 2
         T = self._batch_posterior(icode, wcode, lcode, n_items)
@@ -388,8 +402,7 @@ class OnlineDawidSkene:
             self._restore(snap)
             self._refresh()
             snap = self._state()
-        c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
-        pairs = dependence.pair_stats(icode, wcode, lcode, c, self.confusion_, self.priors_, n_items)
+        pairs = dependence.pair_stats(icode, wcode, lcode, len(self.workers_))
         total, m2 = selection.moments(per_unit)
         n_scored = float(sum(((half[icode] == h) & scored).sum() for h in (0, 1) if (half[icode] != h).any()))
         return total, m2, n_scored, pairs.as_array()
@@ -409,7 +422,12 @@ class OnlineDawidSkene:
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         n = len(items_)
         T = self._batch_posterior(icode, wcode, lcode, n)
-        return self._stats_from(icode, wcode, lcode, T, n, self._criterion(icode, wcode, lcode, n))
+        self._hold_clusters = True
+        try:
+            crit = self._criterion(icode, wcode, lcode, n)
+        finally:
+            self._hold_clusters = False
+        return self._stats_from(icode, wcode, lcode, T, n, crit)
 
     def item_stats(self, votes: Mapping[Hashable, Hashable | None],
                    posterior: np.ndarray | None = None) -> SufficientStats:
@@ -480,6 +498,16 @@ class OnlineDawidSkene:
             self.version += 1
             return self
         n = len(items_)
+        self._hold_clusters = True
+        try:
+            stats = self._refined_stats(icode, wcode, lcode, n)
+        finally:
+            self._hold_clusters = False
+        self.apply(stats)
+        return self
+
+    def _refined_stats(self, icode, wcode, lcode, n) -> SufficientStats:
+        """The batch's statistics after up to ``inner_iter`` E-steps (the model is left unchanged)."""
         crit = self._criterion(icode, wcode, lcode, n)
         T = self._batch_posterior(icode, wcode, lcode, n)
         stats = self._stats_from(icode, wcode, lcode, T, n, crit)
@@ -494,8 +522,8 @@ class OnlineDawidSkene:
                 if float(np.abs(T_new - T).max(initial=0.0)) < self.inner_tol:
                     break
                 T = T_new
-        self.apply(stats)
-        return self
+            self._refresh()
+        return stats
 
     # ------------------------------------------------------------------ state
     def stats(self) -> SufficientStats:
@@ -548,7 +576,7 @@ class OnlineDawidSkene:
         m.score = np.asarray(d["score"], dtype=float)
         m.score_m2 = np.asarray(d["score_m2"], dtype=float).reshape(_C, _C)
         m.score_votes = float(d["score_votes"])
-        m.pairs = np.asarray(d["pairs"], dtype=float).reshape(2 + K, J, J)
+        m.pairs = np.asarray(d["pairs"], dtype=float).reshape(2, J, J)
         m.version, m.t, m.q, m.n_items_ = d["version"], d["t"], d["q"], d["n_items"]
         m._refresh()
         return m
