@@ -195,19 +195,28 @@ def loo_vote_loglik(
     with probability ``rho_v`` the vote copies a cluster mate (``share_v`` = share of the vote's label among its
     cluster mates' votes on the unit), else it is drawn from the confusion (see :mod:`.dependence`).
     """
+    return loo_vote_logliks(unit, worker, label, c, theta, [pi], n_units, copy)[0]
+
+
+def loo_vote_logliks(unit, worker, label, c, theta, pis, n_units, copy=None) -> list[np.ndarray]:
+    """:func:`loo_vote_loglik` for several class priors ``pis`` sharing the confusions (one pass over votes)."""
     if not len(unit):
-        return np.zeros(0)
+        return [np.zeros(0) for _ in pis]
     K = theta.shape[-1]
     log_theta = np.log(np.maximum(theta, 1e-300))
-    lj = _em.log_joint(unit, worker * K + label, c, np.log(pi), log_theta, n_units)
+    lj = _em.log_joint(unit, worker * K + label, c, np.zeros(K), log_theta, n_units)
     own = log_theta[worker, :, label]  # (V, K)
-    loo = lj[unit] - (own if c is None else own * c[:, None])
-    post, _ = _em.softmax_rows(loo)
-    p = np.einsum("vk,vk->v", post, theta[worker, :, label])
-    if copy is not None:
-        rho, share = copy
-        p = rho * share + (1.0 - rho) * p
-    return np.log(np.maximum(p, 1e-300))
+    base = lj[unit] - (own if c is None else own * c[:, None])
+    rows = theta[worker, :, label]
+    out = []
+    for pi in pis:
+        post, _ = _em.softmax_rows(base + np.log(pi)[None, :])
+        p = np.einsum("vk,vk->v", post, rows)
+        if copy is not None:
+            rho, share = copy
+            p = rho * share + (1.0 - rho) * p
+        out.append(np.log(np.maximum(p, 1e-300)))
+    return out
 
 
 ALL_CANDIDATES = INDEPENDENT_CANDIDATES + tuple(

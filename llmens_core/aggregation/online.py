@@ -369,17 +369,26 @@ class OnlineDawidSkene:
 
     # ------------------------------------------------------------------ learning
     def _heldout_scores(self, it, wk, lb, n_items) -> np.ndarray:
-        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C)."""
+        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C).
+        Candidates sharing confusions are scored in one pass; a dependent candidate without any dependent
+        cluster scores as its independent twin."""
         per_unit = np.zeros((n_items, _C))
-        dep_c = dependence.vote_weights(it, wk, self._clusters)
-        dep_copy = dependence.copy_terms(it, wk, lb, self._clusters)
-        for col, cand in enumerate(_bayes.ALL_CANDIDATES):
-            if cand not in self.candidates:
-                continue
-            f = self._fitted[_bayes.Candidate(cand.structure, cand.class_prior)]
-            c, copy = (dep_c, dep_copy) if cand.dependent else (None, None)
-            ll = _bayes.loo_vote_loglik(it, wk, lb, c, f.theta, f.pi, n_items, copy)
-            per_unit[:, col] = np.bincount(it, weights=ll, minlength=n_items)
+        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
+        dependent = self._clusters.dependent
+        groups: dict = {}
+        for cand in self.candidates:
+            groups.setdefault((cand.structure, cand.dependent and dependent), []).append(cand)
+        dep = (dependence.vote_weights(it, wk, self._clusters), dependence.copy_terms(it, wk, lb, self._clusters))
+        for (_, weighted), cands in groups.items():
+            twins = [_bayes.Candidate(c.structure, c.class_prior) for c in cands]
+            priors = list(dict.fromkeys(t.class_prior for t in twins))
+            fitted = {t.class_prior: self._fitted[t] for t in twins}
+            c, copy = dep if weighted else (None, None)
+            lls = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]].theta,
+                                          [fitted[k].pi for k in priors], n_items, copy)
+            by_prior = {k: np.bincount(it, weights=ll, minlength=n_items) for k, ll in zip(priors, lls, strict=True)}
+            for cand in cands:
+                per_unit[:, col[cand]] = by_prior[cand.class_prior]
         return per_unit
 
     def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
