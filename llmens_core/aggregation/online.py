@@ -45,7 +45,7 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelParams:
     """Read-only snapshot of an :class:`OnlineDawidSkene` at one state (what a policy needs to predict).
 
@@ -57,7 +57,8 @@ class ModelParams:
         prior_log_theta: (K, K) log confusion an unknown worker gets (the weak prior).
         cluster: (J,) int cluster of each worker; rho: (C,) its dependence strength (0 = independent).
         candidate: name of the chosen candidate.
-    Arrays are not writeable.
+    Arrays are not writeable. Equality and hashing are by identity (a snapshot is a key for caches of values
+    derived from it).
     """
 
     version: int

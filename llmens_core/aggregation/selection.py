@@ -38,13 +38,15 @@ def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
     ``total`` (C,) and ``m2`` (C, C) are indexed like :data:`ALL_CANDIDATES`; ``allowed`` restricts the race."""
     idx = {c: i for i, c in enumerate(ALL_CANDIDATES)}
     indep = [c for c in INDEPENDENT_CANDIDATES if c in allowed]
+    if not indep:  # a race of dependent candidates only (e.g. a model told its LLMs are correlated)
+        indep = [c for c in ALL_CANDIDATES if c in allowed]
     if not indep:
-        raise ValueError("no independent candidate allowed")
+        raise ValueError("no candidate allowed")
     if n_units <= 0 or n_votes <= 0:
         return indep[0]
     best = max(indep, key=lambda c: (total[idx[c]], -indep.index(c)))
     chosen = next(c for c in indep if _within_one_se(total, m2, n_units, n_votes, idx[best], idx[c]))
     dep = Candidate(chosen.structure, chosen.class_prior, True)
-    if dep in allowed and not _within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
+    if dep != chosen and dep in allowed and not _within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
         return dep
     return chosen
