@@ -202,7 +202,7 @@ def lodo_table(rows: dict[str, dict]) -> None:
           f"{sum(r['default'] > max(r['mv'], r['ds']) for r in rows.values())}/{len(rows)}")
     print(f"GPT attributes with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
           f"{llm_best}/{llm_n}")
-    worst = min(gaps, key=gaps.get)
+    worst = max(gaps, key=lambda k: abs(gaps[k]))
     print(f"online - batch (points): max |gap| {100 * max(abs(g) for g in gaps.values()):.2f} ({worst}); "
           + ", ".join(f"{k} {100 * g:+.1f}" for k, g in gaps.items()))
 

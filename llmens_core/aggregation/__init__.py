@@ -12,6 +12,7 @@ full-confusion models and their correlated-worker corrections by held-out vote l
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from llmens_core.aggregation._base import Aggregator, NotFittedError
@@ -50,10 +51,11 @@ def default_aggregator(**kw) -> AutoDawidSkene:
 
 def default_online(classes=None, **kw) -> OnlineDawidSkene:
     """The online default (the stream's model): :class:`OnlineDawidSkene` with the same candidates and
-    criterion. ``prior_accuracy``/``prior_strength`` (old settings) are no longer used and are refused."""
-    legacy = [k for k in ("prior_accuracy", "prior_strength", "regime") if k in kw]
+    criterion. ``prior_accuracy``/``prior_strength``/``regime`` (settings of the old tuned default) are
+    ignored with a warning: the priors are now fitted from the data."""
+    legacy = sorted(k for k in ("prior_accuracy", "prior_strength", "regime") if kw.pop(k, None) is not None)
     if legacy:
-        raise TypeError(f"{legacy}: the default fits its priors from the data; remove these settings")
+        warnings.warn(f"{legacy} no longer apply: the default fits its priors from the data", stacklevel=2)
     return OnlineDawidSkene(classes, **kw)
 
 

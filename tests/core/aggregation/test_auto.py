@@ -14,8 +14,8 @@ from llmens_core.aggregation import (
     MajorityVote,
     OnlineDawidSkene,
     default_aggregator,
+    selection,
 )
-from llmens_core.aggregation import selection
 from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, m_step
 from llmens_core.aggregation.evaluate import run_online
 
