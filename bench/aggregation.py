@@ -1,8 +1,17 @@
-"""Aggregation benchmark: ours vs crowd-kit (accuracy on the shared crowd sets, DS fit time on a synthetic set),
-online partial_fit cost, and the LLM-prediction comparison (default vs majority vote vs best single run).
+"""Aggregation benchmark: a leave-one-dataset-out accuracy table over every dataset the team has, then speed.
 
-crowd-kit is imported only here (``pip install -e '.[bench]'``). The last line is
-``ds_speedup_vs_crowdkit=<crowd-kit seconds / ours>``.
+Datasets: the five shared crowd sets, every recorded GPT attribute in ``../shared/data/llm_predictions``, and
+synthetic worlds generated here (a panel of three base models x three correlated runs plus one strong
+independent model; a dense asymmetric panel; a sparse crowd). Columns: ``default`` (batch), ``online`` (one
+shuffled pass), ``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the
+best single worker in hindsight (``best1``: among workers answering at least half of the gold items) and, on
+synthetic worlds, the Bayes ``oracle`` with the true parameters.
+
+Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
+design constant chosen on data, the online model's ``inner_iter``, is chosen here per dataset by a gold-free
+criterion (agreement of one online pass with the batch decisions) on the *other* datasets only, and the
+evaluated dataset's online column uses that choice. The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
+seconds / ours>`` on 1,000,000 synthetic answers.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -21,200 +29,182 @@ sys.path.insert(0, str(REPO))
 from llmens_core.aggregation import (  # noqa: E402
     METHODS,
     DawidSkene,
-    MajorityVote,
-    OneCoinDawidSkene,
     OnlineDawidSkene,
     default_aggregator,
 )
 from llmens_core.aggregation.evaluate import _score, read_answers, read_truth, run_online  # noqa: E402
 
 CROWD_SETS = ("bluebird", "rte", "dog", "web", "sentiment")
+INNER_ITER_CHOICES = (3, 5, 10)
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=title)
-        for h in header:
-            t.add_column(h)
-        for r in rows:
-            t.add_row(*[f"{x:.4f}" if isinstance(x, float) else str(x) for x in r])
-        Console(width=160).print(t)
-    except ImportError:  # pragma: no cover
-        print(title)
-        print("\t".join(header))
-        for r in rows:
-            print("\t".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in r))
+    print(title)
+    print("  ".join(f"{h:>12}" for h in header))
+    for r in rows:
+        print("  ".join(f"{x:>12.4f}" if isinstance(x, float) else f"{x!s:>12}" for x in r))
 
 
-def ck_accuracy(model, df, truth) -> float:
-    pred = model.fit_predict(df)
-    ok = [str(pred[i]) == lab for i, lab in truth.items() if i in pred.index]
-    return float(np.mean(ok))
+def _long(cols: dict[str, np.ndarray]):
+    n = len(next(iter(cols.values())))
+    items = np.concatenate([np.arange(n)] * len(cols)).astype(str)
+    workers = np.concatenate([[w] * n for w in cols])
+    return items.tolist(), workers.tolist(), np.concatenate(list(cols.values())).astype(str).tolist()
 
 
-def crowd(crowd_dir: Path) -> None:
-    import pandas as pd
-    from crowdkit.aggregation import DawidSkene as CKDS
-    from crowdkit.aggregation import OneCoinDawidSkene as CKOC
+def families_world(seed: int = 0, n: int = 2000, K: int = 4):
+    """3 base models x 3 runs (a run repeats its model's answer with probability 0.6, else answers on its own:
+    within-family error correlation ~0.6), accuracies 0.65-0.75, plus one strong independent model (0.85)."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, K, n)
 
-    rows = []
+    def answer(acc):
+        return np.where(rng.random(n) < acc, z, (z + rng.integers(1, K, n)) % K)
+
+    cols, accs = {}, {}
+    for f, acc in enumerate((0.65, 0.7, 0.75)):
+        shared = answer(acc)
+        for r in range(3):
+            cols[f"m{f}.run{r}"] = np.where(rng.random(n) < 0.6, shared, answer(acc))
+        accs[f] = acc
+    cols["strong"] = answer(0.85)
+    # oracle: exact posterior of this generative model (sum over each family's shared answer)
+    logp = np.zeros((n, K))
+    for y in range(K):
+        for f, acc in accs.items():
+            p_ans = np.full(K, (1 - acc) / (K - 1))
+            p_ans[y] = acc
+            fam = np.zeros(n)
+            for a in range(K):
+                term = np.full(n, p_ans[a])
+                for r in range(3):
+                    lab = cols[f"m{f}.run{r}"]
+                    term *= 0.6 * (lab == a) + 0.4 * np.where(lab == y, acc, (1 - acc) / (K - 1))
+                fam += term
+            logp[:, y] += np.log(fam)
+        logp[:, y] += np.log(np.where(cols["strong"] == y, 0.85, 0.15 / (K - 1)))
+    oracle = float((logp.argmax(1) == z).mean())
+    return (*_long(cols), {str(i): str(t) for i, t in enumerate(z)}, oracle)
+
+
+def ds_world(seed: int, n: int, J: int, K: int, p_vote: float, acc=(0.55, 0.9)):
+    """Textbook Dawid-Skene world: asymmetric confusions, each worker answers an item with ``p_vote``."""
+    rng = np.random.default_rng(seed)
+    conf = np.empty((J, K, K))
+    for j in range(J):
+        for k in range(K):
+            a = rng.uniform(*acc)
+            conf[j, k] = np.insert(rng.dirichlet(np.ones(K - 1)) * (1 - a), k, a)
+    z = rng.integers(0, K, n)
+    items, workers, labels = [], [], []
+    logp = np.zeros((n, K))
+    for j in range(J):
+        idx = np.flatnonzero(rng.random(n) < p_vote)
+        lab = np.minimum((rng.random(len(idx))[:, None] > np.cumsum(conf[j][z[idx]], axis=1)).sum(1), K - 1)
+        items += idx.astype(str).tolist()
+        workers += [f"w{j}"] * len(idx)
+        labels += lab.astype(str).tolist()
+        logp[idx] += np.log(conf[j][:, lab].T)
+    oracle = float((logp.argmax(1) == z).mean())
+    return items, workers, labels, {str(i): str(t) for i, t in enumerate(z)}, oracle
+
+
+def datasets(crowd_dir: Path, llm_dir: Path):
+    """(name, items, workers, labels, truth, oracle or None) for every dataset available."""
     for name in CROWD_SETS:
         d = crowd_dir / name
-        items, workers, labels = read_answers(d / "answers.csv")
-        truth = read_truth(d / "truth.csv")
-        df = pd.DataFrame({"task": items, "worker": workers, "label": labels})
-        ck_ds = ck_accuracy(CKDS(n_iter=100), df, truth)
-        ck_oc = ck_accuracy(CKOC(n_iter=100), df, truth)
-        ours = {}
-        for m in ("default", "ds", "onecoin", "mv"):
-            est = METHODS[m]()
-            pred = est.fit_predict(items, workers, labels)
-            ours[m] = _score(est.items_.tolist(), pred.tolist(), truth)[0]
-        model, it_, p = run_online(items, workers, labels, seed=0, batch_size=256)
-        ours["online"] = _score(it_.tolist(), [model.classes_[k] for k in p.argmax(1)], truth)[0]
-        rows.append(
-            [
-                name,
-                ck_ds,
-                ck_oc,
-                ours["default"],
-                ours["online"],
-                ours["ds"],
-                ours["onecoin"],
-                ours["mv"],
-                f"{100 * (ours['default'] - ck_ds):+.2f}",
-                f"{100 * (ours['online'] - ck_ds):+.2f}",
-            ]
-        )
-    table(
-        "Crowd datasets: accuracy (crowd-kit 1.4.2 default settings, n_iter=100)",
-        [
-            "dataset",
-            "ck DS",
-            "ck 1coin",
-            "default",
-            "online 1 pass",
-            "ours DS (ML)",
-            "ours IWMV",
-            "MV",
-            "default-ckDS pts",
-            "online-ckDS pts",
-        ],
-        rows,
-    )
+        if d.is_dir():
+            yield (name, *read_answers(d / "answers.csv"), read_truth(d / "truth.csv"), None)
+    if llm_dir.is_dir():
+        for d in sorted(p for p in llm_dir.iterdir() if (p / "answers.csv").exists()):
+            yield (f"gpt:{d.name}", *read_answers(d / "answers.csv"), read_truth(d / "truth.csv"), None)
+    yield ("syn:families", *families_world())
+    yield ("syn:panel", *ds_world(1, 2000, 6, 4, 1.0))
+    yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
 
 
-def llm(llm_dir: Path) -> None:
-    rows = []
-    for d in sorted(p for p in llm_dir.iterdir() if (p / "answers.csv").exists()):
-        items, workers, labels = read_answers(d / "answers.csv")
-        truth = read_truth(d / "truth.csv")
-        res = {}
-        for name, est in (
-            ("default", default_aggregator()),
-            ("mv", MajorityVote()),
-            ("ds", METHODS["ds"]()),
-            ("onecoin", OneCoinDawidSkene()),
-        ):
-            pred = est.fit_predict(items, workers, labels)
-            res[name] = _score(est.items_.tolist(), pred.tolist(), truth)[0]
-        model, it_, p = run_online(items, workers, labels, families="auto")
-        res["online"] = _score(it_.tolist(), [model.classes_[k] for k in p.argmax(1)], truth)[0]
-        single = {}
-        for w in sorted(set(workers)):
-            got = {i: lab for i, ww, lab in zip(items, workers, labels, strict=False) if ww == w}
-            single[w] = float(np.mean([got.get(i) == lab for i, lab in truth.items()]))
-        best = max(single, key=single.get)
-        rows.append(
-            [
-                d.name,
-                len(truth),
-                res["default"],
-                res["online"],
-                res["mv"],
-                res["ds"],
-                res["onecoin"],
-                single[best],
-                best,
-            ]
-        )
-    table(
-        "Recorded LLM predictions: default (families = base model before '|') vs majority vote vs best single run",
-        [
-            "attribute",
-            "items",
-            "default",
-            "online",
-            "MV",
-            "DS (no families)",
-            "IWMV",
-            "best single",
-            "best run",
-        ],
-        rows,
-    )
+def best_single(items, workers, labels, truth) -> float | None:
+    """Accuracy of the best worker in hindsight among those answering at least half of the gold items."""
+    got: dict = {}
+    for i, w, lab in zip(items, workers, labels, strict=True):
+        if i in truth:
+            got.setdefault(w, {})[i] = lab
+    ok = [np.mean([v.get(i) == t for i, t in truth.items()]) for v in got.values() if len(v) >= len(truth) / 2]
+    return float(max(ok)) if ok else None
 
 
-def simulated_panel(products: Path) -> None:
-    """5 simulated LLMs (the built-in simulator over real HTTP) on the shared products: a dense panel.
+def _crowdkit_ds(items, workers, labels, truth) -> float | None:
+    try:
+        import pandas as pd
+        from crowdkit.aggregation import DawidSkene as CKDS
+    except ImportError:
+        return None
+    keep = [k for k, lab in enumerate(labels) if lab is not None]
+    df = pd.DataFrame({"task": [items[k] for k in keep], "worker": [workers[k] for k in keep],
+                       "label": [labels[k] for k in keep]})
+    pred = CKDS(n_iter=100).fit_predict(df)
+    return float(np.mean([str(pred[i]) == t for i, t in truth.items() if i in pred.index]))
 
-    This is the setting llmens runs in; it is where the crowd prior (uniform class prior) lets phantom
-    classes win, and why the default switches to the panel prior on dense data.
-    """
-    import asyncio
 
-    from llmens_core.aggregation import CROWD_CONFIG, DawidSkene
-    from llmens_core.events import ProductUpdate
-    from llmens_core.llm.gateway import Gateway
-    from llmens_core.llm.simulator import endpoints_for, load_sim_config, start_simulator
-    from llmens_core.schema import AttributeSchema
+def score_dataset(items, workers, labels, truth, oracle) -> dict:
+    """Every column of the table for one dataset (online for each inner_iter choice, with its agreement with
+    the batch decisions: the gold-free criterion of the LODO choice)."""
+    row: dict = {"n": sum(1 for i in set(items) if i in truth), "oracle": oracle}
+    batch = default_aggregator()
+    pred = batch.fit_predict(items, workers, labels)
+    row["default"] = _score(batch.items_.tolist(), pred.tolist(), truth)[0]
+    row["chosen"] = batch.candidate_.name
+    decided = dict(zip(batch.items_.tolist(), pred.tolist(), strict=True))
+    for name in ("mv", "ds", "onecoin"):
+        est = METHODS[name]()
+        p = est.fit_predict(items, workers, labels)
+        row[name] = _score(est.items_.tolist(), p.tolist(), truth)[0]
+    row["ck-ds"] = _crowdkit_ds(items, workers, labels, truth)
+    row["best1"] = best_single(items, workers, labels, truth)
+    row["online"], row["agree"] = {}, {}
+    for inner in INNER_ITER_CHOICES:
+        model, its, proba = run_online(items, workers, labels, inner_iter=inner)
+        op = [model.classes_[k] for k in proba.argmax(1)]
+        row["online"][inner] = _score(its.tolist(), op, truth)[0]
+        row["agree"][inner] = float(np.mean([decided[i] == p for i, p in zip(its.tolist(), op, strict=True)]))
+    return row
 
-    recs = [orjson.loads(line) for line in products.read_bytes().splitlines()]
-    recs = [r for r in recs if r["attributes"] and not r["source"].startswith("implicitave")]
-    cfg = load_sim_config(None).model_dump(mode="json")
-    cfg["products"] = str(products)
-    cfg["defaults"] = {"latency_ms": {"mean": 0, "p99": 0}, "faults": {}}
-    for m in cfg["models"]:
-        m["latency_ms"], m["faults"] = None, None
 
-    async def collect():
-        runner, port = await start_simulator(cfg)
-        eps = endpoints_for(load_sim_config(cfg), f"http://127.0.0.1:{port}/v1", max_concurrency=64)
-        votes = []
-        sem = asyncio.Semaphore(64)
-        async with Gateway(eps, AttributeSchema.load()) as gw:
-            async def one(r):
-                async with sem:
-                    p = ProductUpdate(product_id=r["product_id"], version=1, title=r["title"],
-                                      description=r["description"], category=r["category"])
-                    votes.extend(await gw.label(p, sorted(r["attributes"])))
-            await asyncio.gather(*(one(r) for r in recs))
-        await runner.cleanup()
-        return votes
+def _pct(x) -> str:
+    return "  n/a" if x is None else f"{100 * x:5.1f}"
 
-    votes = asyncio.run(collect())
-    by_attr: dict = {}
-    for v in votes:
-        if v.label is not None:
-            it, wk, lb = by_attr.setdefault(v.attribute, ([], [], []))
-            it.append(v.product_id)
-            wk.append(v.llm)
-            lb.append(v.label)
-    gold = {(r["product_id"], a): (g if g is not None else "none") for r in recs for a, g in r["attributes"].items()}
-    rows = []
-    for attr, (it, wk, lb) in sorted(by_attr.items()):
-        truth = {pid: g for (pid, a), g in gold.items() if a == attr}
-        res = {}
-        for name, est in (("default", default_aggregator()), ("crowd prior", DawidSkene(**CROWD_CONFIG)),
-                          ("mv", MajorityVote()), ("ds", METHODS["ds"]()), ("onecoin", OneCoinDawidSkene())):
-            pred = est.fit_predict(it, wk, lb)
-            res[name] = _score(est.items_.tolist(), pred.tolist(), truth)[0]
-        rows.append([attr, len(truth), res["default"], res["crowd prior"], res["mv"], res["ds"], res["onecoin"]])
-    table("Simulated LLM panel (5 built-in simulated models, shared products): default vs crowd prior",
-          ["attribute", "items", "default (panel prior)", "crowd prior", "MV", "DS (ML)", "IWMV"], rows)
+
+def lodo_table(rows: dict[str, dict]) -> None:
+    """Print the table; the online column uses the inner_iter chosen on the other datasets."""
+    print("Leave-one-dataset-out accuracy (%); online: inner_iter chosen on the other datasets by agreement")
+    print("with the batch decisions (no gold). ok: default >= max(mv, ds) - 0.5.")
+    head = f"{'dataset':<17}{'n':>5} {'default':>7} {'online':>6} {'mv':>5} {'ds':>5} {'ck-ds':>5} "            f"{'1coin':>5} {'best1':>5} {'oracle':>6}  ok"
+    print(head)
+    gaps, checks, llm_mv, llm_best, llm_n = {}, 0, 0, 0, 0
+    for name, r in rows.items():
+        others = [o for o in rows if o != name]
+        inner = max(INNER_ITER_CHOICES, key=lambda k: (np.mean([rows[o]["agree"][k] for o in others]), -k))
+        r["inner"], online = inner, r["online"][inner]
+        ok = r["default"] >= max(r["mv"], r["ds"]) - 0.005
+        checks += ok
+        gaps[name] = online - r["default"]
+        if name.startswith("gpt:") and r["n"] >= 50:
+            llm_n += 1
+            llm_mv += r["default"] > r["mv"]
+            llm_best += r["best1"] is not None and r["default"] >= r["best1"]
+        print(f"{name:<17}{r['n']:>5} {_pct(r['default']):>7} {_pct(online):>6} {_pct(r['mv'])} {_pct(r['ds'])} "
+              f"{_pct(r['ck-ds'])} {_pct(r['onecoin'])} {_pct(r['best1'])} {_pct(r['oracle']):>6}  "
+              f"{'yes' if ok else 'NO'}")
+    print("\nchosen by held-out votes / online inner_iter (LODO):")
+    for name, r in rows.items():
+        print(f"  {name:<17} {r['chosen']:<28} inner_iter={r['inner']}")
+    print(f"\ndefault >= max(mv, ds) - 0.5 on {checks}/{len(rows)} datasets; above both on "
+          f"{sum(r['default'] > max(r['mv'], r['ds']) for r in rows.values())}/{len(rows)}")
+    print(f"GPT attributes with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
+          f"{llm_best}/{llm_n}")
+    worst = max(gaps, key=lambda k: abs(gaps[k]))
+    print(f"online - batch (points): max |gap| {100 * max(abs(g) for g in gaps.values()):.2f} ({worst}); "
+          + ", ".join(f"{k} {100 * g:+.1f}" for k, g in gaps.items()))
 
 
 def synthetic(n_items: int = 200_000, n_workers: int = 5, n_classes: int = 4, seed: int = 0):
@@ -281,7 +271,7 @@ def speed(skip_ck: bool) -> float | None:
         rows,
     )
     # online partial_fit cost
-    m = OnlineDawidSkene(prior_strength=2.0)
+    m = OnlineDawidSkene()
     n_items = 51_200
     b = 256
     sel_items, sel_workers, sel_labels = items[: n_items * 5], workers[: n_items * 5], labels[: n_items * 5]
@@ -297,7 +287,7 @@ def speed(skip_ck: bool) -> float | None:
     for _ in range(20000):
         m.posterior(votes)
     t_post = (time.perf_counter() - t0) / 20000
-    m1 = OnlineDawidSkene(prior_strength=2.0, inner_iter=1)
+    m1 = OnlineDawidSkene(inner_iter=1)
     t0 = time.perf_counter()
     for s in range(0, n_items, b):
         sl = slice(s * 5, (s + b) * 5)
@@ -312,33 +302,27 @@ def speed(skip_ck: bool) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crowd", type=Path, default=REPO / ".." / "shared" / "data" / "crowd")
-    ap.add_argument(
-        "--llm", type=Path, default=REPO / ".." / "shared" / "data" / "llm_predictions" / "by_attribute"
-    )
-    ap.add_argument(
-        "--skip-crowdkit", action="store_true", help="no crowd-kit timing (speedup line prints n/a)"
-    )
+    ap.add_argument("--llm", type=Path,
+                    default=REPO / ".." / "shared" / "data" / "llm_predictions" / "by_attribute")
+    ap.add_argument("--skip-crowdkit", action="store_true", help="no crowd-kit timing (speedup line prints n/a)")
+    ap.add_argument("--skip-table", action="store_true", help="speed figures only")
     args = ap.parse_args()
     if not args.crowd.is_dir():
-        sys.exit(
-            f"crowd datasets not found at {args.crowd.resolve()} (expected ../shared/data/crowd next to the repo)"
-        )
-    try:
-        import crowdkit  # noqa: F401
-    except ImportError:
-        if not args.skip_crowdkit:
-            sys.exit("crowd-kit is not installed: pip install -e '.[bench]' (or pass --skip-crowdkit)")
+        print(f"crowd datasets not found at {args.crowd.resolve()}: only the synthetic worlds are scored")
     if not args.skip_crowdkit:
-        crowd(args.crowd)
-    if args.llm.is_dir():
-        llm(args.llm)
-    products = REPO / ".." / "shared" / "data" / "products" / "products.jsonl"
-    if products.exists():
-        simulated_panel(products)
-    else:
-        print(f"LLM predictions not found at {args.llm.resolve()}; skipped")
+        try:
+            import crowdkit  # noqa: F401
+        except ImportError:
+            sys.exit("crowd-kit is not installed: pip install -e '.[bench]' (or pass --skip-crowdkit)")
+    if not args.skip_table:
+        rows = {}
+        for name, items, workers, labels, truth, oracle in datasets(args.crowd, args.llm):
+            t0 = time.perf_counter()
+            rows[name] = score_dataset(items, workers, labels, truth, oracle)
+            print(f"  scored {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        lodo_table(rows)
     ratio = speed(args.skip_crowdkit)
     print(f"ds_speedup_vs_crowdkit={ratio:.1f}" if ratio is not None else "ds_speedup_vs_crowdkit=n/a")
 

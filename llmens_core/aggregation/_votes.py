@@ -13,12 +13,12 @@ Conventions used across the package (shapes in docstrings use these letters):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Votes", "encode_votes", "factorize", "resolve_families", "prefix_families"]
+__all__ = ["Votes", "encode_votes", "factorize", "resolve_families"]
 
 
 def _as_1d(values: Iterable[Hashable], name: str) -> np.ndarray:
@@ -154,37 +154,19 @@ def encode_votes(items, workers, labels, classes: Sequence[Hashable] | None = No
     return Votes(item_codes[keep], worker_codes[keep], label_codes, items_, workers_, classes_)
 
 
-def prefix_families(workers: Iterable[Hashable], sep: str = "|") -> dict[Hashable, str]:
-    """Family of each worker = the part of its name before ``sep`` (e.g. the base model of ``"gpt-4|prompt"``)."""
-    return {w: str(w).split(sep, 1)[0] for w in workers}
-
-
 def resolve_families(families, workers: np.ndarray) -> np.ndarray | None:
     """Family code per worker, shape (J,), or ``None`` when every worker is its own family.
 
-    ``families`` is ``None``/``"none"``, ``"prefix"`` (split names on ``|``), ``"auto"`` (prefix when any worker
-    name contains ``|``, else none) or a mapping worker -> family; workers missing from the mapping form their own
-    family.
+    ``families`` is ``None``/``"none"`` or a mapping worker -> family (workers missing from it form their own
+    family). Families are never derived from worker names (the default finds correlated workers from the votes,
+    see :mod:`llmens_core.aggregation.dependence`).
     """
     if families is None or (isinstance(families, str) and families == "none"):
         return None
-    names = workers.tolist()
     if isinstance(families, str):
-        if families == "auto":
-            if not any("|" in str(w) for w in names):
-                return None
-            families = "prefix"
-        if families == "prefix":
-            mapping: Mapping = prefix_families(names)
-        else:
-            raise ValueError(
-                f"families must be a mapping, None, 'none', 'prefix' or 'auto'; got {families!r}"
-            )
-    else:
-        mapping = families
+        raise ValueError(f"families must be a mapping or None, got {families!r} (name prefixes are not families)")
     fam_names: dict[Hashable, int] = {}
-    codes = np.empty(len(names), dtype=np.int64)
-    for j, w in enumerate(names):
-        f = mapping.get(w, ("__own__", w))
-        codes[j] = fam_names.setdefault(f, len(fam_names))
+    codes = np.empty(len(workers), dtype=np.int64)
+    for j, w in enumerate(workers.tolist()):
+        codes[j] = fam_names.setdefault(families.get(w, ("__own__", w)), len(fam_names))
     return codes

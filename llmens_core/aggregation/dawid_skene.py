@@ -23,8 +23,7 @@ class DawidSkene(Aggregator):
             ``prior_accuracy`` of it on the diagonal, the rest spread evenly. ``prior_strength=0`` is textbook
             maximum likelihood (with a 1e-12 floor so no log(0)).
         class_prior_strength: pseudo-count added to every class in the class prior.
-        families: ``None``/``"none"`` (independent workers), ``"prefix"``/``"auto"`` (family = worker name before
-            ``|``), or a mapping worker -> family. Votes of one family on one item are pooled in the E-step
+        families: ``None``/``"none"`` (independent workers) or a mapping worker -> family. Votes of one family on one item are pooled in the E-step
             (composite likelihood): each gets weight ``1 / (1 + family_rho (n - 1))`` where ``n`` is the number of
             that family's votes on the item. ``family_rho=1`` counts a family as one vote.
         classes: fix the label set and its order (labels outside it are an error in ``fit``).

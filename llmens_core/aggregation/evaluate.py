@@ -51,12 +51,6 @@ def run_online(items, workers, labels, *, passes: int = 1, seed: int = 0, batch_
     uniq, inv = np.unique(it.astype(str), return_inverse=True)
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
-    if "regime" not in kw:
-        from llmens_core.aggregation import PANEL_DENSITY
-
-        n_votes = sum(lab is not None and lab == lab for lab in lb)
-        density = n_votes / max(1, len(uniq) * len(set(wk.tolist())))
-        kw["regime"] = "panel" if density >= PANEL_DENSITY else "crowd"
     model = default_online(**kw)
     rng = np.random.default_rng(seed)
     for _ in range(max(1, passes)):
@@ -80,13 +74,13 @@ def evaluate(
     passes: int = 1,
     seed: int = 0,
     batch_size: int = 256,
-    families: str | None = "auto",
+    families: str | None = "none",
 ) -> list[dict]:
     """Accuracy of each method on the items that have truth.
 
     Returns one dict per method, ``{"method", "accuracy", "items_scored", "seconds"}``, ``default`` first when
-    ``methods`` is ``None``. ``families`` (``"auto"``, ``"prefix"``, ``"none"``) is passed to the methods that pool
-    families (``default`` and ``online``); ``"auto"`` pools names sharing the part before ``|``.
+    ``methods`` is ``None``. ``families``: ``"prefix"`` gives ``default`` and ``online`` the name part before ``|`` as a
+    family *hint* (dependence is still measured from the votes); ``"none"`` / ``"auto"``: no hint.
     ``seconds`` is fit (and predict) time, CSV reading excluded.
     """
     from llmens_core.aggregation import METHODS
@@ -97,7 +91,7 @@ def evaluate(
         raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
     items, workers, labels = read_answers(answers_csv)
     truth = read_truth(truth_csv)
-    fam = None if families in (None, "none") else families
+    fam = ({w: str(w).split("|", 1)[0] for w in workers if "|" in str(w)} if families == "prefix" else None)
     out = []
     for name in methods:
         t0 = time.perf_counter()

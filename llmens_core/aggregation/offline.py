@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from llmens_core.aggregation import DEFAULT_CONFIG, ONLINE_CONFIG, PANEL_CONFIG, default_aggregator
+from llmens_core.aggregation import default_aggregator
 from llmens_core.aggregation.online import OnlineDawidSkene
 
 __all__ = ["fit_votes", "read_votes"]
@@ -54,7 +54,7 @@ def read_votes(path: str | Path) -> dict[str, tuple[list[str], list[str], list[s
 def fit_votes(
     votes_jsonl_path: str | Path,
     *,
-    families: Mapping[str, str] | str | None = DEFAULT_CONFIG["families"],
+    families: Mapping[str, str] | None = None,
     classes: Mapping[str, list[str]] | None = None,
     **kw,
 ) -> dict[str, OnlineDawidSkene]:
@@ -62,7 +62,7 @@ def fit_votes(
 
     Args:
         votes_jsonl_path: LabelVote JSONL (fields product_id, version, attribute, llm, label).
-        families: worker -> family mapping, ``"auto"``/``"prefix"`` (name before ``|``) or ``None``.
+        families: optional hint worker -> family (see :class:`~llmens_core.aggregation.AutoDawidSkene`).
         classes: optional closed label set per attribute (labels outside it are dropped); otherwise the labels seen.
         **kw: overrides for :func:`default_aggregator`.
     Returns ``{attribute: OnlineDawidSkene}``, each carrying the batch fit's sufficient statistics (version 1), so
@@ -80,7 +80,5 @@ def fit_votes(
             out[attr] = m
             continue
         batch = default_aggregator(families=families, classes=cls, **kw).fit(it, wk, lb)
-        online_kw = {k: v for k, v in {**PANEL_CONFIG, **ONLINE_CONFIG}.items()
-                     if k not in ("families", "prior_strength", "family_rho")}
-        out[attr] = OnlineDawidSkene.from_batch(batch, families=families, **online_kw)
+        out[attr] = OnlineDawidSkene.from_batch(batch, families=families)
     return out

@@ -1,228 +1,140 @@
-"""Online Dawid-Skene (online EM, Cappé & Moulines 2009) with mergeable, serialisable sufficient statistics.
+"""Online Dawid-Skene (online EM, Cappé & Moulines 2009) with the batch default's candidates and criterion.
 
 Sufficient statistics ``S`` are per-item averages of the E-step: soft confusion counts per worker (J, K, K) and
 soft class counts (K,). One online step folds a delta of ``b`` items in as
 ``S <- (1 - eta) S + eta * delta / b`` where ``eta = 1 - prod_{n = t+1}^{t+b} (1 - gamma_n)`` and
 ``gamma_n = max(min(1, (n - 1 + t0) ** -kappa), eta_min)``: ``t`` counts items, so a delta of ``b`` items moves
-``S`` as ``b`` single-item steps would, whatever the batch size (the stream sends deltas of any size).
-The M-step turns averages into counts with the effective number of items behind them,
-``n_eff = 1 / sum(weights**2)`` (``n`` for plain averaging), and adds the Dirichlet prior:
-``theta[j, k] = normalise(n_eff S[j, k] + alpha)``, ``pi = normalise(n_eff S_class + beta)``.
-A cold model (``S = 0``) is the prior: every worker equally reliable, i.e. majority vote.
+``S`` as ``b`` single-item steps would, whatever the batch size. The M-step turns averages into counts with the
+effective number of items behind them, ``n_eff = 1 / sum(weights**2)``.
+
+**The same choice as the batch default** (:class:`~llmens_core.aggregation.auto.AutoDawidSkene`): every
+candidate of :data:`~._bayes.ALL_CANDIDATES` is an M-step of the same statistics; before a mini-batch is
+learnt, each candidate predicts every vote of it from the item's other votes (prequential held-out vote
+log-likelihood: the model has not seen those items), and the running sums feed :func:`.selection.choose`, the
+one-standard-error rule the batch model applies to its cross-validated scores. Residual agreement of worker
+pairs is accumulated the same way and gives the correlated-worker clusters (:mod:`.dependence`). The
+E-step uses the chosen candidate. A cold model (no statistics) is the weak prior: majority vote.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
-from llmens_core.aggregation import _em
+from llmens_core.aggregation import _bayes, _em, dependence, selection
+from llmens_core.aggregation._stats import SufficientStats, clamped_stats
 from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
 
-__all__ = ["OnlineDawidSkene", "SufficientStats", "clamped_stats"]
+__all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"]
 
-_FORMAT = 1
+_FORMAT = 2
+_C = len(_bayes.ALL_CANDIDATES)
 
 
 def _jsonable(x):
     return x if isinstance(x, (str, int, float, bool)) or x is None else str(x)
 
 
-class SufficientStats:
-    """Additive E-step statistics, keyed by worker and class *names* so stats from different models merge.
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=float)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class ModelParams:
+    """Read-only snapshot of an :class:`OnlineDawidSkene` at one state (what a policy needs to predict).
 
     Attributes:
-        workers: list of worker names (J); classes: list of class names (K).
-        confusion: float array (J, K, K), ``[worker, true class, given label]`` soft counts.
-        class_counts: float array (K,) soft counts of true classes.
-        n_items: number of items (with at least one vote) the counts come from.
+        version: the model's ``version`` when the snapshot was taken.
+        workers (J names), classes (K names): tuples.
+        log_theta: (J, K, K) log confusion ``[worker, true, given]`` of the chosen candidate.
+        log_pi: (K,) log class prior.
+        prior_log_theta: (K, K) log confusion an unknown worker gets (the weak prior).
+        cluster: (J,) int cluster of each worker; rho: (C,) its dependence strength (0 = independent).
+        candidate: name of the chosen candidate.
+    Arrays are not writeable. Equality and hashing are by identity (a snapshot is a key for caches of values
+    derived from it).
     """
 
-    __slots__ = ("workers", "classes", "confusion", "class_counts", "n_items")
+    version: int
+    workers: tuple
+    classes: tuple
+    log_theta: np.ndarray
+    log_pi: np.ndarray
+    prior_log_theta: np.ndarray
+    cluster: np.ndarray
+    rho: np.ndarray
+    candidate: str
 
-    def __init__(self, workers=(), classes=(), confusion=None, class_counts=None, n_items: float = 0.0):
-        self.workers = list(workers)
-        self.classes = list(classes)
-        J, K = len(self.workers), len(self.classes)
-        self.confusion = (
-            np.zeros((J, K, K)) if confusion is None else np.asarray(confusion, dtype=float).reshape(J, K, K)
-        )
-        self.class_counts = (
-            np.zeros(K) if class_counts is None else np.asarray(class_counts, dtype=float).reshape(K)
-        )
-        self.n_items = float(n_items)
+    def index(self, worker: Hashable) -> int | None:
+        """Position of ``worker`` in ``workers`` (None if unknown)."""
+        return self._widx.get(worker)
 
-    def aligned(self, workers: Sequence[Hashable], classes: Sequence[Hashable]) -> SufficientStats:
-        """The same statistics laid out on ``workers`` x ``classes`` (supersets of this one's names)."""
-        wi = {w: j for j, w in enumerate(workers)}
-        ci = {c: k for k, c in enumerate(classes)}
-        missing = [w for w in self.workers if w not in wi] + [c for c in self.classes if c not in ci]
-        if missing:
-            raise ValueError(f"names missing from the target layout: {missing[:10]}")
-        out = SufficientStats(workers, classes, n_items=self.n_items)
-        if self.workers and self.classes:
-            jw = np.array([wi[w] for w in self.workers])
-            kc = np.array([ci[c] for c in self.classes])
-            out.confusion[np.ix_(jw, kc, kc)] = self.confusion
-            out.class_counts[kc] = self.class_counts
-        elif self.classes:
-            out.class_counts[np.array([ci[c] for c in self.classes])] = self.class_counts
+    def label_index(self, label: Hashable) -> int | None:
+        return self._cidx.get(label)
+
+    def log_rows(self, worker: Hashable) -> np.ndarray:
+        """(K, K) log confusion of ``worker`` (the prior for an unknown one)."""
+        j = self.index(worker)
+        return self.prior_log_theta if j is None else self.log_theta[j]
+
+    def vote_weights(self, voters: Sequence[Hashable]) -> np.ndarray:
+        """Posterior weight of each of ``voters`` (all voting on one item), shape (n,): ``1 / (1 + rho (m - 1))``
+        with ``m`` the voters of the same cluster (unknown workers are independent)."""
+        code = [(self.cluster[j] if j is not None else ("new", w)) for w, j in ((w, self.index(w)) for w in voters)]
+        out = np.ones(len(voters))
+        if not len(self.rho) or float(self.rho.max()) == 0.0:
+            return out
+        counts: dict = {}
+        for g in code:
+            counts[g] = counts.get(g, 0) + 1
+        for i, g in enumerate(code):
+            if not isinstance(g, tuple) and counts[g] > 1:
+                out[i] = 1.0 / (1.0 + self.rho[g] * (counts[g] - 1))
         return out
 
-    def merge(self, other: SufficientStats) -> SufficientStats:
-        """Sum of two statistics over the union of their workers and classes (a new object)."""
-        workers = list(self.workers) + [w for w in other.workers if w not in set(self.workers)]
-        classes = list(self.classes) + [c for c in other.classes if c not in set(self.classes)]
-        a, b = self.aligned(workers, classes), other.aligned(workers, classes)
-        return SufficientStats(
-            workers,
-            classes,
-            a.confusion + b.confusion,
-            a.class_counts + b.class_counts,
-            a.n_items + b.n_items,
-        )
-
-    def __add__(self, other: SufficientStats) -> SufficientStats:
-        return self.merge(other)
-
-    def to_dict(self) -> dict:
-        return {
-            "format": _FORMAT,
-            "workers": self.workers,
-            "classes": self.classes,
-            "confusion": self.confusion.ravel().tolist(),
-            "class_counts": self.class_counts.tolist(),
-            "n_items": self.n_items,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> SufficientStats:
-        return cls(d["workers"], d["classes"], d["confusion"], d["class_counts"], d["n_items"])
-
-    def to_bytes(self) -> bytes:
-        """orjson encoding; floats round-trip exactly. Names must be JSON scalars (str/int)."""
-        return orjson.dumps(self.to_dict())
-
-    @classmethod
-    def from_bytes(cls, b: bytes | bytearray | memoryview | str) -> SufficientStats:
-        return cls.from_dict(orjson.loads(b))
-
-    def __repr__(self) -> str:
-        return (
-            f"SufficientStats(workers={len(self.workers)}, classes={self.classes}, n_items={self.n_items:g})"
-        )
-
-
-def clamped_stats(
-    items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]], classes: Sequence[Hashable] = ()
-) -> SufficientStats:
-    """E-step statistics of items whose true class is known (gold feedback), as one mergeable delta.
-
-    ``items``: ``(votes, gold)`` pairs, ``votes`` worker -> label (``None`` abstains). Each item's posterior is
-    clamped to the one-hot vector of ``gold`` instead of the model's posterior, so a worker's vote adds a whole
-    count to ``confusion[worker, gold, vote]`` and the item adds one to ``class_counts[gold]``: folded in with
-    :meth:`OnlineDawidSkene.apply`, gold items pull every confusion matrix towards what the workers really did.
-    Items without a usable vote are left out (as in :meth:`OnlineDawidSkene.batch_stats`). ``classes`` fixes the
-    layout's first classes (e.g. the model's); labels and gold classes met in ``items`` are appended.
-    """
-    cls = list(classes)
-    cid = {c: k for k, c in enumerate(cls)}
-    workers: list = []
-    wid: dict = {}
-    w_idx: list[int] = []
-    t_idx: list[int] = []
-    l_idx: list[int] = []
-    gold_idx: list[int] = []
-    for votes, gold in items:
-        if gold is None:
-            raise ValueError("a gold label must be a class, not None")
-        pairs = [(w, lab) for w, lab in votes.items() if lab is not None]
-        if not pairs:
-            continue
-        for c in (gold, *(lab for _, lab in pairs)):
-            if c not in cid:
-                cid[c] = len(cls)
-                cls.append(c)
-        kg = cid[gold]
-        gold_idx.append(kg)
-        for w, lab in pairs:
-            j = wid.get(w)
-            if j is None:
-                j = wid[w] = len(workers)
-                workers.append(w)
-            w_idx.append(j)
-            t_idx.append(kg)
-            l_idx.append(cid[lab])
-    K = len(cls)
-    conf = np.zeros((len(workers), K, K))
-    if w_idx:
-        np.add.at(conf, (np.asarray(w_idx), np.asarray(t_idx), np.asarray(l_idx)), 1.0)
-    class_counts = np.bincount(np.asarray(gold_idx, dtype=np.int64), minlength=K).astype(float)
-    return SufficientStats(workers, cls, conf, class_counts, float(len(gold_idx)))
+    def __post_init__(self):
+        object.__setattr__(self, "_widx", {w: j for j, w in enumerate(self.workers)})
+        object.__setattr__(self, "_cidx", {c: k for k, c in enumerate(self.classes)})
 
 
 class OnlineDawidSkene:
-    """Streaming Dawid-Skene. See the module docstring for the update rule.
+    """Streaming Dawid-Skene choosing its candidate online. See the module docstring.
 
     Args:
-        classes: initial label set (more can be added; labels met in ``partial_fit`` are added automatically).
-        prior_accuracy, prior_strength: Dirichlet prior per confusion row (see :class:`DawidSkene`).
-        class_prior_strength: pseudo-count per class in the class prior.
+        classes: initial label set (labels met in ``partial_fit`` are added).
         kappa, t0, eta_min: step sizes ``gamma_n = max(min(1, (n - 1 + t0)^-kappa), eta_min)`` per item.
-        families: mapping worker -> family (e.g. base model); a family's votes on one item are pooled with weight
-            ``1 / (1 + family_rho (n - 1))`` each. ``"prefix"`` derives the family from the name before ``|``.
-        inner_iter: E-steps per mini-batch in ``partial_fit`` (the batch's posterior is refined with the
-            parameters the batch itself moves; 1 = plain online EM).
-        pooled_prior, sparse_strength, class_prior: as in :class:`DawidSkene` (the M-step from ``n_eff * S``
-            uses the same empirical-Bayes / sparse one-coin prior and the same class-prior choice). A cold model
-            or a new worker (no counts) gets the prior centre ``normalise(alpha)`` either way.
+        families: optional hint worker -> family (``EndpointConfig.family``) for the dependence clusters.
+        inner_iter, inner_tol: at most ``inner_iter`` E-steps per mini-batch in ``partial_fit`` (1 = plain
+            online EM), fewer once no posterior of the batch moves by more than ``inner_tol`` (a numerical
+            tolerance: a batch is refined until its EM has converged, as the batch model's is).
+        candidates: the race (default every candidate; names or :class:`~._bayes.Candidate`).
 
-    Attributes: ``version`` (int, +1 per ``partial_fit``/``apply``), ``classes_``, ``workers_``,
-    ``confusion_`` (J, K, K), ``priors_`` (K,), ``skills_``/``weights_`` (J,), ``n_items_`` (items seen).
+    Attributes: ``version`` (+1 per ``partial_fit``/``apply``), ``classes_``, ``workers_``, ``candidate_`` (the
+    chosen one), ``confusion_`` (J, K, K), ``priors_`` (K,), ``skills_``/``weights_`` (J,), ``n_items_``.
+    :meth:`params` returns a read-only :class:`ModelParams` snapshot.
     """
 
-    def __init__(
-        self,
-        classes: Sequence[str] | None = None,
-        *,
-        prior_accuracy: float = 0.7,
-        prior_strength: float = 2.0,
-        class_prior_strength: float = 1.0,
-        kappa: float = 1.0,
-        t0: float = 1.0,
-        eta_min: float = 1e-4,
-        families: Mapping[str, str] | str | None = None,
-        family_rho: float = 1.0,
-        inner_iter: int = 3,
-        pooled_prior: bool | str = False,
-        prior_strength_per_class: float | None = None,
-        sparse_strength: float = 0.0,
-        class_prior: str = "learned",
-    ):
-        if class_prior not in ("learned", "uniform"):
-            raise ValueError(f"class_prior must be 'learned' or 'uniform', got {class_prior!r}")
-        if pooled_prior not in (True, False, "sparse", "onecoin"):
-            raise ValueError(f"pooled_prior must be True, False, 'sparse' or 'onecoin', got {pooled_prior!r}")
-        self.pooled_prior = pooled_prior
-        self.prior_strength_per_class = prior_strength_per_class
-        self.sparse_strength = float(sparse_strength)
-        self.class_prior = class_prior
-        _em.prior_alpha(2, prior_accuracy, prior_strength)  # validates
+    def __init__(self, classes: Sequence[Hashable] | None = None, *, kappa: float = 1.0, t0: float = 1.0,
+                 eta_min: float = 1e-4, families: Mapping[Hashable, Hashable] | str | None = None,
+                 inner_iter: int = 10, inner_tol: float = 1e-4, candidates: Sequence[_bayes.Candidate | str] = _bayes.ALL_CANDIDATES):
         if not 0.5 < kappa <= 1.0:
             raise ValueError("kappa must be in (0.5, 1]")
         if t0 < 1.0:
             raise ValueError("t0 must be >= 1")
-        self.prior_accuracy = float(prior_accuracy)
-        self.prior_strength = float(prior_strength)
-        self.class_prior_strength = float(class_prior_strength)
+        if isinstance(families, str) and families not in ("none", "auto"):
+            raise ValueError("families is a mapping worker -> family (a hint); name prefixes are not families")
         self.kappa, self.t0, self.eta_min = float(kappa), float(t0), float(eta_min)
-        self.family_rho = float(family_rho)
         self.inner_iter = int(inner_iter)
-        self._family_mode = families if isinstance(families, str) else None
-        self.families: dict = {} if isinstance(families, str) or families is None else dict(families)
+        self.inner_tol = float(inner_tol)
+        self.candidates = tuple(c if isinstance(c, _bayes.Candidate) else _bayes.Candidate.parse(c)
+                                for c in candidates)
+        self.families: dict = dict(families) if isinstance(families, Mapping) else {}
         self.version = 0
         self.t = 0.0  # items seen (drives the step size)
         self.q = 0.0  # sum of squared averaging weights; n_eff = 1/q
@@ -231,32 +143,26 @@ class OnlineDawidSkene:
         self.classes_: list = []
         self._widx: dict = {}
         self._cidx: dict = {}
-        self._fam_codes: dict = {}
-        self._wfam = np.zeros(0, dtype=np.int64)
         self.S = np.zeros((0, 0, 0))
         self.S_class = np.zeros(0)
+        self.score, self.score_m2, self.score_votes = np.zeros(_C), np.zeros((_C, _C)), 0.0
+        self.pairs = np.zeros((2, 0, 0))
         if classes:
             self.add_classes(classes)
 
     # ------------------------------------------------------------------ names
-    def _family_of(self, w):
-        if w in self.families:
-            return self.families[w]
-        if self._family_mode in ("prefix", "auto") and "|" in str(w):
-            return str(w).split("|", 1)[0]
-        return ("__own__", w)
-
     def add_workers(self, names: Iterable[Hashable]) -> list:
         """Add workers (new LLMs start from the prior). Returns the names actually added."""
         new = [w for w in dict.fromkeys(names) if w not in self._widx]
         if new:
-            K = len(self.classes_)
+            K, J = len(self.classes_), len(self.workers_)
             for w in new:
                 self._widx[w] = len(self.workers_)
                 self.workers_.append(w)
-            fams = [self._fam_codes.setdefault(self._family_of(w), len(self._fam_codes)) for w in new]
-            self._wfam = np.concatenate([self._wfam, np.asarray(fams, dtype=np.int64)])
             self.S = np.concatenate([self.S, np.zeros((len(new), K, K))], axis=0)
+            pairs = np.zeros((2, J + len(new), J + len(new)))
+            pairs[:, :J, :J] = self.pairs
+            self.pairs = pairs
             self._refresh()
         return new
 
@@ -265,11 +171,10 @@ class OnlineDawidSkene:
         new = [c for c in dict.fromkeys(names) if c not in self._cidx and c is not None]
         if new:
             J, K = len(self.workers_), len(self.classes_)
-            K2 = K + len(new)
             for c in new:
                 self._cidx[c] = len(self.classes_)
                 self.classes_.append(c)
-            S = np.zeros((J, K2, K2))
+            S = np.zeros((J, K + len(new), K + len(new)))
             S[:, :K, :K] = self.S
             self.S = S
             self.S_class = np.concatenate([self.S_class, np.zeros(len(new))])
@@ -277,14 +182,16 @@ class OnlineDawidSkene:
         return new
 
     def set_families(self, families: Mapping[Hashable, Hashable]) -> None:
-        """Declare or change families (worker -> family)."""
+        """Declare or change family hints (worker -> family)."""
         self.families.update(families)
-        self._fam_codes = {}
-        self._wfam = np.asarray(
-            [self._fam_codes.setdefault(self._family_of(w), len(self._fam_codes)) for w in self.workers_],
-            dtype=np.int64,
-        )
         self._refresh()
+
+    def _hint(self) -> np.ndarray | None:
+        if not self.families:
+            return None
+        codes: dict = {}
+        return np.asarray([codes.setdefault(self.families[w], len(codes)) if w in self.families else -1
+                           for w in self.workers_], dtype=np.int64)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -292,39 +199,57 @@ class OnlineDawidSkene:
         return 1.0 / self.q if self.q > 0 else 0.0
 
     def _refresh(self) -> None:
-        """M-step from S: recompute confusion, priors and the lookup tables ``posterior`` uses."""
-        _J, K = len(self.workers_), len(self.classes_)
+        """M-step of every candidate from S, the clusters from the pair statistics, and the choice."""
+        J, K = len(self.workers_), len(self.classes_)
         self._ready = K > 0
         if K == 0:
             return
-        strength = (self.prior_strength_per_class * max(1, K - 1) if self.prior_strength_per_class
-                    else self.prior_strength)
-        alpha = _em.prior_alpha(K, self.prior_accuracy, max(strength, 1e-9))
         n = self.n_eff
-        counts = n * self.S
-        if self.pooled_prior == "sparse" and len(self.workers_):
-            a = _em.sparse_onecoin_prior(
-                counts, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength
-            )
-        elif self.pooled_prior == "onecoin" and len(self.workers_):
-            a = _em.onecoin_prior(counts, self.prior_accuracy, strength)
-        elif self.pooled_prior and len(self.workers_):
-            a = self.prior_strength * _em.normalise_rows(counts.sum(axis=0) + alpha)[None]
-        else:
-            a = alpha[None]
-        self.confusion_ = _em.normalise_rows(counts + a)
-        self.priors_ = (
-            np.full(K, 1.0 / K)
-            if self.class_prior == "uniform"
-            else _em.normalise_rows(n * self.S_class + self.class_prior_strength)
-        )
-        self._prior_theta = _em.normalise_rows(alpha)
-        self._log_theta = np.log(self.confusion_)
-        self._log_pi = np.log(self.priors_)
-        # [worker][given label] -> log theta[:, label] row (K,), for posterior()
-        self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))
-        self._prior_rows = np.ascontiguousarray(np.log(self._prior_theta).T)
-        self._wfam_list = self._wfam.tolist()
+        counts, class_counts = n * self.S, n * self.S_class
+        self._fitted = _bayes.m_step_all(counts, class_counts, self.candidates)
+        self.candidate_ = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
+                                           self.candidates)
+        f = self._fitted[_bayes.Candidate(self.candidate_.structure, self.candidate_.class_prior)]
+        self._clusters = self._find_clusters(n, K)
+        self.confusion_, self.priors_ = f.theta, f.pi
+        self._log_theta = np.log(np.maximum(f.theta, 1e-300))
+        self._log_pi = np.log(f.pi)
+        clusters = self._clusters if self.candidate_.dependent else dependence.INDEPENDENT(J)
+        self._cluster, self._rho = clusters.code, clusters.rho
+        self._prior_log_theta = np.log(_bayes.m_step(np.zeros((1, K, K)), np.zeros(K), "pooled").theta[0])
+        self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
+        self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
+        self._params = None
+
+    def _find_clusters(self, n: float, K: int) -> dependence.Clusters:
+        """Clusters from the pair counts, recomputed only when they changed (not during the scratch steps
+        of ``partial_fit``, which do not change the counts' meaning)."""
+        J = len(self.workers_)
+        old = getattr(self, "_clusters", None)
+        if old is not None and len(old.code) == J and getattr(self, "_hold_clusters", False):
+            return old
+        hint = self._hint()
+        key = (hash(self.pairs.tobytes()), n, K, None if hint is None else hint.tobytes())
+        if old is not None and len(old.code) == J and key == getattr(self, "_clusters_key", None):
+            return old
+        self._clusters_key = key
+        if not J:
+            return dependence.INDEPENDENT(0)
+        return dependence.find_clusters(dependence.PairStats.from_array(n * self.pairs), K, hint)
+
+    def params(self) -> ModelParams:
+        """Read-only snapshot of the current parameters (cached until the model changes)."""
+        if not self.classes_:
+            raise ValueError("the model has no classes yet")
+        if self._params is None:
+            self._params = ModelParams(
+                self.version, tuple(self.workers_), tuple(self.classes_), _frozen(self._log_theta),
+                _frozen(self._log_pi), _frozen(self._prior_log_theta),
+                np.array(self._cluster, dtype=np.int64), _frozen(self._rho), self.candidate_.name)
+        elif self._params.version != self.version:
+            self._params = None
+            return self.params()
+        return self._params
 
     @property
     def skills_(self) -> np.ndarray:
@@ -342,42 +267,33 @@ class OnlineDawidSkene:
 
         Unknown workers use the prior confusion; labels outside ``classes_`` are ignored. No votes -> ``priors_``.
         """
-        K = len(self.classes_)
-        if K == 0:
+        if not self.classes_:
             raise ValueError("the model has no classes yet")
         acc = self._log_pi.copy()
-        cidx, widx = self._cidx, self._widx
-        rows = []
-        fams = []
+        rows, groups = [], []
         for w, lab in votes.items():
-            if lab is None:
-                continue
-            k = cidx.get(lab)
+            k = self._cidx.get(lab) if lab is not None else None
             if k is None:
                 continue
-            j = widx.get(w)
-            if j is None:
-                rows.append(self._prior_rows[k])
-                f = self._family_of(w)
-                fams.append(self._fam_codes.get(f, f))
-            else:
-                rows.append(self._lt_rows[j, k])
-                fams.append(self._wfam_list[j])
+            j = self._widx.get(w)
+            rows.append(self._prior_rows[k] if j is None else self._lt_rows[j, k])
+            groups.append(("new", w) if j is None else int(self._cluster[j]))
         if rows:
-            if self.family_rho and len(set(fams)) < len(fams):
-                cnt: dict = {}
-                for f in fams:
-                    cnt[f] = cnt.get(f, 0) + 1
-                rho = self.family_rho
-                for r, f in zip(rows, fams, strict=False):
-                    acc += r / (1.0 + rho * (cnt[f] - 1))
-            else:
-                for r in rows:
-                    acc += r
+            wts = self._group_weights(groups)
+            for r, wt in zip(rows, wts, strict=True):
+                acc += r if wt == 1.0 else wt * r
         acc -= acc.max()
         np.exp(acc, out=acc)
         acc /= acc.sum()
         return acc
+
+    def _group_weights(self, groups: list) -> list[float]:
+        if not len(self._rho) or len(set(groups)) == len(groups):
+            return [1.0] * len(groups)
+        cnt: dict = {}
+        for g in groups:
+            cnt[g] = cnt.get(g, 0) + 1
+        return [1.0 if isinstance(g, tuple) else 1.0 / (1.0 + self._rho[g] * (cnt[g] - 1)) for g in groups]
 
     def predict(self, votes: Mapping[Hashable, Hashable | None]) -> Hashable:
         """Most probable class for one item."""
@@ -432,6 +348,18 @@ class OnlineDawidSkene:
         lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
         return _em.softmax_rows(lt)[0]
 
+    def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
+        K = len(self.classes_)
+        log_theta = self._log_theta
+        code, rho = self._cluster, self._rho
+        if extra:
+            log_theta = np.concatenate([log_theta, np.broadcast_to(self._prior_log_theta, (len(extra), K, K))])
+            code = np.concatenate([code, len(rho) + np.arange(len(extra))])
+            rho = np.concatenate([rho, np.zeros(len(extra))])
+        c = dependence.vote_weights(icode, wcode, dependence.Clusters(code, rho))
+        lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
+        return _em.softmax_rows(lt)[0]
+
     def predict_proba_batch(self, items, workers, labels) -> tuple[np.ndarray, np.ndarray]:
         """Posteriors for many items at once: ``(items (I,), proba (I, K))``; unknown workers use the prior, labels
         outside ``classes_`` are ignored. Does not change the model."""
@@ -441,40 +369,91 @@ class OnlineDawidSkene:
         return items_, self._batch_posterior(icode, wcode, lcode, len(items_), extra)
 
     # ------------------------------------------------------------------ learning
-    def _stats_from(self, icode, wcode, lcode, T, n_items) -> SufficientStats:
+    def _heldout_scores(self, it, wk, lb, n_items) -> np.ndarray:
+        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C).
+        Candidates sharing confusions are scored in one pass; a dependent candidate without any dependent
+        cluster scores as its independent twin."""
+        per_unit = np.zeros((n_items, _C))
+        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
+        dependent = self._clusters.dependent
+        groups: dict = {}
+        for cand in self.candidates:
+            groups.setdefault((cand.structure, cand.dependent and dependent), []).append(cand)
+        dep = (dependence.vote_weights(it, wk, self._clusters), dependence.copy_terms(it, wk, lb, self._clusters))
+        for (_, weighted), cands in groups.items():
+            twins = [_bayes.Candidate(c.structure, c.class_prior) for c in cands]
+            priors = list(dict.fromkeys(t.class_prior for t in twins))
+            fitted = {t.class_prior: self._fitted[t] for t in twins}
+            c, copy = dep if weighted else (None, None)
+            lls = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]].theta,
+                                          [fitted[k].pi for k in priors], n_items, copy)
+            by_prior = {k: np.bincount(it, weights=ll, minlength=n_items) for k, ll in zip(priors, lls, strict=True)}
+            for cand in cands:
+                per_unit[:, col[cand]] = by_prior[cand.class_prior]
+        return per_unit
+
+    def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """Held-out scores of a batch: two-fold cross-validation inside the batch, each half scored by the
+        candidates after one online step on the other half (nothing of the scored half was learnt); per-candidate
+        sums (C,), product sums (C, C), votes scored, and the pair agreement counts (2, J, J).
+        The model is left unchanged."""
+        half = np.random.default_rng(self.version).permutation(n_items) % 2
+        T = self._batch_posterior(icode, wcode, lcode, n_items)
+        scored = np.bincount(icode, minlength=n_items)[icode] >= 2
+        per_unit = np.zeros((n_items, _C))
+        snap = self._state()
+        for h in (0, 1):
+            train = half[icode] != h
+            test = ~train & scored
+            if not train.any() or not test.any():
+                continue
+            self.apply(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
+            per_unit += self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
+            self._restore(snap)
+            self._refresh()
+            snap = self._state()
+        pairs = dependence.pair_stats(icode, wcode, lcode, len(self.workers_))
+        total, m2 = selection.moments(per_unit)
+        n_scored = float(sum(((half[icode] == h) & scored).sum() for h in (0, 1) if (half[icode] != h).any()))
+        return total, m2, n_scored, pairs.as_array()
+
+    def _stats_from(self, icode, wcode, lcode, T, n_items, crit=None) -> SufficientStats:
         J, K = len(self.workers_), len(self.classes_)
         has = np.bincount(icode, minlength=n_items) > 0
         Tm = T * has[:, None]
         conf = _em.confusion_counts(icode, wcode * K + lcode, Tm, J)
-        return SufficientStats(
-            list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum())
-        )
+        total, m2, n_votes, pairs = crit if crit is not None else (None, None, 0.0, None)
+        return SufficientStats(list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum()),
+                               total, m2, n_votes, pairs)
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
-        """E-step contribution of a mini-batch under the current parameters (does not change the model)."""
+        """E-step contribution of a mini-batch under the current parameters, with its held-out criterion
+        (see the module docstring). Does not change the model."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
-        T = self._batch_posterior(icode, wcode, lcode, len(items_))
-        return self._stats_from(icode, wcode, lcode, T, len(items_))
+        n = len(items_)
+        T = self._batch_posterior(icode, wcode, lcode, n)
+        self._hold_clusters = True
+        try:
+            crit = self._criterion(icode, wcode, lcode, n)
+        finally:
+            self._hold_clusters = False
+        return self._stats_from(icode, wcode, lcode, T, n, crit)
 
-    def item_stats(
-        self, votes: Mapping[Hashable, Hashable | None], posterior: np.ndarray | None = None
-    ) -> SufficientStats:
-        """E-step contribution of one item; unknown workers and labels are included by name (the learner adds
-        them when the stats are applied). ``posterior`` (K,) over ``classes_`` is computed when not given."""
+    def item_stats(self, votes: Mapping[Hashable, Hashable | None],
+                   posterior: np.ndarray | None = None) -> SufficientStats:
+        """E-step contribution of one item (unknown workers and labels included by name); ``posterior`` (K,)
+        over ``classes_`` is computed when not given. One item scores no criterion."""
         pairs = [(w, lab) for w, lab in votes.items() if lab is not None]
         if not pairs:
             return SufficientStats([], list(self.classes_))
-        classes = list(self.classes_) + [
-            c for c in dict.fromkeys(lab for _, lab in pairs) if c not in self._cidx
-        ]
+        classes = list(self.classes_) + [c for c in dict.fromkeys(lab for _, lab in pairs) if c not in self._cidx]
         workers = list(dict.fromkeys(w for w, _ in pairs))
-        K = len(classes)
         p = self.posterior(votes) if posterior is None else np.asarray(posterior, dtype=float)
-        T = np.zeros(K)
+        T = np.zeros(len(classes))
         T[: len(p)] = p
         cid = {c: k for k, c in enumerate(classes)}
         wid = {w: j for j, w in enumerate(workers)}
-        conf = np.zeros((len(workers), K, K))
+        conf = np.zeros((len(workers), len(classes), len(classes)))
         for w, lab in pairs:
             conf[wid[w], :, cid[lab]] += T
         return SufficientStats(workers, classes, conf, T, 1.0)
@@ -499,55 +478,79 @@ class OnlineDawidSkene:
         if b > 0:
             d = stats.aligned(self.workers_, self.classes_)
             eta = self._step_size(b)
-            self.S = (1.0 - eta) * self.S + eta * (d.confusion / b)
-            self.S_class = (1.0 - eta) * self.S_class + eta * (d.class_counts / b)
-            self.q = (1.0 - eta) ** 2 * self.q + eta**2 / b
+            keep = 1.0 - eta
+            self.S = keep * self.S + eta * (d.confusion / b)
+            self.S_class = keep * self.S_class + eta * (d.class_counts / b)
+            self.score = keep * self.score + eta * (d.scores / b)
+            self.score_m2 = keep * self.score_m2 + eta * (d.score_m2 / b)
+            self.score_votes = keep * self.score_votes + eta * (d.n_votes / b)
+            self.pairs = keep * self.pairs + eta * (d.pairs / b)
+            self.q = keep**2 * self.q + eta**2 / b
             self.t += b
             self.n_items_ += b
-            self._refresh()
         self.version += 1
+        self._refresh()
         return self.version
 
+    def _state(self) -> tuple:
+        return (self.S.copy(), self.S_class.copy(), self.score.copy(), self.score_m2.copy(), self.score_votes,
+                self.pairs.copy(), self.q, self.t, self.n_items_, self.version)
+
+    def _restore(self, st: tuple) -> None:
+        (self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
+         self.n_items_, self.version) = st
+
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
-        """One online-EM step on a mini-batch of long-format votes (new workers and classes are added)."""
+        """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
+        criterion is scored once, before the batch is learnt; the E-step is then refined (``inner_iter``)."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
             return self
         n = len(items_)
-        T = self._batch_posterior(icode, wcode, lcode, n)
-        stats = self._stats_from(icode, wcode, lcode, T, n)
-        if self.inner_iter > 1 and stats.n_items > 0:
-            snap = (self.S.copy(), self.S_class.copy(), self.q, self.t, self.n_items_, self.version)
-            for _ in range(self.inner_iter - 1):
-                self.apply(stats)
-                T = self._batch_posterior(icode, wcode, lcode, n)
-                stats = self._stats_from(icode, wcode, lcode, T, n)
-                self.S, self.S_class, self.q, self.t, self.n_items_, self.version = snap
-                snap = (self.S.copy(), self.S_class.copy(), self.q, self.t, self.n_items_, self.version)
+        self._hold_clusters = True
+        try:
+            stats = self._refined_stats(icode, wcode, lcode, n)
+        finally:
+            self._hold_clusters = False
         self.apply(stats)
         return self
 
+    def _refined_stats(self, icode, wcode, lcode, n) -> SufficientStats:
+        """The batch's statistics after up to ``inner_iter`` E-steps (the model is left unchanged)."""
+        crit = self._criterion(icode, wcode, lcode, n)
+        T = self._batch_posterior(icode, wcode, lcode, n)
+        stats = self._stats_from(icode, wcode, lcode, T, n, crit)
+        if self.inner_iter > 1 and stats.n_items > 0:
+            snap = self._state()
+            for _ in range(self.inner_iter - 1):
+                self.apply(stats)
+                T_new = self._batch_posterior(icode, wcode, lcode, n)
+                stats = self._stats_from(icode, wcode, lcode, T_new, n, crit)
+                self._restore(snap)
+                snap = self._state()
+                if float(np.abs(T_new - T).max(initial=0.0)) < self.inner_tol:
+                    break
+                T = T_new
+            self._refresh()
+        return stats
+
     # ------------------------------------------------------------------ state
     def stats(self) -> SufficientStats:
-        """Current averaged statistics scaled to counts (``n_eff * S``), as a :class:`SufficientStats`."""
+        """Current averaged statistics scaled to counts (``n_eff`` times the averages)."""
         n = self.n_eff
-        return SufficientStats(list(self.workers_), list(self.classes_), n * self.S, n * self.S_class, n)
+        return SufficientStats(list(self.workers_), list(self.classes_), n * self.S, n * self.S_class, n,
+                               n * self.score, n * self.score_m2, n * self.score_votes, n * self.pairs)
 
     def summary(self) -> dict:
         """JSON-able snapshot of the model."""
-        fam_of = {w: self._family_of(w) for w in self.workers_}
-        out = {
-            "version": self.version,
-            "classes": [_jsonable(c) for c in self.classes_],
-            "workers": [_jsonable(w) for w in self.workers_],
-            "families": {
-                _jsonable(w): (None if isinstance(f, tuple) else _jsonable(f)) for w, f in fam_of.items()
-            },
-            "n_items": self.n_items_,
-            "n_eff": self.n_eff,
-        }
+        out = {"version": self.version, "classes": [_jsonable(c) for c in self.classes_],
+               "workers": [_jsonable(w) for w in self.workers_],
+               "families": {_jsonable(w): _jsonable(f) for w, f in self.families.items()},
+               "n_items": self.n_items_, "n_eff": self.n_eff}
         if self.classes_:
+            out["candidate"] = self.candidate_.name
+            out["clusters"] = [[out["workers"][j] for j in g] for g in self._clusters.groups()]
             out["class_priors"] = dict(zip(out["classes"], self.priors_.tolist(), strict=False))
             out["accuracy"] = dict(zip(out["workers"], self.skills_.tolist(), strict=False))
             out["weight"] = dict(zip(out["workers"], self.weights_.tolist(), strict=False))
@@ -555,70 +558,53 @@ class OnlineDawidSkene:
         return out
 
     def _config(self) -> dict:
-        return {
-            "prior_accuracy": self.prior_accuracy,
-            "prior_strength": self.prior_strength,
-            "class_prior_strength": self.class_prior_strength,
-            "kappa": self.kappa,
-            "t0": self.t0,
-            "eta_min": self.eta_min,
-            "family_rho": self.family_rho,
-            "inner_iter": self.inner_iter,
-            "pooled_prior": self.pooled_prior,
-            "prior_strength_per_class": self.prior_strength_per_class,
-            "sparse_strength": self.sparse_strength,
-            "class_prior": self.class_prior,
-        }
+        return {"kappa": self.kappa, "t0": self.t0, "eta_min": self.eta_min, "inner_iter": self.inner_iter, "inner_tol": self.inner_tol,
+                "candidates": [c.name for c in self.candidates]}
 
     def to_bytes(self) -> bytes:
         """Exact serialisation (orjson; worker/class/family names must be str or int)."""
-        return orjson.dumps(
-            {
-                "format": _FORMAT,
-                "config": self._config(),
-                "family_mode": self._family_mode,
-                "families": list(self.families.items()),
-                "version": self.version,
-                "t": self.t,
-                "q": self.q,
-                "n_items": self.n_items_,
-                "workers": self.workers_,
-                "classes": self.classes_,
-                "S": self.S.ravel().tolist(),
-                "S_class": self.S_class.tolist(),
-            }
-        )
+        return orjson.dumps({
+            "format": _FORMAT, "config": self._config(), "families": list(self.families.items()),
+            "version": self.version, "t": self.t, "q": self.q, "n_items": self.n_items_,
+            "workers": self.workers_, "classes": self.classes_, "S": self.S.ravel().tolist(),
+            "S_class": self.S_class.tolist(), "score": self.score.tolist(),
+            "score_m2": self.score_m2.ravel().tolist(), "score_votes": self.score_votes,
+            "pairs": self.pairs.ravel().tolist()})
 
     @classmethod
     def from_bytes(cls, b: bytes | bytearray | memoryview | str) -> OnlineDawidSkene:
+        """Reads format 2 (format 1 models, with the old priors, are refused: refit them with ``llmens fit``)."""
         d = orjson.loads(b)
-        m = cls(None, families=d["family_mode"], **d["config"])
-        m.families = {w: f for w, f in d["families"]}
+        if d.get("format") != _FORMAT:
+            raise ValueError(f"model format {d.get('format')} is not {_FORMAT}")
+        m = cls(None, families=dict(d["families"]), **d["config"])
         m.add_classes(d["classes"])
         m.add_workers(d["workers"])
         J, K = len(m.workers_), len(m.classes_)
         m.S = np.asarray(d["S"], dtype=float).reshape(J, K, K)
         m.S_class = np.asarray(d["S_class"], dtype=float)
+        m.score = np.asarray(d["score"], dtype=float)
+        m.score_m2 = np.asarray(d["score_m2"], dtype=float).reshape(_C, _C)
+        m.score_votes = float(d["score_votes"])
+        m.pairs = np.asarray(d["pairs"], dtype=float).reshape(2, J, J)
         m.version, m.t, m.q, m.n_items_ = d["version"], d["t"], d["q"], d["n_items"]
         m._refresh()
         return m
 
     @classmethod
     def from_batch(cls, model, *, n_items: float | None = None, **kw) -> OnlineDawidSkene:
-        """Warm start from a fitted :class:`DawidSkene` (e.g. ``llmens fit``): S = its soft counts per item."""
-        classes = model.classes_.tolist()
-        families = kw.pop("families", None)
-        if families is None and model.families is not None:
-            families = model.families if not isinstance(model.families, str) else model.families
-        o = cls(classes, families=families, family_rho=model.family_rho, **kw)
+        """Warm start from a fitted :class:`~.auto.AutoDawidSkene` (e.g. ``llmens fit``): its soft counts, pair
+        statistics and cross-validated scores, per item."""
+        o = cls(model.classes_.tolist(), families=kw.pop("families", model.families), **kw)
         o.add_workers(model.workers_.tolist())
-        n = float(model.n_items_with_votes_) if n_items is None else float(n_items)
-        if n > 0:
-            o.S = model.counts_ / model.n_items_with_votes_
-            o.S_class = model.class_counts_ / model.n_items_with_votes_
-            o.q = 1.0 / n
-            o.t = n
-            o.n_items_ = n
-        o._refresh()
+        m = float(model.n_items_with_votes_)
+        n = m if n_items is None else float(n_items)
+        if m > 0 and n > 0:
+            o.S, o.S_class = model.counts_ / m, model.class_counts_ / m
+            o.pairs = model.pair_stats_ / m
+            o.score, o.score_m2 = model.cv_total_ / m, model.cv_m2_ / m
+            o.score_votes = model.cv_votes_ / m
+            o.q, o.t, o.n_items_ = 1.0 / n, n, n
         o.version = 1
+        o._refresh()
         return o

@@ -29,7 +29,8 @@ def evaluate(
     families: str = typer.Option(
         "auto",
         "--families",
-        help="auto|prefix|none: pool workers sharing the name part before '|' (auto: when present)",
+        help="auto|prefix|none: prefix gives default/online the name part before '|' as a family hint "
+        "(dependence is measured from the votes either way); auto and none: no hint",
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per method per line"),
 ) -> None:

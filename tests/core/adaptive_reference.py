@@ -18,8 +18,7 @@ from llmens_core.aggregation import OnlineDawidSkene
 
 
 def _ref_log_rows(model: OnlineDawidSkene, llm: Hashable) -> np.ndarray:
-    j = model._widx.get(llm)
-    return model._log_theta[j] if j is not None else np.log(model._prior_theta)
+    return model.params().log_rows(llm)
 
 
 def ref_informativeness(model: OnlineDawidSkene, llm: Hashable) -> float:
@@ -44,21 +43,25 @@ def ref_expected_gain(
     rem = [w for w in dict.fromkeys(remaining) if w not in votes or votes[w] is None]
     if K == 0 or not rem:
         return 0.0
-    cidx = model._cidx
-    asked = [(w, cidx[lab]) for w, lab in votes.items() if lab is not None and lab in cidx]
+    params = model.params()
+    asked = [(w, params.label_index(lab)) for w, lab in votes.items() if lab is not None]
+    asked = [(w, k) for w, k in asked if k is not None]
     cur = model.posterior(votes) if asked else model.priors_.copy()
     d = int(np.argmax(cur))
-    fam_of = model._family_of
+    def fam_of(w):
+        j = params.index(w)
+        return ("new", w) if j is None else int(params.cluster[j])
+
     n_fam: dict = {}
     for w in [w for w, _ in asked] + rem:
         f = fam_of(w)
         n_fam[f] = n_fam.get(f, 0) + 1
-    rho = model.family_rho
 
     def weight(w) -> float:
-        return 1.0 / (1.0 + rho * (n_fam[fam_of(w)] - 1)) if rho else 1.0
+        f = fam_of(w)
+        return 1.0 if isinstance(f, tuple) else 1.0 / (1.0 + params.rho[f] * (n_fam[f] - 1))
 
-    base = model._log_pi.copy()
+    base = params.log_pi.copy()
     for w, k in asked:
         base += weight(w) * _ref_log_rows(model, w)[:, k]
     logs = [_ref_log_rows(model, w) for w in rem]

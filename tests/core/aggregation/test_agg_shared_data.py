@@ -1,4 +1,4 @@
-"""Checks on ../shared/data (skipped when the repo's sibling shared/data is absent)."""
+"""The done-when criteria of issue 11 on the shared development data (skipped when ../shared is absent)."""
 
 from __future__ import annotations
 
@@ -9,43 +9,33 @@ from llmens_core.aggregation.evaluate import evaluate
 
 LLM = SHARED / "llm_predictions" / "by_attribute"
 CROWD = SHARED / "crowd"
+CROWD_SETS = ("bluebird", "dog", "rte", "sentiment", "web")
 
 pytestmark = pytest.mark.shared_data
 
 
+def _acc(d, methods):
+    return {r["method"]: r for r in evaluate(d / "answers.csv", d / "truth.csv", methods)}
+
+
+def _llm_attrs(min_gold: int):
+    if not LLM.is_dir():
+        return []
+    return sorted(p.name for p in LLM.iterdir() if sum(1 for _ in open(p / "truth.csv")) - 1 >= min_gold)
+
+
 @pytest.mark.skipif(not LLM.is_dir(), reason=f"shared LLM predictions not found at {LLM.resolve()}")
-@pytest.mark.parametrize("attr", sorted(p.name for p in LLM.iterdir()) if LLM.is_dir() else [])
-def test_default_at_least_majority_vote_on_llm_attributes(attr):
-    rows = {
-        r["method"]: r
-        for r in evaluate(LLM / attr / "answers.csv", LLM / attr / "truth.csv", ["default", "mv"])
-    }
+@pytest.mark.parametrize("attr", _llm_attrs(50))
+def test_default_and_online_at_least_majority_vote_on_llm_attributes(attr):
+    """Attributes with at least 50 gold items (the issue's bar; fewer cannot separate the methods)."""
+    rows = _acc(LLM / attr, ["default", "online", "mv"])
     assert rows["default"]["accuracy"] >= rows["mv"]["accuracy"]
-
-
-# crowd-kit 1.4.2 DawidSkene accuracies from ../shared/data/crowd/SOURCES.md
-CK_DS = {"bluebird": 0.8889, "rte": 0.9275, "dog": 0.8426, "sentiment": 0.9600, "web": 0.8292}
-
-
-@pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
-@pytest.mark.parametrize("name", sorted(CK_DS))
-def test_default_close_to_crowdkit_ds(name):
-    acc = evaluate(CROWD / name / "answers.csv", CROWD / name / "truth.csv", ["default"])[0]["accuracy"]
-    assert acc >= CK_DS[name] - 0.002
-
-
-@pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
-@pytest.mark.parametrize("name", sorted(CK_DS))
-def test_one_online_pass_within_one_point_of_crowdkit_ds(name):
-    acc = evaluate(CROWD / name / "answers.csv", CROWD / name / "truth.csv", ["online"])[0]["accuracy"]
-    assert acc >= CK_DS[name] - 0.01
-
-
-@pytest.mark.skipif(not LLM.is_dir(), reason=f"shared LLM predictions not found at {LLM.resolve()}")
-@pytest.mark.parametrize("attr", sorted(p.name for p in LLM.iterdir()) if LLM.is_dir() else [])
-def test_online_at_least_majority_vote_on_llm_attributes(attr):
-    rows = {
-        r["method"]: r
-        for r in evaluate(LLM / attr / "answers.csv", LLM / attr / "truth.csv", ["online", "mv"])
-    }
     assert rows["online"]["accuracy"] >= rows["mv"]["accuracy"]
+
+
+@pytest.mark.skipif(not CROWD.is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
+@pytest.mark.parametrize("name", CROWD_SETS)
+def test_default_within_half_a_point_of_the_better_of_mv_and_ds(name):
+    rows = _acc(CROWD / name, ["default", "mv", "ds", "online"])
+    best = max(rows["mv"]["accuracy"], rows["ds"]["accuracy"])
+    assert rows["default"]["accuracy"] >= best - 0.005

@@ -75,10 +75,10 @@ def test_llm_added_mid_stream_starts_from_prior_and_earns_weight():
         pass
     m.add_workers(["late"])
     j = m.workers_.index("late")
-    # no counts of its own: the (empirical-Bayes) prior, i.e. its one-coin centre at prior_accuracy mixed with
-    # the population matrix of the other LLMs (accuracies 0.7-0.8), so its accuracy is near prior_accuracy
+    # no counts of its own: the empirical-Bayes centre, the pooled accuracy of the others (0.7-0.8)
     assert not m.S[j].any()
-    np.testing.assert_allclose(np.diag(m.confusion_[j]), m.prior_accuracy, atol=0.05)
+    others = np.mean([m.skills_[k] for k in range(len(m.workers_)) if k != j])
+    np.testing.assert_allclose(np.diag(m.confusion_[j]), others, atol=0.05)
     for _ in _stream(m, rng, {**accs, "late": 0.95}, 400, 1500):
         pass
     w = dict(zip(m.workers_, m.weights_, strict=True))

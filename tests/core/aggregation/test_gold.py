@@ -62,7 +62,7 @@ def test_new_labels_and_workers_are_appended_and_none_gold_is_refused():
 
 def test_gold_that_contradicts_a_worker_lowers_its_accuracy_and_weight(rng):
     """A worker the soft posterior trusts (it agrees with the majority) loses accuracy when gold says it is wrong."""
-    m = OnlineDawidSkene(CLASSES, prior_strength=2.0)
+    m = OnlineDawidSkene(CLASSES)
     items, workers, labels = [], [], []
     for i in range(300):
         truth = CLASSES[rng.integers(3)]

@@ -1,0 +1,12 @@
+"""Cost-aware adaptive querying (issue 7): ask LLMs in stages until asking the rest could not pay off.
+
+:mod:`.policy` holds the plan and the stopping rule (:class:`AdaptivePolicy`, :func:`ask_in_stages`),
+:mod:`.value` the value-of-information maths (:func:`informativeness`, :func:`expected_gain`), which reads
+only the online model's public parameters snapshot (``OnlineDawidSkene.params()``). The design and the
+measurements behind the defaults: ``docs/adaptive.md``.
+"""
+
+from llmens_core.adaptive.policy import REASONS, AdaptivePolicy, ask_in_stages
+from llmens_core.adaptive.value import expected_gain, informativeness
+
+__all__ = ["AdaptivePolicy", "REASONS", "ask_in_stages", "expected_gain", "informativeness"]

@@ -1,0 +1,226 @@
+"""Bayesian Dawid-Skene M-steps and the held-out vote likelihood that chooses between them.
+
+Three nested structures for the confusion matrices, from the fewest parameters to the most:
+
+- ``pooled``: one accuracy shared by every worker, errors spread evenly (the probabilistic model behind
+  majority vote: its decision is the majority, the class prior breaking near-ties);
+- ``onecoin``: one accuracy per worker (errors spread evenly), shrunk towards the pooled accuracy by a Beta
+  prior whose concentration is fitted by empirical Bayes (beta-binomial evidence of the soft counts);
+- ``full``: a confusion matrix per worker, each row shrunk towards the worker's own one-coin row by a
+  Dirichlet prior whose concentration is fitted the same way (Dirichlet-multinomial evidence);
+- ``shared``: a confusion matrix per worker, each row shrunk towards the population's confusion row (errors
+  that every worker tends to make, e.g. adjacent grades), concentration fitted the same way.
+
+The only fixed prior is the weak one every structure starts from: Dirichlet ``1 + [k == l]`` per confusion
+row (one pseudo-count per cell plus one on the diagonal: "better than chance" by the least possible amount,
+so a model with no data is majority vote) and Dirichlet ``1`` on the class prior. No number here was chosen
+by looking at accuracy.
+
+Shapes: ``J`` workers, ``K`` classes, ``U`` units (items or vote patterns), ``V`` votes, ``G`` grid points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammaln
+
+from llmens_core.aggregation import _em
+
+STRUCTURES = ("pooled", "onecoin", "full", "shared")
+"""Candidate confusion structures, simplest first (ties in the selection criterion go to the simpler)."""
+
+CLASS_PRIORS = ("uniform", "learned")
+"""Class prior of a candidate: fixed ``1/K`` (fewer parameters, listed first) or learned (Dirichlet 1). When
+items have few votes a learned prior is confounded with the confusions; the criterion decides."""
+
+CONCENTRATION_GRID = np.geomspace(0.25, 4096.0, 29)
+"""Prior concentrations (pseudo-counts per row) searched by the empirical-Bayes evidence, shape (G,).
+A log grid wide enough that the evidence peaks inside it; its spacing (factor sqrt(2)) is a resolution, not
+a tuned value."""
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One model in the race: a confusion ``structure``, a ``class_prior``, and whether correlated workers are
+    down-weighted (``dependent``, see :mod:`.dependence`)."""
+
+    structure: str
+    class_prior: str = "uniform"
+    dependent: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.structure + ("" if self.class_prior == "uniform" else "+class-prior") + (
+            "+dependence" if self.dependent else "")
+
+    @classmethod
+    def parse(cls, name: str) -> Candidate:
+        parts = name.split("+")
+        return cls(parts[0], "learned" if "class-prior" in parts else "uniform", "dependence" in parts)
+
+
+INDEPENDENT_CANDIDATES = tuple(Candidate(s, c) for s, c in (
+    ("pooled", "uniform"), ("pooled", "learned"), ("onecoin", "uniform"), ("onecoin", "learned"),
+    ("full", "uniform"), ("shared", "uniform"), ("full", "learned"), ("shared", "learned")))
+"""Every independent candidate, by number of parameters (1, 1 + (K - 1), J, ..., J K (K - 1) + (K - 1))."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Parameters of one candidate: ``theta`` (J, K, K) [worker, true, given], ``pi`` (K,), and the fitted
+    prior concentration ``concentration`` (0 for ``pooled``)."""
+
+    theta: np.ndarray
+    pi: np.ndarray
+    concentration: float
+
+
+def _symmetric(p: np.ndarray, K: int) -> np.ndarray:
+    """One-coin matrices from accuracies ``p`` (J,): shape (J, K, K)."""
+    if K == 1:
+        return np.ones((len(p), 1, 1))
+    off = (1.0 - p) / (K - 1)
+    out = np.broadcast_to(off[:, None, None], (len(p), K, K)).copy()
+    idx = np.arange(K)
+    out[:, idx, idx] = p[:, None]
+    return out
+
+
+def pooled_accuracy(N: np.ndarray) -> float:
+    """Shared accuracy under the weak prior (Beta(2, K - 1) from Dirichlet ``1 + [k == l]``), from soft counts
+    ``N`` (J, K, K)."""
+    K = N.shape[-1]
+    return float((np.einsum("jkk->", N) + 2.0) / (N.sum() + K + 1.0))
+
+
+def _beta_binomial_evidence(succ: np.ndarray, n: np.ndarray, mean: float, grid: np.ndarray) -> np.ndarray:
+    """log evidence per concentration in ``grid`` (G,), shape (G,), of successes ``succ`` out of ``n`` (both
+    (J,)) under Beta(m mean, m (1 - mean)); the binomial coefficients (the same for every m) are left out."""
+    m = grid[:, None]
+    a, b = m * mean, m * (1.0 - mean)
+    return (gammaln(succ + a) + gammaln(n - succ + b) - gammaln(n + m) - gammaln(a) - gammaln(b)
+            + gammaln(m)).sum(axis=1)
+
+
+def onecoin_accuracy(N: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-worker accuracies (J,) shrunk towards the pooled one by an empirical-Bayes Beta prior, and its
+    concentration (the grid point of highest beta-binomial evidence)."""
+    tr = np.einsum("jkk->j", N)
+    n = N.sum(axis=(1, 2))
+    mean = min(max(pooled_accuracy(N), 1e-6), 1.0 - 1e-6)
+    m = _best_concentration(lambda g: _beta_binomial_evidence(tr, n, mean, g))
+    return (tr + m * mean) / (n + m), m
+
+
+def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """log Dirichlet-multinomial evidence per concentration in ``grid`` (G,), shape (G,), of the rows of ``N``
+    (..., K) under Dirichlet(s centre) (``centre`` rows sum to 1)."""
+    s = grid.reshape((-1,) + (1,) * (N.ndim - 1))
+    a = s[..., None] * np.maximum(centre, 1e-12)
+    n = N.sum(axis=-1)
+    per_row = gammaln(s) - gammaln(s + n) + (gammaln(N + a) - gammaln(a)).sum(axis=-1)
+    return per_row.reshape(len(grid), -1).sum(axis=1)
+
+
+def _best_concentration(evidence) -> float:
+    """Grid point of highest ``evidence(grid) -> (G',)``: every fourth point, then the neighbours of the best
+    (the evidence is unimodal in the concentration in practice; this finds the grid maximum at 1/2 the cost)."""
+    coarse = np.arange(0, len(CONCENTRATION_GRID), 4)
+    i = int(coarse[int(np.argmax(evidence(CONCENTRATION_GRID[coarse])))])
+    fine = np.arange(max(0, i - 3), min(len(CONCENTRATION_GRID), i + 4))
+    return float(CONCENTRATION_GRID[int(fine[int(np.argmax(evidence(CONCENTRATION_GRID[fine])))])])
+
+
+def confusions(N: np.ndarray, structure: str) -> tuple[np.ndarray, float]:
+    """Posterior-mean confusions (J, K, K) of ``structure`` from soft counts ``N`` (J, K, K), and the fitted
+    prior concentration (0 for ``pooled``)."""
+    J, K, _ = N.shape
+    if structure == "pooled":
+        return _symmetric(np.full(J, pooled_accuracy(N)), K), 0.0
+    if structure == "shared":
+        weak = _symmetric(np.array([2.0 / (K + 1.0)]), K)[0] * (K + 1.0)
+        centre = np.broadcast_to(_em.normalise_rows(N.sum(axis=0) + weak), N.shape)
+    elif structure in ("onecoin", "full"):
+        p, m = onecoin_accuracy(N)
+        centre = _symmetric(p, K)
+        if structure == "onecoin":
+            return centre, m
+    else:
+        raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    rows = N.sum(axis=-1) > 0  # rows without counts have evidence 0 whatever the concentration
+    s = _best_concentration(lambda g: _dirichlet_evidence(N[rows][None], centre[rows][None], g)) if rows.any() else 1.0
+    return _em.normalise_rows(N + s * centre), s
+
+
+def class_prior(class_counts: np.ndarray, kind: str) -> np.ndarray:
+    """Class prior (K,): uniform, or the posterior mean under Dirichlet 1."""
+    if kind == "uniform":
+        return np.full(len(class_counts), 1.0 / len(class_counts))
+    if kind == "learned":
+        return _em.normalise_rows(class_counts + 1.0)
+    raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {kind!r}")
+
+
+def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, kind: str = "learned") -> Fitted:
+    """Posterior-mean parameters of one candidate from soft confusion counts ``N`` (J, K, K) and soft class
+    counts (K,)."""
+    theta, s = confusions(N, structure)
+    return Fitted(theta, class_prior(class_counts, kind), s)
+
+
+def m_step_all(N: np.ndarray, class_counts: np.ndarray, candidates) -> dict[Candidate, Fitted]:
+    """:func:`m_step` of every independent candidate in ``candidates`` (confusions computed once per structure)."""
+    out: dict[Candidate, Fitted] = {}
+    by_structure: dict[str, tuple[np.ndarray, float]] = {}
+    for c in candidates:
+        key = Candidate(c.structure, c.class_prior)
+        if key not in out:
+            if c.structure not in by_structure:
+                by_structure[c.structure] = confusions(N, c.structure)
+            theta, s = by_structure[c.structure]
+            out[key] = Fitted(theta, class_prior(class_counts, c.class_prior), s)
+    return out
+
+
+def loo_vote_loglik(
+    unit: np.ndarray, worker: np.ndarray, label: np.ndarray, c: np.ndarray | None,
+    theta: np.ndarray, pi: np.ndarray, n_units: int, copy: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """log P(each vote | the other votes on its unit), shape (V,): the vote is hidden, the unit's posterior is
+    computed from the others, and the vote is predicted from that posterior and the worker's confusion.
+
+    ``c`` (V,) are the votes' weights in the posterior (None = 1). ``copy`` = ``(rho_v (V,), share_v (V,))``:
+    with probability ``rho_v`` the vote copies a cluster mate (``share_v`` = share of the vote's label among its
+    cluster mates' votes on the unit), else it is drawn from the confusion (see :mod:`.dependence`).
+    """
+    return loo_vote_logliks(unit, worker, label, c, theta, [pi], n_units, copy)[0]
+
+
+def loo_vote_logliks(unit, worker, label, c, theta, pis, n_units, copy=None) -> list[np.ndarray]:
+    """:func:`loo_vote_loglik` for several class priors ``pis`` sharing the confusions (one pass over votes)."""
+    if not len(unit):
+        return [np.zeros(0) for _ in pis]
+    K = theta.shape[-1]
+    log_theta = np.log(np.maximum(theta, 1e-300))
+    lj = _em.log_joint(unit, worker * K + label, c, np.zeros(K), log_theta, n_units)
+    own = log_theta[worker, :, label]  # (V, K)
+    base = lj[unit] - (own if c is None else own * c[:, None])
+    rows = theta[worker, :, label]
+    out = []
+    for pi in pis:
+        post, _ = _em.softmax_rows(base + np.log(pi)[None, :])
+        p = np.einsum("vk,vk->v", post, rows)
+        if copy is not None:
+            rho, share = copy
+            p = rho * share + (1.0 - rho) * p
+        out.append(np.log(np.maximum(p, 1e-300)))
+    return out
+
+
+ALL_CANDIDATES = INDEPENDENT_CANDIDATES + tuple(
+    Candidate(c.structure, c.class_prior, True) for c in INDEPENDENT_CANDIDATES)
+"""The independent candidates, then the same with the correlated-worker correction."""
+
+CANDIDATE_NAMES = tuple(c.name for c in ALL_CANDIDATES)

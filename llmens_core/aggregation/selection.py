@@ -1,0 +1,52 @@
+"""The model choice shared by the batch and the online default: the one-standard-error rule on held-out
+vote log-likelihood.
+
+Input: for each candidate of :data:`~._bayes.ALL_CANDIDATES`, the sum of its held-out vote log-likelihoods
+over ``n`` units (items), and the sums of products of per-unit scores ``m2`` (C, C), from which the standard
+error of any paired difference follows. Rule (Breiman et al. 1984, a convention rather than a tuned value):
+among the independent candidates take the simplest whose mean score per vote is within one standard error
+of the best one's; then take its correlated-worker version only if *it* is more than one standard error
+better. A richer model must therefore explain held-out votes clearly better than a simpler one, which is
+what keeps the default close to majority vote (the simplest candidate) when the data cannot support more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, Candidate
+
+__all__ = ["choose", "moments"]
+
+
+def moments(per_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sums (C,), m2 (C, C))`` of per-unit scores ``per_unit`` (U, C)."""
+    return per_unit.sum(axis=0), per_unit.T @ per_unit
+
+
+def _within_one_se(total, m2, n, n_votes, best: int, c: int) -> bool:
+    """Is candidate ``c`` within one standard error (per vote) of candidate ``best``?"""
+    mean_d = (total[best] - total[c]) / n
+    var_d = max((m2[best, best] + m2[c, c] - 2.0 * m2[best, c]) / n - mean_d**2, 0.0)
+    se = np.sqrt(var_d * n) / n_votes
+    return (total[best] - total[c]) / n_votes <= se
+
+
+def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
+           allowed: tuple[Candidate, ...] = ALL_CANDIDATES) -> Candidate:
+    """The candidate the rule picks (see the module docstring); the simplest one when nothing was scored.
+    ``total`` (C,) and ``m2`` (C, C) are indexed like :data:`ALL_CANDIDATES`; ``allowed`` restricts the race."""
+    idx = {c: i for i, c in enumerate(ALL_CANDIDATES)}
+    indep = [c for c in INDEPENDENT_CANDIDATES if c in allowed]
+    if not indep:  # a race of dependent candidates only (e.g. a model told its LLMs are correlated)
+        indep = [c for c in ALL_CANDIDATES if c in allowed]
+    if not indep:
+        raise ValueError("no candidate allowed")
+    if n_units <= 0 or n_votes <= 0:
+        return indep[0]
+    best = max(indep, key=lambda c: (total[idx[c]], -indep.index(c)))
+    chosen = next(c for c in indep if _within_one_se(total, m2, n_units, n_votes, idx[best], idx[c]))
+    dep = Candidate(chosen.structure, chosen.class_prior, True)
+    if dep != chosen and dep in allowed and not _within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
+        return dep
+    return chosen

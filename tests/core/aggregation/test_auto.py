@@ -1,0 +1,173 @@
+"""Property tests of the default's model choice, its dependence handling and its online twin (issue 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from agg_synth import sample_votes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmens_core.aggregation import (
+    AutoDawidSkene,
+    DawidSkene,
+    MajorityVote,
+    OnlineDawidSkene,
+    default_aggregator,
+    selection,
+)
+from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, m_step
+from llmens_core.aggregation.evaluate import run_online
+
+SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _symmetric_world(rng, J, K, acc, n):
+    conf = np.full((J, K, K), (1 - acc) / (K - 1))
+    conf[:, np.arange(K), np.arange(K)] = acc
+    return sample_votes(rng, conf, n)
+
+
+def _columns(z, K, rng, spec):
+    """Votes from named columns: ``spec`` name -> accuracy, or name -> another name's column (a copy)."""
+    cols: dict = {}
+    for name, acc in spec.items():
+        if isinstance(acc, str):
+            cols[name] = cols[acc]
+        else:
+            cols[name] = np.where(rng.random(len(z)) < acc, z, (z + rng.integers(1, K, len(z))) % K)
+    n = len(z)
+    it = np.concatenate([np.arange(n)] * len(cols))
+    wk = np.concatenate([[w] * n for w in cols])
+    return it, wk, np.concatenate(list(cols.values()))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), K=st.integers(2, 4))
+def test_pooled_candidate_is_majority_vote(seed, K):
+    """The simplest candidate (one shared accuracy, uniform class prior) decides as majority vote wherever
+    the majority is strict."""
+    rng = np.random.default_rng(seed)
+    it, wk, lb, _ = _symmetric_world(rng, 5, K, 0.7, 200)
+    pooled = AutoDawidSkene(candidates=("pooled",), dependence=False).fit(it, wk, lb)
+    mv = MajorityVote().fit(it, wk, lb)
+    share = mv.predict_proba()
+    strict = np.sort(share, axis=1)[:, -1] > np.sort(share, axis=1)[:, -2]
+    np.testing.assert_array_equal(pooled.predict()[strict], mv.predict()[strict])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_selection_keeps_majority_vote_when_workers_are_alike(seed):
+    """Equally reliable, symmetric, independent workers: the chosen model decides as majority vote (the
+    one-standard-error rule keeps majority vote's model, or a richer one that the evidence shrinks to it)."""
+    rng = np.random.default_rng(seed)
+    it, wk, lb, _ = _symmetric_world(rng, 5, 3, 0.75, 400)
+    model = default_aggregator().fit(it, wk, lb)
+    share = MajorityVote().fit(it, wk, lb).predict_proba()
+    top2 = np.sort(share, axis=1)[:, -2:]
+    strict = top2[:, 1] > top2[:, 0]
+    agree = (model.predict()[strict] == model.classes_[share.argmax(1)][strict]).mean()
+    assert agree >= 0.97, (agree, model.candidate_.name)
+    assert not model.candidate_.dependent
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_selection_leaves_majority_vote_for_unequal_workers(seed):
+    """One expert and four near-spammers: the held-out votes say so, and the default beats majority vote."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, 800)
+    it, wk, lb = _columns(z, 3, rng, {"e": 0.95, "a": 0.45, "b": 0.45, "c": 0.45, "d": 0.45})
+    model = default_aggregator().fit(it, wk, lb)
+    assert model.candidate_.structure != "pooled"
+    acc = (model.predict().astype(int) == z).mean()
+    assert acc > (MajorityVote().fit_predict(it, wk, lb).astype(int) == z).mean() + 0.05
+
+
+def test_one_se_rule_prefers_the_simpler_candidate_on_a_tie():
+    C = len(ALL_CANDIDATES)
+    rng = np.random.default_rng(0)
+    per_unit = np.tile(rng.normal(-1.0, 0.1, (100, 1)), (1, C))  # every candidate scores the same
+    total, m2 = selection.moments(per_unit)
+    assert selection.choose(total, m2, 100, 300) == INDEPENDENT_CANDIDATES[0]
+    per_unit[:, 4] += 0.5  # "full" clearly better on every unit
+    total, m2 = selection.moments(per_unit)
+    assert selection.choose(total, m2, 100, 300) == INDEPENDENT_CANDIDATES[4]
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), copies=st.integers(2, 10))
+def test_copies_of_a_wrong_worker_do_not_outvote_independent_right_ones(seed, copies):
+    """``copies`` exact copies of a poor worker next to two good independent ones: the copies count once, so
+    the default does as well as with a single copy (and textbook DS, which counts every copy, does not)."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, 1000)
+    spec = {"w": 0.5, "g1": 0.8, "g2": 0.8}
+    it1, wk1, lb1 = _columns(z, 3, np.random.default_rng(seed + 1), spec)
+    it, wk, lb = _columns(z, 3, np.random.default_rng(seed + 1), {**spec, **{f"w{r}": "w" for r in range(copies)}})
+    one = (default_aggregator().fit_predict(it1, wk1, lb1).astype(int) == z).mean()
+    model = default_aggregator().fit(it, wk, lb)
+    many = (model.predict().astype(int) == z).mean()
+    assert many >= one - 0.01
+    assert [sorted(model.workers_[g].tolist()) for g in model.clusters_.groups()] == [
+        sorted(["w"] + [f"w{r}" for r in range(copies)])]
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000))
+def test_a_duplicated_worker_adds_no_evidence(seed):
+    """With the candidate fixed, a second copy of a worker leaves every posterior (almost) where it was."""
+    rng = np.random.default_rng(seed)
+    z = rng.integers(0, 3, 600)
+    spec = {"a": 0.7, "b": 0.75, "c": 0.8}
+    make = lambda: AutoDawidSkene(candidates=("onecoin",), dependence=True)  # noqa: E731
+    base = make().fit(*_columns(z, 3, np.random.default_rng(seed), spec))
+    dup = make().fit(*_columns(z, 3, np.random.default_rng(seed), {**spec, "a2": "a"}))
+    assert dup.candidate_.dependent
+    # (not exactly: the copy is one more member of the population the empirical-Bayes prior is fitted to)
+    np.testing.assert_allclose(dup.predict_proba(), base.predict_proba(), atol=0.03)
+
+
+def test_weak_prior_is_better_than_chance_and_symmetric():
+    for K in (2, 3, 7):
+        theta = m_step(np.zeros((1, K, K)), np.zeros(K), "pooled").theta[0]
+        np.testing.assert_allclose(np.diag(theta), 2 / (K + 1))
+        assert theta[0, 0] > 1 / K
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_online_pass_agrees_with_the_batch_default(seed):
+    """Dense synthetic panel with unequal, asymmetric workers: one shuffled online pass decides as the batch
+    model on at least 98% of the items and is as accurate within half a point."""
+    rng = np.random.default_rng(seed)
+    K, J = 3, 6
+    conf = np.empty((J, K, K))
+    for j in range(J):
+        for k in range(K):
+            acc = rng.uniform(0.5, 0.9)
+            conf[j, k] = np.insert(rng.dirichlet(np.ones(K - 1)) * (1 - acc), k, acc)
+    it, wk, lb, z = sample_votes(rng, conf, 3000)
+    batch = default_aggregator().fit(it, wk.astype(str), lb.astype(str))
+    model, items, proba = run_online(it, wk.astype(str), lb.astype(str))
+    online = np.asarray(model.classes_)[proba.argmax(1)]
+    assert (online == batch.predict()).mean() >= 0.98
+    acc_b = (batch.predict().astype(int) == z).mean()
+    acc_o = (online.astype(int) == z).mean()
+    assert acc_o >= acc_b - 0.005
+    assert acc_b > (DawidSkene(prior_strength=0).fit_predict(it, wk, lb).astype(int) == z).mean() - 0.005
+
+
+def test_params_snapshot_is_read_only_and_follows_the_model(rng):
+    m = OnlineDawidSkene(["a", "b"])
+    m.partial_fit([0, 0, 1, 1], ["x", "y", "x", "y"], ["a", "a", "b", "a"])
+    p = m.params()
+    assert p.version == m.version and p.workers == ("x", "y") and p.classes == ("a", "b")
+    assert p.log_theta.shape == (2, 2, 2) and p.log_pi.shape == (2,) and p.prior_log_theta.shape == (2, 2)
+    with pytest.raises(ValueError):
+        p.log_theta[0, 0, 0] = 0.0
+    np.testing.assert_allclose(np.exp(p.log_rows("x")), m.confusion_[0])
+    np.testing.assert_allclose(np.exp(p.log_rows("new")), np.exp(p.prior_log_theta))
+    assert m.params() is p  # cached while the model does not change
+    m.partial_fit([2, 2], ["x", "y"], ["b", "b"])
+    assert m.params() is not p and m.params().version == m.version
