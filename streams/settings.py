@@ -54,8 +54,6 @@ class KafkaSettings(BaseModel):
 
 
 class AggregationSettings(BaseModel):
-    prior_accuracy: float = Field(0.7, gt=0, lt=1)
-    prior_strength: float | None = None
     kappa: float | None = None
     t0: float | None = None
     eta_min: float | None = None
@@ -67,7 +65,7 @@ class AggregationSettings(BaseModel):
                                   "is re-emitted within this time (re-scoring 2,000 decisions costs ~20 ms per attribute)")
 
     def model_kwargs(self) -> dict[str, Any]:
-        keys = ("prior_accuracy", "prior_strength", "kappa", "t0", "eta_min")
+        keys = ("kappa", "t0", "eta_min")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
