@@ -114,7 +114,7 @@ class AttributeDecision(_Event):
     revision: int = 0
     reason: Literal["complete", "deadline", "adaptive", "revision", "failed"] = "complete"
     asked: list[str] = Field(default_factory=list)
-    stopped: Literal["explore", "confident", "exhausted"] | None = None
+    stopped: Literal["warmup", "explore", "confident", "exhausted"] | None = None
     """Adaptive querying: why no further LLM was asked (every LLM was asked when ``None``)."""
     llm_seconds: float = 0.0
     """Wall time this product spent waiting on LLMs."""

@@ -75,7 +75,7 @@ def _adaptive_policy(st: Settings) -> Any:
 
     a = st.adaptive
     return AdaptivePolicy(st.llms, confidence_target=a.confidence_target, exploration_share=a.exploration_share,
-                          first_stage=a.first_stage, max_gain=a.max_gain)
+                          first_stage=a.first_stage, max_gain=a.max_gain, warmup_items=a.warmup_items)
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Worker]:

@@ -197,7 +197,7 @@ class ProductDecider:
     async def ask(self, gw: Any, product: ProductUpdate, attrs: list[str]) -> tuple[list[LabelVote], str | None]:
         """All LLMs at once, or (adaptive) stage by stage until asking the rest could not pay off.
 
-        Returns the votes and, for adaptive runs, why asking stopped ("explore", "confident", "exhausted").
+        Returns the votes and, for adaptive runs, why asking stopped ("warmup", "explore", "confident", "exhausted").
         """
         if self.policy is None:
             return await gw.label(product, attrs), None

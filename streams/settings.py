@@ -80,6 +80,8 @@ class AdaptiveSettings(BaseModel):
     confidence_target: float = Field(0.95, gt=0, lt=1)
     exploration_share: float = Field(0.05, ge=0, le=1, description="products that ask every LLM at once")
     first_stage: int = Field(2, ge=1)
+    warmup_items: int = Field(32, ge=0, description="every product asks every LLM until an attribute has this "
+                              "many items with every LLM's vote")
 
 
 class Settings(BaseSettings):

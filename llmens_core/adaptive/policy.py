@@ -21,7 +21,7 @@ from llmens_core.llm.config import EndpointConfig
 
 __all__ = ["AdaptivePolicy", "REASONS", "ask_in_stages"]
 
-REASONS = ("explore", "confident", "exhausted")
+REASONS = ("warmup", "explore", "confident", "exhausted")
 """Why a product stopped being asked: it was an exploration product (every LLM asked), every attribute was
 settled (confidence target reached, or with ``unsettled`` nothing left to gain), or every planned LLM was asked
 without that."""
@@ -71,7 +71,12 @@ class AdaptivePolicy:
         abstain_limit: int | None = 2,
         samples: int = 64,
         exact_outcomes: int = 4096,
+        warmup_items: int = 0,
     ):
+        if warmup_items < 0:
+            raise ValueError("warmup_items must be >= 0")
+        self.warmup_items = int(warmup_items)
+        self._full_panels: dict[str, int] = {}
         self.diversify_families = bool(diversify_families)
         if not 0.0 < confidence_target <= 1.0:
             raise ValueError(f"confidence_target must be in (0, 1], got {confidence_target}")
@@ -166,6 +171,24 @@ class AdaptivePolicy:
         """Enabled LLMs by learned value per cost (rounded to 1e-9, ties by price then name), families diversified."""
         v = self.value(models, attributes)
         return self._diversified(sorted(self.order, key=lambda n: (-round(v[n], 9), self.prices[n], n)))
+
+    def warming_up(self, models: Mapping[str, OnlineDawidSkene] | None, attributes: Sequence[str]) -> bool:
+        """True while an attribute has fewer than ``warmup_items`` items with every LLM's vote.
+
+        Counted as the larger of the items its DS model has learned and the full panels this policy asked
+        (the learner lags the stream by a mini-batch). A cold model cannot tell which LLMs to skip: it stops
+        on the first two agreeing votes, and the LLMs it skips are never learned.
+        """
+        if not self.warmup_items:
+            return False
+        models = models or {}
+        return any(max(float(getattr(models.get(a), "n_items_", 0.0)), self._full_panels.get(a, 0))
+                   < self.warmup_items for a in attributes)
+
+    def asked_everyone(self, attributes: Sequence[str]) -> None:
+        """Count a full panel for each of ``attributes`` (warm-up)."""
+        for a in attributes:
+            self._full_panels[a] = self._full_panels.get(a, 0) + 1
 
     def plan(
         self,
@@ -288,8 +311,15 @@ async def ask_in_stages(
     Returns (every vote, ``{attribute: {llm: label}}``, the LLMs asked, the reason asking stopped).
     """
     gain_rule = rule == "gain"
+    if policy.warming_up(models, attributes):
+        policy.asked_everyone(attributes)
+        votes = list(await label(list(attributes), list(policy.order)))
+        by_attr: dict[str, dict] = {a: {} for a in attributes}
+        for v in votes:
+            by_attr.setdefault(v.attribute, {})[v.llm] = v.label
+        return votes, by_attr, list(policy.order), "warmup"
     votes: list[Any] = []
-    by_attr: dict[str, dict] = {a: {} for a in attributes}
+    by_attr = {a: {} for a in attributes}
     todo, asked = list(attributes), []
     posts: dict[str, np.ndarray] = {}
     for stage in policy.plan(product_id, models, attributes) if gain_rule else policy.plan(product_id):
