@@ -38,12 +38,11 @@ def cost_summary(llm_counters: Mapping[str, Any], decisions: float) -> dict[str,
 
 
 def cost_line(summary: Mapping[str, Any], mode: str | None = None) -> str:
-    """One line: ``LLM cost: $X per 1,000 decisions ($T for N decisions[, mode])``."""
-    tail = f", {mode}" if mode else ""
+    """One line under 80 columns: ``LLM cost: $X per 1,000 decisions ($T in all[; mode])``."""
+    tail = f"; {mode}" if mode else ""
     if summary["usd_per_1k_decisions"] is None:
         return f"LLM cost: ${summary['usd']:.4f} (no decisions yet{tail})"
-    return (f"LLM cost: ${summary['usd_per_1k_decisions']:.4f} per 1,000 decisions "
-            f"(${summary['usd']:.4f} for {summary['decisions']:,.0f} decisions{tail})")
+    return f"LLM cost: ${summary['usd_per_1k_decisions']:.4f} per 1,000 decisions (${summary['usd']:.4f} in all{tail})"
 
 
 def querying_mode(worker_counters: Mapping[str, Any]) -> str:

@@ -17,8 +17,7 @@ def test_cost_summary_from_counter_objects_and_dicts_agree():
     assert as_obj["llm"]["a"] == {"usd": 0.012, "tokens_in": 4000.0, "tokens_out": 200.0, "requests": 10.0,
                                   "usd_per_1k_decisions": pytest.approx(0.4)}
     assert as_obj["usd"] == pytest.approx(0.015) and as_obj["usd_per_1k_decisions"] == pytest.approx(0.5)
-    assert cost_line(as_obj, "full fan-out") == ("LLM cost: $0.5000 per 1,000 decisions ($0.0150 for 30 "
-                                                 "decisions, full fan-out)")
+    assert cost_line(as_obj, "full fan-out") == "LLM cost: $0.5000 per 1,000 decisions ($0.0150 in all; full fan-out)"
 
 
 def test_no_decisions_yet_has_no_per_1000_figure():
