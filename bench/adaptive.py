@@ -298,7 +298,7 @@ def main() -> None:
     if args.real.exists() and args.real_products.exists():
         preds = Path(tmp.name) / "real_predictions.jsonl"
         llms = votes_to_predictions(args.real, preds)
-        sets.append((f"real {args.real.stem}", replay_config(preds, args.real_products, llms, real_price, no_wait),
+        sets.append((f"real-llm {args.real.stem}", replay_config(preds, args.real_products, llms, real_price, no_wait),
                      *load(args.real_products, preds, schema, args.limit)))
     else:
         print(f"[real] skipped: no recording at {args.real} (or products {args.real_products}); "
