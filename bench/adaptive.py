@@ -1,8 +1,13 @@
-"""Adaptive querying vs full fan-out (issue 7), same run, same data, through the real gateway over HTTP.
+"""Adaptive querying vs full fan-out (issues 7, 14), same run, same data, through the real gateway over HTTP.
 
-Two datasets: (a) replay of ../shared/data/llm_predictions (the 10 recorded GPT runs, made-up prices: gpt-3.5
-cheapest, then gpt-4o, fine-tuned gpt-4o, gpt-4 most expensive) and (b) the 5 built-in simulated models on
-../shared/data/products (latency ~0-5 ms, no faults). One in-process simulator per dataset on a free port.
+Datasets, each reported separately (``--data DIR`` has the layout of ../shared/data, the default):
+(a) replay of ``DIR/llm_predictions`` (the 10 recorded GPT runs, made-up list prices: gpt-3.5 cheapest, then
+gpt-4o, fine-tuned gpt-4o, gpt-4 most expensive); (b) the 5 built-in simulated models on ``DIR/products``
+(their configured prices; latency ~0-5 ms, no faults); (c) when ``--real FILE`` exists (default
+``llmens_core/data/real_llm_votes_oamine.jsonl``, shipped by the real-LLM work), a replay of the real local
+LLMs' recorded votes (``llm-votes`` format) on the shipped OA-Mine demo products, with made-up prices by model
+size (local models have no list price); absent, it is skipped with a message. One in-process simulator per
+dataset on a free port.
 
 Each mode (full, adaptive) runs its own online model per attribute (``default_online``) learning as it goes:
 products are processed in chunks of ``--chunk`` concurrently; after each chunk the decided items' votes are
@@ -11,13 +16,16 @@ dataset has a (cold) model from the start, as the stream's ``ModelRegistry.get``
 Full asks every LLM at once; adaptive asks ``AdaptivePolicy.plan(pid, models, attrs)`` stage by stage (only the
 attributes still unsettled) until ``unsettled`` is empty (``--rule gain``, the default), or with ``--rule
 confidence`` the previous behaviour: stages cheapest first until ``should_stop`` (max posterior >= ``--target``).
-A call is one LLM request (one product, any number of attributes); "cost" weighs each call with the LLM's
-configured price per 1k tokens (in + out), a proxy for dollars.
-Accuracy is against gold (null = "none"; a missing key is not scored). Per dataset: calls and accuracy of both
-modes, stop reasons, where adaptive lost or won decisions against full (by stop reason, cold = first 10
-chunks), and the adaptive calls by stop reason. Last line:
-``calls_ratio=<adaptive/full> accuracy_delta=<points>``, pooled over both datasets (calls summed, accuracy over
-all scored decisions).
+A call is one LLM request (one product, any number of attributes). The price is what the gateway counted:
+the tokens each response reported (the simulator's usage) x the LLM's configured price per 1k input/output
+tokens (``EndpointCounters.cost_usd``, what ``llmens_llm_cost_total`` exports), so a later stage asking fewer
+attributes costs less than a full request. ``price_ratio`` = adaptive / full dollars (full fan-out = 1.0).
+Accuracy is against gold (null = "none"; a missing key is not scored). Per dataset: calls, dollars per 1,000
+decisions and accuracy of both modes, stop reasons, where adaptive lost or won decisions against full (by stop
+reason, cold = first 10 chunks), the adaptive calls by stop reason, and
+``[name] calls_ratio=... price_ratio=... accuracy_delta=<points>``. Last line, pooled over the datasets run
+(calls and dollars summed, accuracy over all scored decisions):
+``calls_ratio=<adaptive/full> price_ratio=<adaptive/full> accuracy_delta=<points>``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -44,6 +53,8 @@ from llmens_core.schema import AttributeSchema  # noqa: E402
 from llmens_core.scoring import gold_labels, recorded_attributes  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "data"
+REAL_VOTES = REPO / "llmens_core" / "data" / "real_llm_votes_oamine.jsonl"
+DEMO_PRODUCTS = REPO / "llmens_core" / "data" / "demo_products.jsonl"
 
 
 def replay_price(name: str) -> tuple[float, float]:
@@ -57,6 +68,41 @@ def replay_price(name: str) -> tuple[float, float]:
     else:  # gpt-4
         p = (0.03, 0.06)
     return p
+
+
+def real_price(name: str) -> tuple[float, float]:
+    """Made-up prices per 1k tokens (in, out) for the local models of the real recording, by size."""
+    if "1.5b" in name:
+        return (0.0003, 0.0006)
+    if "0.5b" in name:
+        return (0.0001, 0.0002)
+    return (0.00002, 0.0)  # an embedding classifier (minilm) or unknown: reads the input, generates nothing
+
+
+def votes_to_predictions(votes: Path, out: Path) -> list[str]:
+    """Write ``llm-votes`` records (one JSON list of LabelVotes per line) as a replay predictions JSONL.
+
+    A vote with a label becomes ``{product_id, attribute, model, value}`` (``"none"`` -> null); an abstention or a
+    failed call (label null) is left out, so the replayed LLM does not answer that attribute. Returns the LLMs.
+    """
+    llms: set[str] = set()
+    with out.open("wb") as f:
+        for line in votes.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            for v in orjson.loads(line):
+                if v.get("label") is None or v.get("error"):
+                    continue
+                llms.add(v["llm"])
+                f.write(orjson.dumps({"product_id": v["product_id"], "attribute": v["attribute"], "model": v["llm"],
+                                      "value": None if v["label"] == "none" else v["label"]}) + b"\n")
+    return sorted(llms)
+
+
+def replay_config(predictions: Path, products: Path, names: list[str], price, no_wait: dict) -> dict:
+    return {"mode": "replay", "predictions": str(predictions), "products": str(products), "defaults": no_wait,
+            "models": [{"name": n, "family": n.split("|")[0], "accuracy": 1.0, "price_in_per_1k": price(n)[0],
+                        "price_out_per_1k": price(n)[1], "latency_ms": no_wait["latency_ms"]} for n in names]}
 
 
 def load(path: Path, predictions: Path | None, schema: AttributeSchema, limit: int | None):
@@ -175,6 +221,11 @@ def where(dec_f, dec_a, gold, asked_by) -> dict:
     return out
 
 
+def spent(gw: Gateway) -> float:
+    """Dollars the gateway has counted so far over all its LLMs (measured tokens x configured prices)."""
+    return sum(c.cost_usd for c in gw.counters().values())
+
+
 async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
     runner, port = await start_simulator(sim)
     try:
@@ -186,18 +237,16 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
         attributes = sorted({a for _, attrs in products for a in attrs})
         out = {"name": name, "products": len(products), "llms": len(eps), "policy": repr(policy)}
         async with Gateway(eps, schema) as gw:
-            t0 = time.perf_counter()
+            t0, usd0 = time.perf_counter(), spent(gw)
             dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes), args.chunk)
-            t1 = time.perf_counter()
+            t1, usd1 = time.perf_counter(), spent(gw)
             dec_a, calls_a, reasons, asked_by = await run_adaptive(
                 gw, products, Learner(args.flush, schema, attributes), policy, args.chunk, args.rule)
-            t2 = time.perf_counter()
-        price = policy.prices
+            t2, usd2 = time.perf_counter(), spent(gw)
         out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
                    full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons,
-                   full_cost=len(products) * sum(price.values()),
-                   adaptive_cost=sum(price[n] for asked, _, _ in asked_by.values() for n in asked),
-                   where=where(dec_f, dec_a, gold, asked_by))
+                   full_cost=usd1 - usd0, adaptive_cost=usd2 - usd1, full_decisions=len(dec_f),
+                   adaptive_decisions=len(dec_a), where=where(dec_f, dec_a, gold, asked_by))
         return out
     finally:
         await runner.cleanup()
@@ -205,7 +254,12 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, default=SHARED)
+    ap.add_argument("--data", "--shared", dest="data", type=Path, default=SHARED,
+                    help="a directory laid out like ../shared/data (llm_predictions/, products/); default %(default)s")
+    ap.add_argument("--real", type=Path, default=REAL_VOTES,
+                    help="recorded real-LLM votes (llm-votes JSONL); skipped when absent. Default %(default)s")
+    ap.add_argument("--real-products", type=Path, default=DEMO_PRODUCTS,
+                    help="products (with gold) of the real recording; default the shipped OA-Mine demo catalogue")
     ap.add_argument("--limit", type=int, default=None, help="products per dataset (default: all)")
     ap.add_argument("--chunk", type=int, default=32, help="products in flight; the model learns between chunks")
     ap.add_argument("--flush", type=int, default=1, help="StatsAccumulator flush_items")
@@ -217,45 +271,56 @@ def main() -> None:
     ap.add_argument("--explore", type=float, default=None, help="exploration_share (default: the policy's)")
     ap.add_argument("--first-stage", type=int, default=2)
     args = ap.parse_args()
-    pred_dir = args.shared / "llm_predictions"
-    prod = args.shared / "products" / "products.jsonl"
+    pred_dir = args.data / "llm_predictions"
+    prod = args.data / "products" / "products.jsonl"
     if not (pred_dir / "predictions.jsonl").exists() or not prod.exists():
-        sys.exit(f"shared data not found under {args.shared.resolve()} (expected llm_predictions/ and products/)")
+        sys.exit(f"data not found under {args.data.resolve()} (expected llm_predictions/ and products/)")
     schema = AttributeSchema.load()
     no_wait = {"latency_ms": {"mean": 2.0, "p99": 5.0},
                "faults": {"http_429": 0, "http_500": 0, "malformed": 0, "out_of_schema": 0}}
+    tmp = tempfile.TemporaryDirectory(prefix="llmens-bench-adaptive-")
+    sets = []
 
     # (a) replay of the recorded GPT runs
     names = sorted({orjson.loads(x)["model"] for x in (pred_dir / "predictions.jsonl").read_bytes().splitlines()
                     if x.strip()})
-    replay = {"mode": "replay", "predictions": str(pred_dir / "predictions.jsonl"),
-              "products": str(pred_dir / "products.jsonl"), "defaults": no_wait,
-              "models": [{"name": n, "family": n.split("|")[0], "accuracy": 1.0,
-                          "price_in_per_1k": replay_price(n)[0], "price_out_per_1k": replay_price(n)[1],
-                          "latency_ms": no_wait["latency_ms"]} for n in names]}
-    p_a, g_a = load(pred_dir / "products.jsonl", pred_dir / "predictions.jsonl", schema, args.limit)
+    replay = replay_config(pred_dir / "predictions.jsonl", pred_dir / "products.jsonl", names, replay_price, no_wait)
+    sets.append(("replay llm_predictions", replay,
+                 *load(pred_dir / "products.jsonl", pred_dir / "predictions.jsonl", schema, args.limit)))
     # (b) 5 simulated models on the products catalogue
     sim = load_sim_config(None).model_dump(mode="json")
     sim["products"] = str(prod)
     sim["defaults"] = {**sim.get("defaults", {}), **no_wait}
     for m in sim["models"]:
         m["latency_ms"], m["faults"] = no_wait["latency_ms"], None
-    p_b, g_b = load(prod, None, schema, args.limit)
+    sets.append(("sim-5 products", sim, *load(prod, None, schema, args.limit)))
+    # (c) the real local LLMs' recorded votes, when present
+    if args.real.exists() and args.real_products.exists():
+        preds = Path(tmp.name) / "real_predictions.jsonl"
+        llms = votes_to_predictions(args.real, preds)
+        sets.append((f"real-llm {args.real.stem}", replay_config(preds, args.real_products, llms, real_price, no_wait),
+                     *load(args.real_products, preds, schema, args.limit)))
+    else:
+        print(f"[real] skipped: no recording at {args.real} (or products {args.real_products}); "
+              "pass --real FILE (llm-votes JSONL of the real local LLMs)")
 
-    async def both():
-        return [await dataset("replay llm_predictions", replay, p_a, g_a, schema, args),
-                await dataset("sim-5 products", sim, p_b, g_b, schema, args)]
+    async def run_all():
+        return [await dataset(name, cfg, p, g, schema, args) for name, cfg, p, g in sets]
 
-    res = asyncio.run(both())
-    tot = defaultdict(int)
+    try:
+        res = asyncio.run(run_all())
+    finally:
+        tmp.cleanup()
+    tot = defaultdict(float)
     for r in res:
         n = r["products"]
         fa, fn = r["full_acc"]
         aa, an = r["adaptive_acc"]
         print(f"[{r['name']}] {n} products, {r['llms']} LLMs, {r['policy']}")
         print(f"  full     : {r['full_calls'] / n:.2f} calls/product  accuracy {fa / fn:.4f} ({fa}/{fn})  "
-              f"{r['full_s']:.1f}s")
+              f"${1000 * r['full_cost'] / max(r['full_decisions'], 1):.4f}/1k decisions  {r['full_s']:.1f}s")
         print(f"  adaptive : {r['adaptive_calls'] / n:.2f} calls/product  accuracy {aa / an:.4f} ({aa}/{an})  "
+              f"${1000 * r['adaptive_cost'] / max(r['adaptive_decisions'], 1):.4f}/1k decisions  "
               f"{r['adaptive_s']:.1f}s  stop reasons {r['reasons']}")
         w = r["where"]
         lost = {k: v for k, v in sorted(w["lost"].items()) if v}
@@ -263,13 +328,12 @@ def main() -> None:
         print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
         top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
         print(f"  first asked (staged products): {dict(top)}")
-        print(f"  calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
-              f"cost_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
+        print(f"  [{r['name']}] calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
+              f"price_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
         for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
                      ("ao", aa), ("an", an), ("fcost", r["full_cost"]), ("acost", r["adaptive_cost"])):
             tot[k] += v
-    print(f"pooled cost_ratio={tot['acost'] / tot['fcost']:.3f} (price-weighted calls)")
-    print(f"calls_ratio={tot['ac'] / tot['fc']:.3f} "
+    print(f"calls_ratio={tot['ac'] / tot['fc']:.3f} price_ratio={tot['acost'] / tot['fcost']:.3f} "
           f"accuracy_delta={100 * (tot['ao'] / tot['an'] - tot['fo'] / tot['fn']):+.2f}")
 
 

@@ -3,6 +3,8 @@
 Input is ``{attribute: OnlineDawidSkene.summary()}`` — what a worker's ``/model`` page serves — or recorded
 LabelVote JSONL fitted offline. Output: ``<attribute>_confusion.png``, ``<attribute>_weights.png`` per attribute
 and one ``index.html`` embedding them with a table of accuracies and weights. matplotlib's Agg backend: no display.
+With a worker's ``/counters`` (``counters=``), the page opens with the LLM cost: per LLM its requests, tokens and
+dollars, and the total per 1,000 decisions (:mod:`llmens_core.costs`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["fetch_summaries", "load_summaries", "plot_confusions", "plot_weights", "summaries_from_votes",
+__all__ = ["cost_section", "fetch_counters", "fetch_summaries", "load_summaries", "plot_confusions", "plot_weights", "summaries_from_votes",
            "write_report"]
 
 
@@ -29,6 +31,39 @@ def fetch_summaries(url: str, timeout: float = 10.0) -> dict[str, dict]:
     if not isinstance(data, dict):
         raise ValueError(f"{url} did not return a JSON object of attribute summaries")
     return data
+
+
+def fetch_counters(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """GET a worker's ``/counters`` page (``{"worker": {...}, "llm": {name: counters}, ...}``)."""
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - an operator-given http(s) URL
+        data = orjson.loads(resp.read())
+    if not isinstance(data, dict) or not isinstance(data.get("llm"), dict):
+        raise ValueError(f"{url} did not return a worker's counters (no 'llm' object)")
+    return data
+
+
+def cost_section(counters: Mapping[str, Any]) -> str:
+    """HTML: per LLM requests, tokens in/out, dollars and dollars per 1,000 decisions, and the total line."""
+    from llmens_core.costs import cost_line, cost_summary, querying_mode
+
+    worker = counters.get("worker") or {}
+    s = cost_summary(counters.get("llm") or {}, float(worker.get("decisions", 0) or 0))
+
+    def per_k(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    rows = "".join(
+        f"<tr><td>{html.escape(str(n))}</td><td>{c['requests']:,.0f}</td><td>{c['tokens_in']:,.0f}</td>"
+        f"<td>{c['tokens_out']:,.0f}</td><td>{c['usd']:.4f}</td><td>{per_k(c['usd_per_1k_decisions'])}</td></tr>"
+        for n, c in s["llm"].items())
+    rows += (f"<tr><th>all</th><th>{sum(c['requests'] for c in s['llm'].values()):,.0f}</th><th></th><th></th>"
+             f"<th>{s['usd']:.4f}</th><th>{per_k(s['usd_per_1k_decisions'])}</th></tr>")
+    return (f"<section><h2>LLM cost</h2><p>{html.escape(cost_line(s, querying_mode(worker)))}. Tokens as each "
+            "response reported them, priced at each LLM's configured price per 1k input/output tokens.</p>"
+            "<table><tr><th>LLM</th><th>requests</th><th>tokens in</th><th>tokens out</th><th>USD</th>"
+            "<th>USD per 1,000 decisions</th></tr>" + rows + "</table></section>")
 
 
 def summaries_from_votes(path: str | Path, **kw: Any) -> dict[str, dict]:
@@ -179,11 +214,14 @@ def plot_weights(attribute: str, summary: Mapping[str, Any], path: str | Path) -
 
 
 def write_report(summaries: Mapping[str, Mapping[str, Any]], out_dir: str | Path,
-                 title: str = "llmens model report") -> Path:
-    """Write PNGs per attribute and ``index.html`` into ``out_dir``; returns the HTML path."""
+                 title: str = "llmens model report", counters: Mapping[str, Any] | None = None) -> Path:
+    """Write PNGs per attribute and ``index.html`` into ``out_dir``; returns the HTML path.
+
+    ``counters``: a worker's ``/counters`` page; when given, the page starts with the LLM cost section.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = []
+    sections = [cost_section(counters)] if counters else []
     for attr in sorted(summaries):
         s = summaries[attr]
         slug = _slug(attr)

@@ -8,8 +8,9 @@ Two kinds of sources:
 * custom collectors read at scrape time:
   - :class:`GatewayCollector` turns the LLM gateway's cumulative per-endpoint counters
     (``Gateway.counters() -> {name: EndpointCounters}``) into ``llmens_llm_*`` families: request latency
-    histogram, errors by kind (``http_429``, ``timeout``, ...), retries, breaker state, tokens, cost. The gateway
-    already counts these, so they are exported from there instead of being counted twice;
+    histogram, errors by kind (``http_429``, ``timeout``, ...), retries, breaker state, tokens, cost
+    (``llmens_llm_cost_total{llm}``, USD: measured tokens x configured price). The gateway already counts these,
+    so they are exported from there instead of being counted twice;
   - :class:`LagCollector` exports ``llmens_kafka_consumergroup_lag{consumergroup,topic,partition}`` (named after
     kafka_exporter's ``kafka_consumergroup_lag``) from :mod:`streams.lag`, refreshed in a background thread at
     most every ``refresh_s`` seconds, so a scrape never waits on Kafka (and never blocks an event loop).
@@ -168,7 +169,8 @@ class GatewayCollector(Collector):
         breaker = GaugeMetricFamily("llmens_llm_breaker_open", "Circuit breaker: 0 closed, 0.5 half-open, 1 open",
                                     labels=["llm"])
         tokens = CounterMetricFamily("llmens_llm_tokens", "Tokens used", labels=["llm", "direction"])
-        cost = CounterMetricFamily("llmens_llm_cost_usd", "Cost in USD from usage and list prices", labels=["llm"])
+        cost = CounterMetricFamily("llmens_llm_cost", "LLM spend in USD: measured tokens x the LLM's configured price "
+                                   "per 1k input/output tokens (exported as llmens_llm_cost_total)", labels=["llm"])
         requests = CounterMetricFamily("llmens_llm_requests", "HTTP attempts sent", labels=["llm"])
         calls = CounterMetricFamily("llmens_llm_calls", "Logical calls by outcome", labels=["llm", "outcome"])
         cache = CounterMetricFamily("llmens_llm_cache_hits", "Answers served from the response cache",

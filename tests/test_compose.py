@@ -77,7 +77,7 @@ def test_prometheus_and_grafana_files_parse():
     exported = {line.split()[2] for line in render_metrics(m.registry)[0].decode().splitlines()
                 if line.startswith("# TYPE")}
     exported |= {"llmens_kafka_consumergroup_lag", "llmens_llm_request_seconds", "llmens_llm_errors",
-                 "llmens_llm_retries", "llmens_llm_breaker_open", "llmens_llm_tokens", "llmens_llm_cost_usd"}
+                 "llmens_llm_retries", "llmens_llm_breaker_open", "llmens_llm_tokens", "llmens_llm_cost"}
     for name in set(re.findall(r"llmens_[a-z_]+", exprs)):
         base = re.sub(r"_(total|bucket|count|sum)$", "", name)
         assert name in exported or base in exported, name

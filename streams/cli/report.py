@@ -17,12 +17,17 @@ def report(
                                help="Recorded LabelVote JSONL: fitted offline per attribute first."),
     summary: Path = typer.Option(None, "--summary", exists=True, dir_okay=False,
                                  help="JSON file {attribute: OnlineDawidSkene.summary()} (what /model serves)."),
+    counters: str = typer.Option(None, "--counters",
+                                 help="A worker's /counters page (URL or JSON file) for the LLM cost section; "
+                                      "with --url, the same worker's /counters is tried."),
 ) -> None:
     """Per attribute: every LLM's learned confusion matrix (heatmap) and accuracy/weight (bars) -> PNG + index.html.
 
     Give one source: --url (default http://127.0.0.1:6066/model when none is given), --votes or --summary.
+    With a worker's counters (--counters, or the worker of --url) the page starts with the LLM cost: per LLM
+    and per 1,000 decisions.
     """
-    from llmens_core.report import load_summaries, write_report
+    from llmens_core.report import fetch_counters, load_summaries, write_report
 
     if url is None and votes is None and summary is None:
         url = "http://127.0.0.1:6066/model"
@@ -31,6 +36,27 @@ def report(
     except (OSError, ValueError) as e:
         typer.echo(f"report: cannot read the model: {e}", err=True)
         raise typer.Exit(2) from None
-    index = write_report(summaries, out)
+    cost = None
+    base = url.rstrip("/") if url else ""
+    source = counters or (base.rsplit("/", 1)[0] + "/counters" if base.endswith("/model") else None)
+    if source is not None:
+        try:
+            if source.startswith(("http://", "https://")):
+                cost = fetch_counters(source)
+            else:
+                import orjson
+
+                cost = orjson.loads(Path(source).read_bytes())
+        except (OSError, ValueError) as e:
+            if counters is not None:  # asked for explicitly: say why it is missing
+                typer.echo(f"report: cannot read the counters: {e}", err=True)
+                raise typer.Exit(2) from None
+    index = write_report(summaries, out, counters=cost)
     pngs = sorted(p.name for p in out.glob("*.png"))
     typer.echo(f"wrote {index} and {len(pngs)} PNG file(s) for {len(summaries)} attribute(s)")
+    if cost is not None:
+        from llmens_core.costs import cost_line, cost_summary, querying_mode
+
+        worker = cost.get("worker") or {}
+        typer.echo(cost_line(cost_summary(cost.get("llm") or {}, float(worker.get("decisions", 0) or 0)),
+                             querying_mode(worker)))

@@ -2,8 +2,9 @@
 
 Starts the embedded broker, the LLM simulator (5 simulated models of different quality, over real HTTP)
 and one worker process; publishes the shipped OA-Mine demo catalogue; waits for every decision; then
-prints each model's accuracy against the ensemble's, the learned weights and the final consumer lag,
-writes the report, and stops everything it started.
+prints each model's accuracy against the ensemble's, the learned weights, the final consumer lag and the LLM
+cost per 1,000 decisions (:mod:`llmens_core.costs`), writes the report (with the cost per LLM), and stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from llmens_core.costs import cost_line, cost_summary, querying_mode
 from llmens_core.scoring import gold_labels, score_decisions
 from streams.harness.stack import LocalStack
 
@@ -70,7 +72,7 @@ def run_demo(out_dir: Path = Path("llmens-demo-report"), products: Path | None =
                                topics=[stack.topic("product_updates")])
         accuracy = score_decisions(decisions, gold)
         _print_tables(console, accuracy, models, counters, lag)
-        index = write_report(models, out_dir)
+        index = write_report(models, out_dir, counters=counters)
         console.print(f"report: {index}  ({time.monotonic() - t0:.0f}s in all)")
     return accuracy
 
@@ -151,3 +153,4 @@ def _print_tables(console: Console, accuracy: dict, models: dict, counters: dict
     console.print(f"final consumer lag: [bold]{total_lag}[/bold] over {len(lag)} partitions; "
                   f"LLM requests {calls} (retries {retries}); decisions {int(worker.get('decisions', 0))}, "
                   f"revisions {int(worker.get('revisions', 0))}, dead letters {int(worker.get('dead_letters', 0))}")
+    console.print(cost_line(cost_summary(llm, worker.get("decisions", 0)), querying_mode(worker)))

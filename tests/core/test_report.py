@@ -66,3 +66,14 @@ def test_report_cli_summary_and_votes(tmp_path):
     assert res.exit_code == 0, res.output
     assert {p.name for p in (tmp_path / "b").glob("*.png")} == {
         "gender_confusion.png", "gender_weights.png", "color_family_confusion.png", "color_family_weights.png"}
+
+
+def test_report_cost_section_per_llm_and_per_1000_decisions(tmp_path):
+    counters = {"worker": {"decisions": 400, "adaptive_confident": 90},
+                "llm": {"dear": {"requests": 100, "tokens_in": 20_000, "tokens_out": 1_000, "cost_usd": 0.075},
+                        "cheap": {"requests": 100, "tokens_in": 20_000, "tokens_out": 1_000, "cost_usd": 0.0025}}}
+    page = write_report({"gender": _summary()}, tmp_path / "out", counters=counters).read_text()
+    assert "<h2>LLM cost</h2>" in page and "adaptive querying" in page
+    assert "<td>dear</td><td>100</td><td>20,000</td><td>1,000</td><td>0.0750</td><td>0.1875</td>" in page
+    assert "<th>all</th><th>200</th><th></th><th></th><th>0.0775</th><th>0.1938</th>" in page
+    assert "LLM cost" not in write_report({"gender": _summary()}, tmp_path / "bare").read_text()

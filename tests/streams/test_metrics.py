@@ -62,7 +62,7 @@ def test_worker_metrics_render():
     assert s[("llmens_llm_retries_total", lab)] == 2
     assert s[("llmens_llm_breaker_open", lab)] == 0.5
     assert s[("llmens_llm_tokens_total", (("direction", "in"), ("llm", "sim-large")))] == 1200
-    assert s[("llmens_llm_cost_usd_total", lab)] == pytest.approx(0.0125)
+    assert s[("llmens_llm_cost_total", lab)] == pytest.approx(0.0125)
     # counters keep counting across scrapes (cumulative, read at scrape time)
     c.retries = 5
     assert _samples(render_metrics(m.registry)[0])[("llmens_llm_retries_total", lab)] == 5
@@ -105,3 +105,54 @@ def test_lag_collector(broker, topic_prefix):
     assert s[("llmens_kafka_consumergroup_current_offset", key(0))] == 20
     assert s[("llmens_kafka_topic_partition_current_offset", (("partition", "0"), ("topic", topic)))] == 60
     m.close()
+
+
+async def test_llm_cost_total_from_real_gateway_and_simulator():
+    """``llmens_llm_cost_total{llm}``: the simulator's usage over HTTP x each LLM's configured price, cumulative."""
+    from importlib import resources
+
+    import orjson
+
+    from llmens_core.events import ProductUpdate
+    from llmens_core.llm.gateway import Gateway
+    from llmens_core.llm.simulator import SimConfig, endpoints_for, start_simulator
+    from llmens_core.schema import AttributeSchema
+
+    prices = {"dear": (0.003, 0.015), "cheap": (0.0001, 0.0002), "free": (0.0, 0.0)}
+    cfg = SimConfig.model_validate({
+        "mode": "confusion", "seed": 3, "defaults": {"latency_ms": {"mean": 0}, "faults": {}},
+        "models": [{"name": n, "accuracy": 0.9, "price_in_per_1k": i, "price_out_per_1k": o}
+                   for n, (i, o) in prices.items()]})
+    raw = resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes()
+    products = [orjson.loads(x) for x in raw.splitlines() if x.strip()][:30]
+    runner, port = await start_simulator(cfg)
+    try:
+        eps = endpoints_for(cfg, f"http://127.0.0.1:{port}/v1", timeout_s=10, max_retries=1)
+        assert {e.name: (e.price_in_per_1k, e.price_out_per_1k) for e in eps} == prices
+        m = WorkerMetrics()
+        async with Gateway(eps, AttributeSchema.load()) as gw:
+            m.attach_gateway(gw)
+            spent: dict[str, float] = {n: 0.0 for n in prices}
+            scraped = []
+            for batch in (products[:15], products[15:]):
+                for p in batch:
+                    up = ProductUpdate(product_id=p["product_id"], version=1, title=p["title"],
+                                       description=p.get("description"), category=p.get("category"))
+                    for v in await gw.label(up, sorted(p["attributes"]) or ["gender"]):
+                        assert v.error is None, v
+                        spent[v.llm] += v.cost_usd
+                scraped.append(_samples(render_metrics(m.registry)[0]))
+    finally:
+        await runner.cleanup()
+    first, last = scraped
+    for n, (pin, pout) in prices.items():
+        lab = (("llm", n),)
+        tin = last[("llmens_llm_tokens_total", (("direction", "in"), ("llm", n)))]
+        tout = last[("llmens_llm_tokens_total", (("direction", "out"), ("llm", n)))]
+        assert tin > 30 * 50 and tout > 30  # usage measured from the simulator's answers, not estimated
+        want = tin / 1000 * pin + tout / 1000 * pout
+        assert last[("llmens_llm_cost_total", lab)] == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert last[("llmens_llm_cost_total", lab)] == pytest.approx(spent[n], rel=1e-9, abs=1e-12)  # = the votes'
+        assert 0 < first[("llmens_llm_cost_total", lab)] < last[("llmens_llm_cost_total", lab)] or n == "free"
+    assert last[("llmens_llm_cost_total", (("llm", "free"),))] == 0.0
+    assert last[("llmens_llm_cost_total", (("llm", "dear"),))] > 20 * last[("llmens_llm_cost_total", (("llm", "cheap"),))]
