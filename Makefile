@@ -40,3 +40,16 @@ bench: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Real local models (docs/real-llms.md): llama.cpp + MiniLM servers on loopback, the demo and tests against them.
+real-llms:
+	$(PYTHON) deploy/real-llms/real_llms.py up
+
+real-llms-stop:
+	$(PYTHON) deploy/real-llms/real_llms.py stop
+
+demo-real: $(STAMP) real-llms
+	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit 100 --timeout 3600
+
+test-real: $(STAMP) real-llms
+	LLMENS_TEST_REAL=1 $(BIN)/python -m pytest -q -m real_llm tests/core/llm/test_real_server.py tests/streams/test_real_llms_kill.py

@@ -37,20 +37,26 @@ def demo_products(path: Path | None = None) -> tuple[list[dict], dict]:
 
 
 def run_demo(out_dir: Path = Path("llmens-demo-report"), products: Path | None = None,
-             console: Console | None = None, timeout_s: float = 150.0) -> dict:
-    """Run the demo; returns the per-attribute accuracy table (also printed)."""
+             console: Console | None = None, timeout_s: float = 150.0, llms: Path | None = None,
+             limit: int | None = None) -> dict:
+    """Run the demo; returns the per-attribute accuracy table (also printed).
+
+    ``llms``: a settings file with real LLM endpoints (deploy/llmens.real.yaml) instead of the simulator's;
+    ``limit``: only the first N products."""
     from llmens_core.report import write_report
     from streams.lag import consumer_lag
 
     console = console or Console()
     events, gold = demo_products(products)
+    events = events[:limit] if limit else events
     want = {(e["product_id"], e["version"], a) for e in events for a in e["attributes"]}
     with tempfile.TemporaryDirectory(prefix="llmens-demo-") as tmp:
-        console.print("[bold]llmens demo[/bold]: embedded Kafka-protocol broker (Tansu), 5 simulated LLMs "
-                      "over HTTP (a test/demo simulator, not real models), 1 worker")
+        console.print("[bold]llmens demo[/bold]: embedded Kafka-protocol broker (Tansu), " + (
+            f"the real LLMs of {llms}" if llms else
+            "5 simulated LLMs over HTTP (a test/demo simulator, not real models)") + ", 1 worker")
         t0 = time.monotonic()
         with LocalStack(Path(tmp), workers=1, sim_products=products, worker_loglevel="warn",
-                        endpoint_overrides={"max_concurrency": 64}) as stack:
+                        endpoint_overrides={"max_concurrency": 64}, llms_config=llms) as stack:
             console.print(f"  broker {stack.bootstrap}  simulator {stack.sim_url}  "
                           f"worker http://127.0.0.1:{stack.worker_port(0)}/metrics  "
                           f"(up in {time.monotonic() - t0:.1f}s)")
