@@ -66,6 +66,12 @@ class EndpointConfig(BaseModel):
             return {**data, "prompt": "embedding"}
         return data
 
+    @model_validator(mode="after")
+    def _embedding_prompt_only_for_embeddings(self) -> EndpointConfig:
+        if (self.provider == "openai_embeddings") != (self.prompt == "embedding"):
+            raise ValueError("prompt `embedding` goes with provider `openai_embeddings`, and only with it")
+        return self
+
     @field_validator("api_key_env")
     @classmethod
     def _looks_like_env_name(cls, v: str | None) -> str | None:

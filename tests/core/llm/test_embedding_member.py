@@ -112,3 +112,14 @@ def test_response_vectors_orders_by_index_and_checks_the_count():
     assert response_vectors(data, 2).tolist() == [[1.0, 0.0], [0.0, 1.0]]
     with pytest.raises(ValueError):
         response_vectors(data, 3)
+
+
+def test_the_embedding_prompt_goes_with_the_embeddings_provider_only():
+    from pydantic import ValidationError
+
+    assert EndpointConfig(name="e", provider="openai_embeddings", base_url="http://h/v1", model="m").prompt == \
+        "embedding"
+    with pytest.raises(ValidationError, match="prompt `embedding` goes with provider `openai_embeddings`"):
+        EndpointConfig(name="e", provider="openai_embeddings", base_url="http://h/v1", model="m", prompt="default")
+    with pytest.raises(ValidationError, match="prompt `embedding` goes with provider `openai_embeddings`"):
+        EndpointConfig(name="e", base_url="http://h/v1", model="m", prompt="embedding")
