@@ -52,4 +52,4 @@ demo-real: $(STAMP) real-llms
 	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit 100 --timeout 3600
 
 test-real: $(STAMP) real-llms
-	LLMENS_TEST_REAL=1 $(BIN)/python -m pytest -q -m real_llm tests/core/llm/test_real_server.py tests/streams/test_real_llms_kill.py
+	LLMENS_TEST_REAL=1 LLMENS_TEST_BROKER=tansu $(BIN)/python -m pytest -q -m real_llm tests/core/llm/test_real_server.py tests/streams/test_real_llms_kill.py
