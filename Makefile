@@ -48,8 +48,9 @@ real-llms:
 real-llms-stop:
 	$(PYTHON) deploy/real-llms/real_llms.py stop
 
+DEMO_REAL_LIMIT ?= 100
 demo-real: $(STAMP) real-llms
-	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit 100 --timeout 3600
+	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit $(DEMO_REAL_LIMIT) --timeout 3600
 
 test-real: $(STAMP) real-llms
 	LLMENS_TEST_REAL=1 LLMENS_TEST_BROKER=tansu $(BIN)/python -m pytest -q -m real_llm tests/core/llm/test_real_server.py tests/streams/test_real_llms_kill.py
