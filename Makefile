@@ -44,3 +44,17 @@ drills: $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Real local models (docs/real-llms.md): llama.cpp + MiniLM servers on loopback, the demo and tests against them.
+real-llms:
+	$(PYTHON) deploy/real-llms/real_llms.py up
+
+real-llms-stop:
+	$(PYTHON) deploy/real-llms/real_llms.py stop
+
+DEMO_REAL_LIMIT ?= 100
+demo-real: $(STAMP) real-llms
+	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit $(DEMO_REAL_LIMIT) --timeout 3600
+
+test-real: $(STAMP) real-llms
+	LLMENS_TEST_REAL=1 LLMENS_TEST_BROKER=tansu $(BIN)/python -m pytest -q -m real_llm tests/core/llm/test_real_server.py tests/streams/test_real_llms_kill.py

@@ -96,6 +96,8 @@ class LabelVote(_Event):
     cost_usd: float = 0.0
     error: str | None = None
     """Why there is no label when the call failed (the LLM gave no usable answer)."""
+    confidence: float | None = None
+    """Probability the LLM gave this label's tokens (from the server's logprobs), when it returned them."""
 
 
 class AttributeDecision(_Event):

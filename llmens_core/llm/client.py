@@ -28,6 +28,7 @@ import orjson
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.prompts import Prompt
 from llmens_core.llm.providers import PROVIDERS, ProviderResponseError, estimate_tokens
+from llmens_core.llm.rejections import rejection_message
 
 __all__ = [
     "CallFailed",
@@ -105,6 +106,8 @@ class EndpointCounters:
     cost_usd: float = 0.0
     in_flight: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    rejection: str | None = None
+    """The server's own words the last time it rejected the shape of a request (kind ``rejected_request``)."""
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -128,6 +131,8 @@ class CallResult:
     latency_s: float
     attempts: int = 1
     cached: bool = False
+    confidence: dict[str, float] | None = None
+    """Per attribute, the probability of the answer's tokens (from logprobs), when the server returned them."""
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None, cap: float = 600.0) -> float | None:
@@ -441,9 +446,15 @@ class EndpointClient:
         finally:
             slots.release()
         if status != 200:
+            rejected = rejection_message(status, raw)
+            if rejected is not None:  # the server refuses this request shape: retrying cannot help
+                if rejected != k.rejection:
+                    log.error("llm %s: the server rejected the request shape (HTTP %d): %s", c.name, status, rejected)
+                k.rejection = rejected
+                return "rejected_request", None, None
             return f"http_{status}", retry_after, None
         try:
-            text, tin, tout = self.provider.extract(orjson.loads(raw))
+            text, tin, tout, confidence = self.provider.extract_for(c, prompt, body, orjson.loads(raw))
         except (orjson.JSONDecodeError, ProviderResponseError, AttributeError, TypeError):
             return "bad_response", None, None
         if tin is None or tout is None:
@@ -459,4 +470,4 @@ class EndpointClient:
         if accept is not None and not accept(text):
             return "malformed", None, None
         k.latency.observe(latency)
-        return "ok", None, CallResult(text, tin, tout, cost, latency)
+        return "ok", None, CallResult(text, tin, tout, cost, latency, confidence=confidence)

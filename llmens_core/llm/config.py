@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["EndpointConfig", "load_endpoints"]
 
@@ -26,7 +26,8 @@ class EndpointConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     name: str = Field(min_length=1, description="unique name; the `llm` of every vote it gives")
-    provider: Literal["openai", "anthropic", "gemini"] = "openai"
+    provider: Literal["openai", "anthropic", "gemini", "openai_embeddings"] = Field(
+        "openai", description="`openai_embeddings`: classify by cosine similarity via /v1/embeddings (no generation)")
     base_url: str = Field(description="e.g. https://api.openai.com/v1, http://127.0.0.1:8000/v1")
     model: str
     api_key_env: str | None = Field(None, description="NAME of the env var holding the key (never the key)")
@@ -45,13 +46,31 @@ class EndpointConfig(BaseModel):
     max_output_tokens: int = Field(512, ge=1)
     temperature: float = Field(0.0, ge=0)
     fallback: str | None = Field(None, description="endpoint asked instead when this one finally fails")
-    prompt: Literal["default", "ecinstruct"] = "default"
+    prompt: Literal["default", "ecinstruct", "embedding"] = "default"
     structured_output: bool = Field(True, description="send a JSON schema with enums where the provider supports it")
-    structured_style: Literal["response_format", "vllm", "guided_json"] = Field(
+    structured_style: Literal["response_format", "json_object", "vllm", "guided_json"] = Field(
         "response_format",
-        description="OpenAI `response_format` json_schema, vLLM `structured_outputs`, or older vLLM `guided_json`",
+        description="OpenAI `response_format` json_schema (also llama.cpp's llama-server), `json_object` "
+                    "(llama-cpp-python: `response_format` {type: json_object, schema}, turned into a grammar), "
+                    "vLLM `structured_outputs`, or older vLLM `guided_json`",
     )
+    logprobs: bool = Field(False, description="ask for token log-probabilities; a vote's confidence is the "
+                                              "probability of its label's tokens")
     enabled: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedding_prompt(cls, data: Any) -> Any:
+        # an embeddings endpoint is sent the product text alone, never a chat prompt
+        if isinstance(data, Mapping) and data.get("provider") == "openai_embeddings" and "prompt" not in data:
+            return {**data, "prompt": "embedding"}
+        return data
+
+    @model_validator(mode="after")
+    def _embedding_prompt_only_for_embeddings(self) -> EndpointConfig:
+        if (self.provider == "openai_embeddings") != (self.prompt == "embedding"):
+            raise ValueError("prompt `embedding` goes with provider `openai_embeddings`, and only with it")
+        return self
 
     @field_validator("api_key_env")
     @classmethod

@@ -30,7 +30,7 @@ log = logging.getLogger("llmens.llm")
 _set_attr = object.__setattr__
 _new_vote = LabelVote.__new__
 _VOTE_FIELDS = frozenset(("product_id", "version", "attribute", "llm", "label", "raw", "latency_s", "cost_usd",
-                          "error"))
+                          "error", "confidence"))
 # A vote built from values this module produced (right types by construction) needs no validation; the
 # contract is validated at the Kafka boundary. This is ``LabelVote.model_construct`` with every field
 # given, minus its per-field alias/default loop (which costs more than the HTTP client per vote).
@@ -43,14 +43,15 @@ _FAST_VOTES = (
 
 
 def _vote(product_id: str, version: int, attribute: str, llm: str, label: str | None, raw: str | None,
-          latency_s: float, cost_usd: float) -> LabelVote:
+          latency_s: float, cost_usd: float, confidence: float | None = None) -> LabelVote:
     if not _FAST_VOTES:  # pragma: no cover - LabelVote grew something model_construct must handle
         return LabelVote.model_construct(product_id=product_id, version=version, attribute=attribute, llm=llm,
-                                         label=label, raw=raw, latency_s=latency_s, cost_usd=cost_usd, error=None)
+                                         label=label, raw=raw, latency_s=latency_s, cost_usd=cost_usd, error=None,
+                                         confidence=confidence)
     v = _new_vote(LabelVote)
     _set_attr(v, "__dict__", {"product_id": product_id, "version": version, "attribute": attribute, "llm": llm,
                               "label": label, "raw": raw, "latency_s": latency_s, "cost_usd": cost_usd,
-                              "error": None})
+                              "error": None, "confidence": confidence})
     _set_attr(v, "__pydantic_fields_set__", set(_VOTE_FIELDS))
     _set_attr(v, "__pydantic_extra__", None)
     _set_attr(v, "__pydantic_private__", None)
@@ -240,6 +241,7 @@ class Gateway:
         t0 = time.monotonic()
         parsed: ParsedAnswer | None = None
         cost = 0.0
+        conf: dict[str, float] = {}
         if self.cache is not None:
             hit = self.cache.get(ep.model, prompt.version, h)
             if hit is not None:
@@ -264,6 +266,7 @@ class Gateway:
                 return self._failed(product, attrs, ep.name, str(exc), time.monotonic() - t0)
             parsed = box[-1]
             cost = res.cost_usd
+            conf = res.confidence or conf
             if self.cache is not None:
                 self.cache.put(ep.model, prompt.version, h, res.text, res.tokens_in, res.tokens_out)
         latency = time.monotonic() - t0
@@ -273,14 +276,15 @@ class Gateway:
         share = cost / len(attrs)
         pid, ver, llm, labels, raw = product.product_id, product.version, ep.name, parsed.labels, parsed.raw
         if not _FAST_VOTES:  # pragma: no cover
-            return [_vote(pid, ver, a.name, llm, labels[a.name], raw[a.name], latency, share) for a in attrs]
+            return [_vote(pid, ver, a.name, llm, labels[a.name], raw[a.name], latency, share, conf.get(a.name))
+                    for a in attrs]
         votes = []
         for a in attrs:  # _vote, inlined
             name = a.name
             v = _new_vote(LabelVote)
             _set_attr(v, "__dict__", {"product_id": pid, "version": ver, "attribute": name, "llm": llm,
                                       "label": labels[name], "raw": raw[name], "latency_s": latency,
-                                      "cost_usd": share, "error": None})
+                                      "cost_usd": share, "error": None, "confidence": conf.get(name)})
             _set_attr(v, "__pydantic_fields_set__", set(_VOTE_FIELDS))
             _set_attr(v, "__pydantic_extra__", None)
             _set_attr(v, "__pydantic_private__", None)

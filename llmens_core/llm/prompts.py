@@ -70,9 +70,15 @@ _ECI_USER = (
     + DATA_BEGIN + "\n{product_json}\n" + DATA_END + "\n"
 )
 
+# Embedding members (provider ``openai_embeddings``) are sent the product text alone: ``user`` is that text
+# as one JSON string, nothing else (no instructions to follow, so nothing to inject).
+_EMB_SYSTEM = ""
+_EMB_USER = "{product_json}"
+
 TEMPLATES: dict[str, tuple[str, str]] = {
     "default": (_DEFAULT_SYSTEM, _DEFAULT_USER),
     "ecinstruct": (_ECI_SYSTEM, _ECI_USER),
+    "embedding": (_EMB_SYSTEM, _EMB_USER),
 }
 PROMPT_STYLES = tuple(TEMPLATES)
 
@@ -174,7 +180,7 @@ def prompt_spec(style: str, attributes: Sequence[Attribute]) -> PromptSpec:
     return spec
 
 
-def _product_data(style: str, product: ProductUpdate, names: Sequence[str]) -> dict[str, Any]:
+def _product_data(style: str, product: ProductUpdate, names: Sequence[str]) -> Any:
     if style == "ecinstruct":
         extra = product.extra_fields()
         feature = extra.get("feature") or extra.get("features")
@@ -185,6 +191,8 @@ def _product_data(style: str, product: ProductUpdate, names: Sequence[str]) -> d
             "product category": product.category or "",
             "target attributes": list(names),
         }
+    if style == "embedding":
+        return ". ".join(t for t in (product.title, product.description, product.category) if t)
     return {"title": product.title, "description": product.description, "category": product.category}
 
 

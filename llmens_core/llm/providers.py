@@ -5,20 +5,28 @@
   ``structured_outputs`` or the older vLLM ``guided_json``.
 * ``anthropic``: Messages API.
 * ``gemini``: ``models/{model}:generateContent`` with ``responseSchema``.
+* ``openai_embeddings``: ``/v1/embeddings``; the answer is computed here by cosine similarity to label
+  descriptions (:mod:`llmens_core.llm.embeddings`).
+
+llama.cpp servers differ: ``llama-server`` (C++) takes ``response_format`` json_schema; llama-cpp-python's
+server rejects it (HTTP 500, "Input should be 'text' or 'json_object'") and takes ``{"type": "json_object",
+"schema": ...}`` instead (``structured_style: json_object``); both turn the schema into a grammar.
 
 One request per product per LLM asks for all requested attributes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from llmens_core.llm.config import EndpointConfig
+from llmens_core.llm.embeddings import EmbeddingIndex, request_inputs, response_vectors
+from llmens_core.llm.logprobs import label_confidences
 from llmens_core.llm.prompts import Prompt
 
-__all__ = ["PROVIDERS", "Provider", "ProviderResponseError", "estimate_tokens"]
+__all__ = ["PROVIDERS", "Extracted", "Provider", "ProviderResponseError", "estimate_tokens"]
 
 
 class ProviderResponseError(ValueError):
@@ -27,6 +35,15 @@ class ProviderResponseError(ValueError):
 
 def estimate_tokens(chars: int) -> int:
     return max(1, chars // 4)
+
+
+class Extracted(NamedTuple):
+    """What one successful response gave: answer text, usage (``None`` when absent), per-attribute confidence."""
+
+    text: str
+    tokens_in: int | None
+    tokens_out: int | None
+    confidence: dict[str, float] | None = None
 
 
 class Provider:
@@ -48,6 +65,10 @@ class Provider:
     def extract(self, data: Any) -> tuple[str, int | None, int | None]:
         """(answer text, input tokens, output tokens); tokens ``None`` when the response has no usage."""
         raise NotImplementedError
+
+    def extract_for(self, ep: EndpointConfig, prompt: Prompt, body: bytes, data: Any) -> Extracted:
+        """:meth:`extract` with the request at hand (providers whose answer depends on what was asked)."""
+        return Extracted(*self.extract(data))
 
 
 def _int(v: Any) -> int | None:
@@ -91,12 +112,17 @@ class OpenAIProvider(Provider):
                 body["structured_outputs"] = {"json": prompt.json_schema}
             elif ep.structured_style == "guided_json":
                 body["guided_json"] = prompt.json_schema
+            elif ep.structured_style == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": prompt.json_schema}
             elif prompt.json_schema.get("type") == "object":  # OpenAI strict schemas need an object root
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": "attribute_labels", "strict": True, "schema": prompt.json_schema},
                 }
             # an array root (ECInstruct) has no strict OpenAI schema: the prompt states the format
+        if ep.logprobs:  # llama-cpp-python returns none unless top_logprobs is set too
+            body["logprobs"] = True
+            body["top_logprobs"] = 1
         return body
 
     def body_bytes(self, ep: EndpointConfig, prompt: Prompt) -> bytes:
@@ -114,11 +140,16 @@ class OpenAIProvider(Provider):
                 body["structured_outputs"] = {"json": _schema_fragment(schema)}
             elif ep.structured_style == "guided_json":
                 body["guided_json"] = _schema_fragment(schema)
+            elif ep.structured_style == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": _schema_fragment(schema)}
             elif schema.get("type") == "object":
                 body["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {"name": "attribute_labels", "strict": True, "schema": _schema_fragment(schema)},
                 }
+        if ep.logprobs:  # llama-cpp-python returns none unless top_logprobs is set too
+            body["logprobs"] = True
+            body["top_logprobs"] = 1
         return orjson.dumps(body)
 
     def extract(self, data: Any) -> tuple[str, int | None, int | None]:
@@ -134,6 +165,11 @@ class OpenAIProvider(Provider):
         usage = data.get("usage") if isinstance(data, dict) else None
         usage = usage if isinstance(usage, dict) else {}
         return text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+
+    def extract_for(self, ep: EndpointConfig, prompt: Prompt, body: bytes, data: Any) -> Extracted:
+        text, tin, tout = self.extract(data)
+        conf = label_confidences(data, text, [a.name for a in prompt.attributes]) if ep.logprobs else None
+        return Extracted(text, tin, tout, conf)
 
 
 class AnthropicProvider(Provider):
@@ -215,4 +251,38 @@ class GeminiProvider(Provider):
         return text, _int(usage.get("promptTokenCount")), _int(usage.get("candidatesTokenCount"))
 
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (OpenAIProvider(), AnthropicProvider(), GeminiProvider())}
+class EmbeddingProvider(OpenAIProvider):
+    """``/v1/embeddings``: product text (+ label descriptions not embedded yet) in, a JSON answer out."""
+
+    name = "openai_embeddings"
+
+    def __init__(self) -> None:
+        self.index = EmbeddingIndex()
+
+    def url(self, ep: EndpointConfig) -> str:
+        return ep.base_url.rstrip("/") + "/embeddings"
+
+    def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
+        product_text = orjson.loads(prompt.user)  # the embedding prompt style is the product text as JSON
+        return {"model": ep.model,
+                "input": [product_text, *self.index.missing((ep.base_url, ep.model), prompt.attributes)]}
+
+    def body_bytes(self, ep: EndpointConfig, prompt: Prompt) -> bytes:
+        return orjson.dumps(self.body(ep, prompt))
+
+    def extract_for(self, ep: EndpointConfig, prompt: Prompt, body: bytes, data: Any) -> Extracted:
+        texts = request_inputs(body)
+        try:
+            vectors = response_vectors(data, len(texts))  # (n, d)
+            key = (ep.base_url, ep.model)
+            if len(texts) > 1:
+                self.index.add(key, texts[1:], vectors[1:])
+            answer = self.index.answer(key, prompt.attributes, vectors[0])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ProviderResponseError(f"not an embeddings response for this request ({type(e).__name__})") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return Extracted(orjson.dumps(answer).decode(), _int(usage.get("prompt_tokens")), 0)
+
+
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (OpenAIProvider(), AnthropicProvider(), GeminiProvider(),
+                                                      EmbeddingProvider())}

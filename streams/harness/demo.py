@@ -40,23 +40,28 @@ def demo_products(path: Path | None = None) -> tuple[list[dict], dict]:
 
 
 def run_demo(out_dir: Path = Path("llmens-demo-report"), products: Path | None = None,
-             console: Console | None = None, timeout_s: float = 150.0, broker: str | None = None) -> dict:
+             console: Console | None = None, timeout_s: float = 150.0, broker: str | None = None,
+             llms: Path | None = None, limit: int | None = None) -> dict:
     """Run the demo; returns the per-attribute accuracy table (also printed).
 
-    ``broker`` is "kafka" or "tansu"; by default Apache Kafka where Java 17+ is present, else Tansu.
+    ``broker`` is "kafka" or "tansu" (default: Apache Kafka where Java 17+ is present, else Tansu); ``llms`` a
+    settings file with real LLM endpoints (deploy/llmens.real.yaml) instead of the simulator's; ``limit``
+    only the first N products.
     """
     from llmens_core.report import write_report
     from streams.lag import consumer_lag
 
     console = console or Console()
     events, gold = demo_products(products)
+    events = events[:limit] if limit else events
     want = {(e["product_id"], e["version"], a) for e in events for a in e["attributes"]}
     with tempfile.TemporaryDirectory(prefix="llmens-demo-") as tmp:
-        console.print("[bold]llmens demo[/bold]: a local broker, 5 simulated LLMs over HTTP (a test tool, "
-                      "not real models), 1 worker")
+        console.print("[bold]llmens demo[/bold]: a local broker, " + (
+            f"the real LLMs of {llms}" if llms else "5 simulated LLMs over HTTP (a test tool, not real models)")
+            + ", 1 worker")
         t0 = time.monotonic()
         with LocalStack(Path(tmp), workers=1, sim_products=products, worker_loglevel="warn", prefer_broker=broker,
-                        endpoint_overrides={"max_concurrency": 64}) as stack:
+                        endpoint_overrides={"max_concurrency": 64}, llms_config=llms) as stack:
             console.print(f"  broker: {stack.broker.name} {stack.broker.version} at {stack.bootstrap} "
                           f"(all up in {time.monotonic() - t0:.1f}s)")
             console.print(f"  simulator {stack.sim_url}  worker http://127.0.0.1:{stack.worker_port(0)}/metrics")

@@ -114,6 +114,9 @@ class LocalStack:
     endpoint_overrides: dict[str, Any] = field(default_factory=dict)
     llm_names: list[str] | None = None
     """Configure workers with only these simulated models (``None``: all); :meth:`set_llms` changes it live."""
+    llms_config: Path | None = None
+    """A settings file whose ``llms`` (real servers, e.g. deploy/llmens.real.yaml) and other top-level settings
+    replace the simulated models and the defaults; the simulator still runs but nobody asks it."""
     worker_loglevel: str = "warn"
     sim_port: int = 0
     settings: Settings | None = None
@@ -177,7 +180,11 @@ class LocalStack:
     def _endpoints(self, names: list[str] | None) -> list[dict]:
         from llmens_core.llm.simulator import endpoints_for, load_sim_config
 
-        endpoints = endpoints_for(load_sim_config(self.sim_config_path), self.sim_url, **self.endpoint_overrides)
+        if self.llms_config is not None:
+            from llmens_core.llm.config import load_endpoints
+            endpoints = load_endpoints(self.llms_config)
+        else:
+            endpoints = endpoints_for(load_sim_config(self.sim_config_path), self.sim_url, **self.endpoint_overrides)
         if names is not None:
             by_name = {e.name: e for e in endpoints}
             missing = [n for n in names if n not in by_name]
@@ -192,6 +199,8 @@ class LocalStack:
                       "topic_prefix": self.topic_prefix, "app_id": f"{self.topic_prefix}workers"},
             "topics": {"partitions": self.partitions, "model_partitions": 2},
             "llms": self._endpoints(self.llm_names),
+            **({k: v for k, v in yaml.safe_load(Path(self.llms_config).read_text()).items() if k != "llms"}
+               if self.llms_config is not None else {}),
             **self.settings_overrides,
         }
         self.config_path = self.workdir / "llmens.yaml"

@@ -51,7 +51,8 @@ def test_shared_parse_equals_parse(schema, text, missing_is_none):
 def test_fast_vote_is_model_construct():
     a = _vote("p", 1, "gender", "m0", "female", "women", 0.1, 0.002)
     b = LabelVote.model_construct(product_id="p", version=1, attribute="gender", llm="m0", label="female",
-                                  raw="women", latency_s=0.1, cost_usd=0.002, error=None)
+                                  raw="women", latency_s=0.1, cost_usd=0.002, error=None,
+                                  confidence=None)
     assert a == b and repr(a) == repr(b) and a.model_fields_set == b.model_fields_set
     assert a.to_bytes() == b.to_bytes() and LabelVote.from_bytes(a.to_bytes()) == a
     assert a.model_copy(update={"label": None}).label is None and a.label == "female"
