@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench drills venv clean
+.PHONY: demo test lint bench drills venv clean real-llms real-llms-stop demo-real test-real
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
