@@ -52,7 +52,7 @@ real-llms:
 real-llms-stop:
 	$(PYTHON) deploy/real-llms/real_llms.py stop
 
-DEMO_REAL_LIMIT ?= 100
+DEMO_REAL_LIMIT ?= 25   # ~8 min on 2 cores (llama.cpp answers one prompt at a time); raise it on a bigger machine
 demo-real: $(STAMP) real-llms
 	$(BIN)/llmens demo --llms deploy/llmens.real.yaml --limit $(DEMO_REAL_LIMIT) --timeout 3600
 
