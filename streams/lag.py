@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from streams.offsets import end_offsets
+from streams.offsets import client_config, end_offsets
 
 __all__ = [
     "LagMonitor",
@@ -91,16 +91,10 @@ class LagSample:
     lag: int | None
 
 
-def _conf(bootstrap: str, extra: dict | None = None) -> dict:
-    conf = {"bootstrap.servers": bootstrap, "log_level": 3}
-    conf.update(extra or {})
-    return conf
-
-
 def _admin(bootstrap: str, extra: dict | None = None):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(_conf(bootstrap, extra))
+    return AdminClient(client_config(bootstrap, extra))
 
 
 def list_groups(bootstrap: str, *, timeout: float = 10.0, config: dict | None = None) -> list[str]:

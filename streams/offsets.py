@@ -14,13 +14,14 @@ import contextlib
 import time
 from collections.abc import Iterable
 
-__all__ = ["end_offsets", "fetched_end_offsets"]
+__all__ = ["client_config", "end_offsets", "fetched_end_offsets"]
 
 PROBE_GROUP = "llmens-lag-probe"
 """group.id of the sync probe consumer; it never subscribes or commits, so it never joins or shows as a group."""
 
 
-def _conf(bootstrap: str, extra: dict | None = None) -> dict:
+def client_config(bootstrap: str, extra: dict | None = None) -> dict:
+    """librdkafka settings for ``bootstrap``: quiet logs, then ``extra``."""
     conf = {"bootstrap.servers": bootstrap, "log_level": 3}
     conf.update(extra or {})
     return conf
@@ -44,7 +45,7 @@ def end_offsets(
     if not parts:
         return {}
     consumer = Consumer(
-        _conf(
+        client_config(
             bootstrap,
             {
                 "group.id": PROBE_GROUP,

@@ -200,6 +200,19 @@ def _committed(bootstrap: str, group: str, topic: str) -> int | None:
         c.close()
 
 
+def _source_topic(broker, prefix: str, values: list[bytes]) -> None:
+    """Create one-partition ``src`` and ``out`` topics and write ``values`` to ``src``."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(f"{prefix}{t}", 1, 1) for t in ("src", "out")]).values():
+        f.result(10)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for value in values:
+        p.produce(f"{prefix}src", value=value)
+    p.flush(10)
+
+
 def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True,
            drop_head: bool = False) -> subprocess.Popen:
     env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0", "LLMENS_TEST_GUARD": "1" if guard else "0",
@@ -212,15 +225,7 @@ def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True,
 
 @pytest.mark.integration
 def test_a_killed_worker_redoes_the_event_it_had_in_flight(tmp_path, broker, topic_prefix):
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
-        f.result(10)
-    p = Producer({"bootstrap.servers": broker.bootstrap})
-    for value in [b"slow"] + [f"fast-{i}".encode() for i in range(20)]:
-        p.produce(f"{topic_prefix}src", value=value)
-    p.flush(10)
+    _source_topic(broker, topic_prefix, [b"slow"] + [f"fast-{i}".encode() for i in range(20)])
     log = tmp_path / "copier.log"
     proc = _start(broker, topic_prefix, log, slow=True)
     try:
@@ -244,15 +249,7 @@ def test_a_killed_worker_redoes_the_event_it_had_in_flight(tmp_path, broker, top
 @pytest.mark.integration
 def test_without_the_guard_faust_commits_over_the_event_in_flight(tmp_path, broker, topic_prefix):
     """The failure the guard prevents, on this broker: faust's own rule commits past the unfinished head."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
-        f.result(10)
-    p = Producer({"bootstrap.servers": broker.bootstrap})
-    for value in [b"slow"] + [f"fast-{i}".encode() for i in range(20)]:
-        p.produce(f"{topic_prefix}src", value=value)
-    p.flush(10)
+    _source_topic(broker, topic_prefix, [b"slow"] + [f"fast-{i}".encode() for i in range(20)])
     log = tmp_path / "copier.log"
     proc = _start(broker, topic_prefix, log, slow=True, guard=False)
     try:
@@ -272,15 +269,7 @@ def test_without_the_guard_faust_commits_over_the_event_in_flight(tmp_path, brok
 def test_a_head_record_that_never_reached_the_agent_is_healed_end_to_end(tmp_path, broker, topic_prefix):
     """A worker loses offset 1 between fetch and agent: the commit holds at 1, the watchdog seeks back to it,
     the re-read copy is processed, then the commit passes. Without the hold faust would commit 22 over it."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for f in admin.create_topics([NewTopic(f"{topic_prefix}{t}", 1, 1) for t in ("src", "out")]).values():
-        f.result(10)
-    p = Producer({"bootstrap.servers": broker.bootstrap})
-    for value in [b"before", b"head"] + [f"next-{i}".encode() for i in range(20)]:
-        p.produce(f"{topic_prefix}src", value=value)
-    p.flush(10)
+    _source_topic(broker, topic_prefix, [b"before", b"head"] + [f"next-{i}".encode() for i in range(20)])
     group = f"{topic_prefix}copier"
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
     c.commit(offsets=[TopicPartition(f"{topic_prefix}src", 0, 1)], asynchronous=False)  # "before" is done
