@@ -3,8 +3,7 @@
 Seen after a rebalance (a worker of two SIGKILLed and restarted): faust drops the rest of a fetched batch
 when the group generation changes, the fetch position has moved past those records, and nothing re-fetches
 them, so the committed offset stops while the position sits at the end. Three checks in a row with nothing
-of that partition in flight and the fetch position past what faust delivered trigger a seek back to the
-committed offset (a busy worker used to skip every check, so a stalled partition waited for it to go idle);
+in flight and the fetch position past what faust delivered trigger a seek back to the committed offset;
 redelivery is idempotent (stored decisions are re-emitted). The same seek re-reads a record lost in the
 middle of a partition, at which the commit guard holds the commit (:meth:`GuardedConsumer.heal_held_heads`).
 """
@@ -36,12 +35,12 @@ class StallWatchdog:
             self.w.counters[f"held_head_{action}"] += 1
             log.warning("%s: commit held at offset %d, which never reached the agent: %s", tp, offset,
                         "redelivering from it" if action == "redeliver" else "no record there, passing it")
+        if any(self.w.inflight.values()):
+            self._seen.clear()
+            return []
         seeks = []
         for tp, state in consumer.fetch_states().items():
             if tp.topic != self.topic:
-                continue
-            if consumer.in_flight(tp):  # events of this partition are being decided: it is not stalled
-                self._forget(tp)
                 continue
             target = self._stalled_at(tp, state["position"], consumer.delivered_offset(tp),
                                       consumer.committed_offset(tp))
@@ -51,15 +50,12 @@ class StallWatchdog:
                 await consumer.seek(tp, target)
         return seeks
 
-    def _forget(self, tp: Any) -> None:
-        for key in [k for k in self._seen if k[0] == tp]:
-            del self._seen[key]
-
     def _stalled_at(self, tp: Any, position: int | None, read: int | None, committed: int | None) -> int | None:
         """The offset to re-read from once ``tp`` looked stalled ``checks`` times in a row, else None."""
         delivered = -1 if read is None else read
         if position is None or position <= delivered + 1:
-            self._forget(tp)
+            for key in [k for k in self._seen if k[0] == tp]:
+                del self._seen[key]
             return None
         key = (tp, delivered)
         self._seen[key] = self._seen.get(key, 0) + 1
