@@ -206,10 +206,10 @@ class OnlineDawidSkene:
             return
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
-        self._fitted = _bayes.m_step_all(counts, class_counts, self.candidates)
+        self._counts, self._all_fitted = (counts, class_counts), None
         self.candidate_ = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                            self.candidates)
-        f = self._fitted[_bayes.Candidate(self.candidate_.structure, self.candidate_.class_prior)]
+        f = _bayes.m_step(counts, class_counts, self.candidate_.structure, self.candidate_.class_prior)
         self._clusters = self._find_clusters(n, K)
         self.confusion_, self.priors_ = f.theta, f.pi
         self._log_theta = np.log(np.maximum(f.theta, 1e-300))
@@ -220,6 +220,14 @@ class OnlineDawidSkene:
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
         self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
         self._params = None
+
+    @property
+    def _fitted(self) -> dict[_bayes.Candidate, _bayes.Fitted]:
+        """Every candidate's parameters from the current counts, derived when the criterion needs them (the
+        E-step needs only the chosen one's)."""
+        if self._all_fitted is None:
+            self._all_fitted = _bayes.m_step_all(*self._counts, self.candidates)
+        return self._all_fitted
 
     def _find_clusters(self, n: float, K: int) -> dependence.Clusters:
         """Clusters from the pair counts, recomputed only when they changed (not during the scratch steps
