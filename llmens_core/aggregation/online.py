@@ -33,6 +33,8 @@ __all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"
 
 _FORMAT = 2
 _C = len(_bayes.ALL_CANDIDATES)
+_DERIVED = ("_ready", "_counts", "_all_fitted", "candidate_", "_clusters", "_clusters_key", "confusion_", "priors_",
+            "_log_theta", "_log_pi", "_cluster", "_rho", "_lt_rows", "_params")
 
 
 def _jsonable(x):
@@ -216,9 +218,10 @@ class OnlineDawidSkene:
         self._log_pi = np.log(f.pi)
         clusters = self._clusters if self.candidate_.dependent else dependence.INDEPENDENT(J)
         self._cluster, self._rho = clusters.code, clusters.rho
-        self._prior_log_theta = np.log(_bayes.m_step(np.zeros((1, K, K)), np.zeros(K), "pooled").theta[0])
+        if getattr(self, "_prior_log_theta", np.zeros((0, 0))).shape != (K, K):
+            self._prior_log_theta = np.log(_bayes.m_step(np.zeros((1, K, K)), np.zeros(K), "pooled").theta[0])
+            self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
-        self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
         self._params = None
 
     @property
@@ -418,8 +421,6 @@ class OnlineDawidSkene:
             self.apply(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
             per_unit += self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
             self._restore(snap)
-            self._refresh()
-            snap = self._state()
         pairs = dependence.pair_stats(icode, wcode, lcode, len(self.workers_))
         total, m2 = selection.moments(per_unit)
         n_scored = float(sum(((half[icode] == h) & scored).sum() for h in (0, 1) if (half[icode] != h).any()))
@@ -501,12 +502,15 @@ class OnlineDawidSkene:
         return self.version
 
     def _state(self) -> tuple:
-        return (self.S.copy(), self.S_class.copy(), self.score.copy(), self.score_m2.copy(), self.score_votes,
-                self.pairs.copy(), self.q, self.t, self.n_items_, self.version)
+        """The statistics and what :meth:`_refresh` derived from them (arrays are replaced, never written in
+        place, so references suffice): restoring it needs no new M-step."""
+        return ((self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
+                 self.n_items_, self.version), {a: getattr(self, a) for a in _DERIVED if hasattr(self, a)})
 
     def _restore(self, st: tuple) -> None:
         (self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
-         self.n_items_, self.version) = st
+         self.n_items_, self.version), derived = st
+        self.__dict__.update(derived)
 
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
@@ -536,11 +540,9 @@ class OnlineDawidSkene:
                 T_new = self._batch_posterior(icode, wcode, lcode, n)
                 stats = self._stats_from(icode, wcode, lcode, T_new, n, crit)
                 self._restore(snap)
-                snap = self._state()
                 if float(np.abs(T_new - T).max(initial=0.0)) < self.inner_tol:
                     break
                 T = T_new
-            self._refresh()
         return stats
 
     # ------------------------------------------------------------------ state

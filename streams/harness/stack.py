@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.harness.processes import free_port, stop_process_group
 from streams.settings import Settings
+
+log = logging.getLogger("llmens.harness")
 
 __all__ = ["LocalStack", "read_topic"]
 
@@ -248,6 +251,23 @@ class LocalStack:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.worker_port(i)}{path}", timeout=5) as r:
             return orjson.loads(r.read())
 
+    def dump_diagnostics(self, reason: str) -> Path:
+        """Write every live worker's /counters (partitions, fetch positions, in-flight products) and
+        /debug/tasks to ``workdir/diagnostics.json``, for diagnosing a stall after the fact."""
+        out: dict[str, Any] = {"reason": reason, "time": time.time(), "workers": {}}
+        for i in sorted(self.procs):
+            got = {}
+            for path in ("/counters", "/debug/tasks"):
+                try:
+                    got[path] = self.worker_json(i, path)
+                except (OSError, ValueError) as e:
+                    got[path] = f"unavailable: {e}"
+            out["workers"][str(i)] = got
+        dest = self.workdir / "diagnostics.json"
+        dest.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+        log.warning("%s; worker diagnostics in %s", reason, dest)
+        return dest
+
     def kill_worker(self, i: int, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(i)
         with contextlib.suppress(ProcessLookupError):
@@ -324,6 +344,8 @@ class LocalStack:
 
         start = time.monotonic()
         msgs = self.read("product_attributes", stop=covered, timeout_s=timeout_s)
+        if len(seen) < want:
+            self.dump_diagnostics(f"decisions: {len(seen)} of {want} keys after {timeout_s:.0f} s")
         if settle_s > 0:
             left = max(1.0, timeout_s - (time.monotonic() - start))
             msgs = self.read("product_attributes", idle_s=settle_s, timeout_s=left)
