@@ -47,7 +47,7 @@ class StallWatchdog:
             if target is not None:
                 self.w.counters["stalled_redeliveries"] += 1
                 seeks.append((tp, target))
-                await consumer.seek(tp, target)
+                await consumer.rewind(tp, target)
         return seeks
 
     def _stalled_at(self, tp: Any, position: int | None, read: int | None, committed: int | None) -> int | None:
@@ -62,7 +62,7 @@ class StallWatchdog:
         if self._seen[key] < self.checks:
             return None
         self._seen.pop(key, None)
-        target = committed if committed is not None else max(delivered, 0)
+        target = committed or 0  # no commit yet: from the partition's first record
         log.warning("%s stalled: fetch position %d, delivered up to %d: redelivering from %d", tp, position,
                     delivered, target)
         return target

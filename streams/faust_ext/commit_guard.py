@@ -19,6 +19,11 @@ faust's one-offset tolerance at the head also commits over a record that was fet
 never reached the agent (seen in traced kill-test runs). So a missing head offset now holds the commit;
 :func:`heal_held_heads` (the worker's watchdog) seeks the partition back to it, and only a head still
 missing after that re-read is taken for what faust assumed: no record there (a transaction marker, compaction).
+A partition nobody has committed yet has no head to hold, so faust (and this rule, until then) committed over
+its first records when a rebalance had dropped them (the two-worker test lost the first 10 and 11 records of
+two partitions in CI). Such a partition is now sent back to its first offset whenever faust seeks to the
+committed offsets (:meth:`GuardedConsumer.perform_seek`), and that first offset is the head its first commit
+must start at (:meth:`GuardedConsumer.commit_floor`).
 
 The guard is :class:`GuardedConsumer`, a subclass of faust's aiokafka consumer handed to faust through its
 transport (:mod:`streams.faust_ext.transport`); no faust class is patched. ``kafka.commit_guard: false`` runs
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from weakref import WeakSet
 
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
@@ -89,6 +95,8 @@ class GuardState:
     """(tp, offset) -> re-reads done for it."""
     verified_gaps: dict = field(default_factory=dict)
     """(tp, offset) -> missing offsets found to be no record after the re-reads."""
+    first_offsets: dict = field(default_factory=dict)
+    """tp -> its first offset, for partitions rewound with no commit: the head a first commit must start at."""
 
 
 class GuardedConsumer(faust_aiokafka.Consumer):
@@ -157,7 +165,7 @@ class GuardedConsumer(faust_aiokafka.Consumer):
         if seeked is None or seeked[0] != self.app.consumer_generation_id or tp not in seeked[1]:
             return None  # committed offset not read in this generation, or no longer ours
         _merge_gaps(self._gap[tp], acked)  # offsets the fetch never saw (compaction, markers) count as done
-        committed = self._committed_offset[tp]
+        committed = self.commit_floor(tp)
         in_flight = self.in_flight(tp)
         head_gap = self.guard.verified_gaps.get((tp, committed), 0)
         end, used = next_commit(acked, committed, in_flight, head_gap=head_gap)
@@ -186,11 +194,70 @@ class GuardedConsumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         generation = self.app.consumer_generation_id
         await super().perform_seek()
+        await self._rewind_uncommitted()
         if generation == self.app.consumer_generation_id:
             self.guard.seeked = (generation, frozenset(self.assignment()))
 
+    async def _rewind_uncommitted(self) -> None:
+        """Send each tracked partition nobody has committed yet back to its first record.
+
+        aiokafka's ``seek_to_committed`` leaves a partition without a commit (or committed at 0) wherever the
+        fetcher was, and faust drops a fetched batch when flow stops around a rebalance: the first records of
+        such a partition were fetched, dropped and never delivered (seen in the two-worker test under load,
+        whose 2-s session timeout makes rebalances mid-stream common). Re-reading them is idempotent. Only
+        under faust's default reset policy, "earliest": with "latest" the history is skipped on purpose.
+        """
+        if self.app.conf.consumer_auto_offset_reset != "earliest":
+            return
+        tps = [tp for tp in self.assignment() if tp.topic in self.tracked_topics and not self._committed_offset.get(tp)]
+        if tps:
+            await self.rewind_many(dict.fromkeys(tps))
+
+    def commit_floor(self, tp) -> int | None:
+        """Where the next commit of ``tp`` must start: its committed offset, else (nothing committed yet) its
+        first offset, so that a head lost before the first commit holds the commit as any lost head does."""
+        committed = self._committed_offset.get(tp)
+        return committed if committed is not None else self.guard.first_offsets.get(tp)
+
+    async def rewind(self, tp, offset: int | None) -> bool:
+        """Move the fetch position of ``tp`` to ``offset`` (None: its first record); False when not assigned."""
+        return tp in await self.rewind_many({tp: offset})
+
+    async def rewind_many(self, offsets: dict) -> list:
+        """:meth:`rewind` for ``{tp: offset or None}``; returns the partitions moved (those still assigned).
+
+        The seeks run on the consumer's own thread: aiokafka's fetcher lives in that thread's event loop,
+        while faust's :meth:`seek` calls it from the worker's loop (not thread-safe: it wakes no fetch).
+        """
+        def aiokafka_tp(tp):
+            return TopicPartition(tp.topic, tp.partition)  # aiokafka refuses faust's TP
+
+        async def seek_on_consumer_thread() -> tuple[list, dict]:
+            consumer = self._thread._ensure_consumer()
+            assigned = consumer.assignment()
+            moved = [tp for tp in offsets if aiokafka_tp(tp) in assigned]
+            starts = {}
+            to_start = [aiokafka_tp(tp) for tp in moved if not offsets[tp] or offsets[tp] <= 0]
+            if to_start:
+                starts = await consumer.beginning_offsets(to_start)
+            for tp in moved:
+                target = offsets[tp] if offsets[tp] and offsets[tp] > 0 else starts[aiokafka_tp(tp)]
+                consumer.seek(aiokafka_tp(tp), target)
+            return moved, {(tp.topic, tp.partition): o for tp, o in starts.items()}
+
+        moved, starts = await self._thread.call_thread(seek_on_consumer_thread)
+        for tp in moved:
+            if offsets[tp] and offsets[tp] > 0:
+                target = offsets[tp]
+            else:
+                target = self.guard.first_offsets[tp] = starts[(tp.topic, tp.partition)]
+            self._read_offset[tp] = target if target else None
+        return moved
+
     async def on_partitions_revoked(self, revoked) -> None:
         self.guard.seeked = None  # nothing is committed until the next assignment's seek
+        for tp in revoked:
+            self.guard.first_offsets.pop(tp, None)
         self._revoking |= set(revoked)
         try:
             await self._wait_for_claims(revoked)
@@ -211,7 +278,7 @@ class GuardedConsumer(faust_aiokafka.Consumer):
         """
         g, now, actions = self.guard, time.monotonic(), []
         for tp, (offset, since, missing) in list(g.held.items()):
-            if self._committed_offset.get(tp) != offset or offset in self.in_flight(tp):
+            if self.commit_floor(tp) != offset or offset in self.in_flight(tp):
                 g.held.pop(tp, None)
             elif now - since >= hold_s:
                 g.held.pop(tp, None)
@@ -221,7 +288,7 @@ class GuardedConsumer(faust_aiokafka.Consumer):
                 else:
                     g.healed[(tp, offset)] = g.healed.get((tp, offset), 0) + 1
                     actions.append((tp, offset, "redeliver"))
-                    await self.seek(tp, offset)
+                    await self.rewind(tp, offset)
         return actions
 
     def in_flight(self, tp) -> list[int]:

@@ -120,7 +120,8 @@ class LocalStack:
     llms_config: Path | None = None
     """A settings file whose ``llms`` (real servers, e.g. deploy/llmens.real.yaml) and other top-level settings
     replace the simulated models and the defaults; the simulator still runs but nobody asks it."""
-    worker_loglevel: str = "warn"
+    worker_loglevel: str = field(default_factory=lambda: os.environ.get("LLMENS_HARNESS_LOGLEVEL", "warn"))
+    """Workers' log level; ``LLMENS_HARNESS_LOGLEVEL=info`` turns it up for a whole test run."""
     sim_port: int = 0
     settings: Settings | None = None
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
