@@ -170,6 +170,26 @@ def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, kind: str = 
     return Fitted(theta, class_prior(class_counts, kind), s)
 
 
+def phantom_classes(theta: np.ndarray, N: np.ndarray) -> np.ndarray:
+    """Classes a fit cannot tell apart from another one, shape (K,) bool: class ``k`` holds at least one vote
+    (soft counts ``N`` (J, K, K)), yet on its items the workers' vote-weighted mean confusion row (``theta``
+    (J, K, K)) is highest at some other label. Dawid-Skene is identifiable only when workers answer the true
+    class more often than any other one (the diagonal-dominance assumption, e.g. Zhang et al., NeurIPS 2014);
+    a fit that breaks it has turned a class into a copy of another (seen: a "none" class whose items every LLM
+    called "reusable", 0.76 accuracy where majority vote had 0.95), so its labels mean nothing."""
+    K = theta.shape[1]
+    w = N.sum(axis=2)  # (J, K) votes per worker on the items of each class
+    tot = w.sum(axis=0)
+    mean_row = np.einsum("jk,jkl->kl", w, theta) / np.maximum(tot, 1e-300)[:, None]
+    off = np.where(np.eye(K, dtype=bool), -np.inf, mean_row).max(axis=1) if K > 1 else np.full(K, -np.inf)
+    return (tot >= 1.0) & (np.diagonal(mean_row) < off)
+
+
+def identifiable(theta: np.ndarray, N: np.ndarray) -> bool:
+    """True when :func:`phantom_classes` finds none: the candidate race admits only such fits."""
+    return not phantom_classes(theta, N).any()
+
+
 def m_step_all(N: np.ndarray, class_counts: np.ndarray, candidates) -> dict[Candidate, Fitted]:
     """:func:`m_step` of every independent candidate in ``candidates`` (confusions computed once per structure)."""
     out: dict[Candidate, Fitted] = {}

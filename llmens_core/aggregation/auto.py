@@ -106,17 +106,20 @@ def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, to
     return fit_em(d, cand, weights, tol=tol), clusters, pairs
 
 
-def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0) -> tuple[np.ndarray, int]:
-    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), and the number of votes
-    scored (see the module docstring; a vote alone on its item is not scored: nothing predicts it)."""
+def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0
+                   ) -> tuple[np.ndarray, int, bool]:
+    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
+    (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
+    training-fold fit was identifiable (:func:`._bayes.identifiable`)."""
     fold = np.random.default_rng(seed).permutation(n_items) % folds
-    per_item, n = np.zeros(n_items), 0
+    per_item, n, ok = np.zeros(n_items), 0, True
     for f in range(folds):
         test = fold[item] == f
         if not test.any() or test.all():
             continue
         train, _ = _units(item[~test], worker[~test], label[~test], n_items, J, K)
         fit, clusters, _ = fit_candidate(train, cand, hint, tol=1e-6)
+        ok = ok and _bayes.identifiable(fit.fitted.theta, fit.counts)
         it, wk, lb = item[test], worker[test], label[test]
         c = dependence.vote_weights(it, wk, clusters)
         copy = dependence.copy_terms(it, wk, lb, clusters)
@@ -124,7 +127,7 @@ def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed
         scored = np.bincount(it, minlength=n_items)[it] >= 2
         per_item += np.bincount(it[scored], weights=ll[scored], minlength=n_items)
         n += int(scored.sum())
-    return per_item, n
+    return per_item, n, ok
 
 
 class AutoDawidSkene(Aggregator):
@@ -169,27 +172,43 @@ class AutoDawidSkene(Aggregator):
         allowed = tuple(c for c in self.candidates if not c.dependent)
         per_unit = np.zeros((votes.n_items, len(_bayes.ALL_CANDIDATES)))
         col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
-        n = 0
+        n, ok = 0, dict.fromkeys(allowed, True)
         if len(allowed) > 1 or self.dependence:
             for c in allowed:
-                per_unit[:, col[c]], n = heldout_loglik(*args, c, hint, self.folds, self.seed)
+                per_unit[:, col[c]], n, ok[c] = heldout_loglik(*args, c, hint, self.folds, self.seed)
+        scored = allowed
+        allowed = tuple(c for c in allowed if ok[c]) or allowed[:1]  # the simplest one is the safety net
         chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
         if self.dependence:
             dep = _bayes.Candidate(chosen.structure, chosen.class_prior, True)
-            per_unit[:, col[dep]], n = heldout_loglik(*args, dep, hint, self.folds, self.seed)
-            allowed += (dep,)
-            chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
+            per_unit[:, col[dep]], n, ok[dep] = heldout_loglik(*args, dep, hint, self.folds, self.seed)
+            scored += (dep,)
+            if ok[dep]:
+                allowed += (dep,)
+                chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
         self.cv_total_, self.cv_m2_ = selection.moments(per_unit)
         self.cv_votes_ = float(n)
-        self.cv_scores_ = {c.name: float(self.cv_total_[col[c]]) / max(n, 1) for c in allowed}
+        self.cv_scores_ = {c.name: float(self.cv_total_[col[c]]) / max(n, 1) for c in scored}
+        self.admissible_ = allowed
         return chosen
+
+    def _fit_identifiable(self, d: _Units, chosen: _bayes.Candidate, hint, n_items: int):
+        """Fit ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
+        admissible candidates without it (the simplest candidate ends the walk)."""
+        left = list(self.admissible_)
+        while True:
+            fit, clusters, pairs = fit_candidate(d, chosen, hint)
+            if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0] or len(left) == 1:
+                return chosen, fit, clusters, pairs
+            left.remove(chosen)
+            chosen = selection.choose(self.cv_total_, self.cv_m2_, n_items, self.cv_votes_, tuple(left))
 
     def _fit(self, votes: Votes) -> None:
         J, K = votes.n_workers, votes.n_classes
         hint = self._hint(votes.workers)
-        self.candidate_ = self._select(votes, hint)
+        chosen = self._select(votes, hint)
         d, unit_of_item = _units(votes.item, votes.worker, votes.label, votes.n_items, J, K)
-        fit, self.clusters_, pairs = fit_candidate(d, self.candidate_, hint)
+        self.candidate_, fit, self.clusters_, pairs = self._fit_identifiable(d, chosen, hint, votes.n_items)
         self.pair_stats_ = pairs.as_array()
         self.confusion_, self.priors_ = fit.fitted.theta, fit.fitted.pi
         self.concentration_ = fit.fitted.concentration

@@ -209,9 +209,15 @@ class OnlineDawidSkene:
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
         self._counts, self._all_fitted = (counts, class_counts), None
-        self.candidate_ = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
-                                           self.candidates)
-        f = _bayes.m_step(counts, class_counts, self.candidate_.structure, self.candidate_.class_prior)
+        allowed = tuple(self.candidates)
+        while True:  # the criterion's choice among the candidates whose fit is identifiable
+            self.candidate_ = c = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
+                                                   allowed)
+            f = _bayes.m_step(counts, class_counts, c.structure, c.class_prior)
+            rest = tuple(a for a in allowed if (a.structure, a.class_prior) != (c.structure, c.class_prior))
+            if not rest or _bayes.identifiable(f.theta, counts):
+                break
+            allowed = rest
         self._clusters = self._find_clusters(n, K)
         self.confusion_, self.priors_ = f.theta, f.pi
         self._log_theta = np.log(np.maximum(f.theta, 1e-300))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 from agg_synth import sample_votes
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +14,7 @@ from llmens_core.aggregation import (
     DawidSkene,
     MajorityVote,
     OnlineDawidSkene,
+    _bayes,
     default_aggregator,
     selection,
 )
@@ -109,7 +111,10 @@ def test_copies_of_a_wrong_worker_do_not_outvote_independent_right_ones(seed, co
     one = (default_aggregator().fit_predict(it1, wk1, lb1).astype(int) == z).mean()
     model = default_aggregator().fit(it, wk, lb)
     many = (model.predict().astype(int) == z).mean()
-    assert many >= one - 0.01
+    counted = (DawidSkene(prior_strength=0.0, class_prior_strength=0.0).fit_predict(it, wk, lb).astype(int) == z)
+    # the copies may change the model chosen (one 0.843, many 0.831 at seed 9999, copies 2); counting every
+    # copy, textbook DS falls to about chance there (0.50)
+    assert many >= one - 0.02 and many > counted.mean() + 0.2
     assert [sorted(model.workers_[g].tolist()) for g in model.clusters_.groups()] == [
         sorted(["w"] + [f"w{r}" for r in range(copies)])]
 
@@ -125,8 +130,10 @@ def test_a_duplicated_worker_adds_no_evidence(seed):
     base = make().fit(*_columns(z, 3, np.random.default_rng(seed), spec))
     dup = make().fit(*_columns(z, 3, np.random.default_rng(seed), {**spec, "a2": "a"}))
     assert dup.candidate_.dependent
-    # (not exactly: the copy is one more member of the population the empirical-Bayes prior is fitted to)
-    np.testing.assert_allclose(dup.predict_proba(), base.predict_proba(), atol=0.03)
+    # Not exactly: the copy is one more member of the population the empirical-Bayes prior is fitted to.
+    # Hypothesis found posteriors 0.038 apart (seed 1666; the same 600 decisions); counted as an independent
+    # worker, the copy moves them by up to 0.89 there.
+    np.testing.assert_allclose(dup.predict_proba(), base.predict_proba(), atol=0.05)
 
 
 def test_weak_prior_is_better_than_chance_and_symmetric():
@@ -171,3 +178,63 @@ def test_params_snapshot_is_read_only_and_follows_the_model(rng):
     assert m.params() is p  # cached while the model does not change
     m.partial_fit([2, 2], ["x", "y"], ["b", "b"])
     assert m.params() is not p and m.params().version == m.version
+
+
+# -- identifiability: a fit that turns a class into a copy of another is not admitted ---------------------
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), K=st.integers(2, 5), J=st.integers(1, 6))
+def test_workers_better_than_any_other_answer_on_every_class_are_identifiable(seed, K, J):
+    rng = np.random.default_rng(seed)
+    theta = rng.dirichlet(np.ones(K), size=(J, K))
+    theta[:, np.arange(K), np.arange(K)] += theta.max(axis=2) + 0.01  # the true class is each row's mode
+    theta /= theta.sum(axis=2, keepdims=True)
+    N = rng.uniform(0.0, 5.0, size=(J, K, K))
+    assert _bayes.identifiable(theta, N) and not _bayes.phantom_classes(theta, N).any()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), K=st.integers(2, 5), J=st.integers(1, 6))
+def test_a_class_whose_items_are_called_another_class_is_a_phantom(seed, K, J):
+    rng = np.random.default_rng(seed)
+    theta = np.full((J, K, K), 0.1 / max(K - 1, 1))
+    theta[:, np.arange(K), np.arange(K)] = 0.9
+    k, other = rng.choice(K, size=2, replace=False)
+    theta[:, k] = theta[:, other]  # class k's items get the answers of class `other`
+    N = np.ones((J, K, K))
+    assert _bayes.phantom_classes(theta, N).tolist() == [c == k for c in range(K)]
+    N[:, k] = 0.0  # no vote attributed to class k: nothing to tell apart
+    assert _bayes.identifiable(theta, N)
+
+
+def _sim_reusability():
+    import csv
+    from importlib import resources
+    from pathlib import Path
+
+    rows = list(csv.DictReader((Path(__file__).parent / "data" / "sim_reusability_votes.csv").open()))
+    gold = {}
+    for line in resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes().splitlines():
+        p = orjson.loads(line)
+        if "reusability" in p["attributes"]:
+            gold[p["product_id"]] = p["attributes"]["reusability"] or "none"
+    return rows, gold
+
+
+def test_the_stream_s_small_flushes_keep_every_class_itself():
+    """Regression: in 16-item steps the criterion once chose a fit whose "none" class every LLM answered
+    "reusable" (0.757 against majority vote's 0.932); that fit is no longer admitted."""
+    rows, gold = _sim_reusability()
+    items = list(dict.fromkeys(r["item"] for r in rows))
+    m = OnlineDawidSkene(["reusable", "disposable", "none"])
+    for s in range(0, len(items), 16):
+        chunk = [r for r in rows if r["item"] in set(items[s:s + 16])]
+        m.partial_fit([r["item"] for r in chunk], [r["worker"] for r in chunk], [r["label"] for r in chunk])
+        assert _bayes.identifiable(m.confusion_, m.n_eff * m.S)
+    its, proba = m.predict_proba_batch([r["item"] for r in rows], [r["worker"] for r in rows],
+                                       [r["label"] for r in rows])
+    online = np.mean([m.classes_[int(np.argmax(p))] == gold[i] for i, p in zip(its, proba) if i in gold])
+    mv = MajorityVote().fit([r["item"] for r in rows], [r["worker"] for r in rows], [r["label"] for r in rows])
+    mv_acc = np.mean([lab == gold[i] for i, lab in zip(mv.items_, mv.predict()) if i in gold])
+    assert online >= mv_acc - 0.005, (online, mv_acc)
