@@ -9,7 +9,10 @@ cross-validation that
 needs no truth: a model that explains who votes what better predicts a vote it has not seen, and a model with
 more parameters than the data supports predicts worse. It is the criterion of model choice, and the safety
 net: the simplest candidate, ``pooled`` (one shared accuracy: majority vote with a learned class prior), is
-always in the race, so a richer model is used only when it predicts held-out votes better.
+always in the race, so a richer model is used only when it predicts held-out votes better. A candidate is
+admitted only while its fits are identifiable (:func:`._bayes.identifiable`: on every class's items the
+workers answer that class more often than any other), since a fit that makes one class a copy of another can
+predict votes well and still mean nothing.
 
 **Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, ``shared``, each with an
 empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
