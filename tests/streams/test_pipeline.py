@@ -193,8 +193,9 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
     assert pooled["ensemble"] >= pooled["majority_vote"] - 0.005, pooled
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 open: on gpt:material (32 items) the held-out vote likelihood "
-                   "prefers the `shared` DS model, which decides 1 item worse than majority vote (0.875 vs 0.906)")
+@pytest.mark.xfail(strict=False, reason="issue 11 open: the stream's model depends on its flush timing, and some "
+                   "runs decide one color_family item worse than majority vote (0.989 vs 1.0; batch: 1.0); "
+                   "passed 1 of 2 runs on 2026-12-04")
 def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, broker, topic_prefix):
     predictions = shared_data("llm_predictions", "predictions.jsonl")
     products = shared_data("llm_predictions", "products.jsonl")
