@@ -1,7 +1,8 @@
 """Aggregation benchmark: a leave-one-dataset-out accuracy table over every dataset the team has, then speed.
 
-Datasets: the five shared crowd sets, every recorded GPT attribute in ``../shared/data/llm_predictions``, and
-synthetic worlds generated here (a panel of three base models x three correlated runs plus one strong
+Datasets: the five shared crowd sets, every recorded GPT attribute in ``../shared/data/llm_predictions``, every
+attribute of the real local LLMs' votes shipped in ``llmens_core/data`` (``real:``, issue 13), and synthetic
+worlds generated here (a panel of three base models x three correlated runs plus one strong
 independent model; a dense asymmetric panel; a sparse crowd). Columns: ``default`` (batch), ``online`` (one
 shuffled pass), ``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the
 best single worker in hindsight (``best1``: among workers answering at least half of the gold items) and, on
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -109,6 +111,30 @@ def ds_world(seed: int, n: int, J: int, K: int, p_vote: float, acc=(0.55, 0.9)):
     return items, workers, labels, {str(i): str(t) for i, t in enumerate(z)}, oracle
 
 
+def real_llm_datasets():
+    """``real:<attribute>`` from the shipped votes of the real local LLMs (issue 13's recording) on the OA-Mine
+    demo products, gold from ``demo_products.jsonl`` (an absent attribute value is ``none``)."""
+    votes = REPO / "llmens_core" / "data" / "real_llm_votes_oamine.jsonl"
+    products = REPO / "llmens_core" / "data" / "demo_products.jsonl"
+    gold = {}
+    for line in products.read_bytes().splitlines():
+        p = orjson.loads(line)
+        for a, v in p["attributes"].items():
+            gold[(p["product_id"], a)] = "none" if v is None else str(v)
+    by_attr: dict[str, tuple[list, list, list]] = {}
+    for line in votes.read_bytes().splitlines():
+        for v in orjson.loads(line):
+            if v.get("label") is not None and (v["product_id"], v["attribute"]) in gold:
+                cols = by_attr.setdefault(v["attribute"], ([], [], []))
+                cols[0].append(v["product_id"])
+                cols[1].append(v["llm"])
+                cols[2].append(v["label"])
+    for a in sorted(by_attr):
+        items, workers, labels = by_attr[a]
+        truth = {i: gold[(i, a)] for i in set(items)}
+        yield (f"real:{a}", items, workers, labels, truth, None)
+
+
 def datasets(crowd_dir: Path, llm_dir: Path):
     """(name, items, workers, labels, truth, oracle or None) for every dataset available."""
     for name in CROWD_SETS:
@@ -118,6 +144,7 @@ def datasets(crowd_dir: Path, llm_dir: Path):
     if llm_dir.is_dir():
         for d in sorted(p for p in llm_dir.iterdir() if (p / "answers.csv").exists()):
             yield (f"gpt:{d.name}", *read_answers(d / "answers.csv"), read_truth(d / "truth.csv"), None)
+    yield from real_llm_datasets()
     yield ("syn:families", *families_world())
     yield ("syn:panel", *ds_world(1, 2000, 6, 4, 1.0))
     yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
@@ -188,7 +215,7 @@ def lodo_table(rows: dict[str, dict]) -> None:
         ok = r["default"] >= max(r["mv"], r["ds"]) - 0.005
         checks += ok
         gaps[name] = online - r["default"]
-        if name.startswith("gpt:") and r["n"] >= 50:
+        if name.startswith(("gpt:", "real:")) and r["n"] >= 50:
             llm_n += 1
             llm_mv += r["default"] > r["mv"]
             llm_best += r["best1"] is not None and r["default"] >= r["best1"]
@@ -200,7 +227,7 @@ def lodo_table(rows: dict[str, dict]) -> None:
         print(f"  {name:<17} {r['chosen']:<28} inner_iter={r['inner']}")
     print(f"\ndefault >= max(mv, ds) - 0.5 on {checks}/{len(rows)} datasets; above both on "
           f"{sum(r['default'] > max(r['mv'], r['ds']) for r in rows.values())}/{len(rows)}")
-    print(f"GPT attributes with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
+    print(f"recorded LLM attributes (gpt:, real:) with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
           f"{llm_best}/{llm_n}")
     worst = max(gaps, key=lambda k: abs(gaps[k]))
     print(f"online - batch (points): max |gap| {100 * max(abs(g) for g in gaps.values()):.2f} ({worst}); "
