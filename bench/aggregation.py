@@ -114,13 +114,11 @@ def ds_world(seed: int, n: int, J: int, K: int, p_vote: float, acc=(0.55, 0.9)):
 def real_llm_datasets():
     """``real:<attribute>`` from the shipped votes of the real local LLMs (issue 13's recording) on the OA-Mine
     demo products, gold from ``demo_products.jsonl`` (an absent attribute value is ``none``)."""
+    from llmens_core.scoring import gold_labels
+
     votes = REPO / "llmens_core" / "data" / "real_llm_votes_oamine.jsonl"
     products = REPO / "llmens_core" / "data" / "demo_products.jsonl"
-    gold = {}
-    for line in products.read_bytes().splitlines():
-        p = orjson.loads(line)
-        for a, v in p["attributes"].items():
-            gold[(p["product_id"], a)] = "none" if v is None else str(v)
+    gold = gold_labels(orjson.loads(line) for line in products.read_bytes().splitlines())
     by_attr: dict[str, tuple[list, list, list]] = {}
     for line in votes.read_bytes().splitlines():
         for v in orjson.loads(line):

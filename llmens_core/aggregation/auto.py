@@ -201,7 +201,7 @@ class AutoDawidSkene(Aggregator):
         left = list(self.admissible_)
         while True:
             fit, clusters, pairs = fit_candidate(d, chosen, hint)
-            if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0] or len(left) == 1:
+            if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0]:
                 return chosen, fit, clusters, pairs
             left.remove(chosen)
             chosen = selection.choose(self.cv_total_, self.cv_m2_, n_items, self.cv_votes_, tuple(left))

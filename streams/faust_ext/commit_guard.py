@@ -232,27 +232,24 @@ class GuardedConsumer(faust_aiokafka.Consumer):
         def aiokafka_tp(tp):
             return TopicPartition(tp.topic, tp.partition)  # aiokafka refuses faust's TP
 
-        async def seek_on_consumer_thread() -> tuple[list, dict]:
+        async def seek_on_consumer_thread() -> tuple[dict, dict]:
+            """``({tp: offset sought}, {tp: first offset})`` for the partitions still assigned."""
             consumer = self._thread._ensure_consumer()
             assigned = consumer.assignment()
             moved = [tp for tp in offsets if aiokafka_tp(tp) in assigned]
-            starts = {}
-            to_start = [aiokafka_tp(tp) for tp in moved if not offsets[tp] or offsets[tp] <= 0]
-            if to_start:
-                starts = await consumer.beginning_offsets(to_start)
-            for tp in moved:
-                target = offsets[tp] if offsets[tp] and offsets[tp] > 0 else starts[aiokafka_tp(tp)]
+            to_start = [tp for tp in moved if not offsets[tp] or offsets[tp] <= 0]
+            found = await consumer.beginning_offsets([aiokafka_tp(tp) for tp in to_start]) if to_start else {}
+            starts = {tp: found[aiokafka_tp(tp)] for tp in to_start}
+            targets = {tp: starts.get(tp, offsets[tp]) for tp in moved}
+            for tp, target in targets.items():
                 consumer.seek(aiokafka_tp(tp), target)
-            return moved, {(tp.topic, tp.partition): o for tp, o in starts.items()}
+            return targets, starts
 
-        moved, starts = await self._thread.call_thread(seek_on_consumer_thread)
-        for tp in moved:
-            if offsets[tp] and offsets[tp] > 0:
-                target = offsets[tp]
-            else:
-                target = self.guard.first_offsets[tp] = starts[(tp.topic, tp.partition)]
+        targets, starts = await self._thread.call_thread(seek_on_consumer_thread)
+        self.guard.first_offsets.update(starts)
+        for tp, target in targets.items():
             self._read_offset[tp] = target if target else None
-        return moved
+        return list(targets)
 
     async def on_partitions_revoked(self, revoked) -> None:
         self.guard.seeked = None  # nothing is committed until the next assignment's seek

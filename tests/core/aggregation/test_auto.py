@@ -213,12 +213,12 @@ def _sim_reusability():
     from importlib import resources
     from pathlib import Path
 
+    from llmens_core.scoring import gold_labels
+
     rows = list(csv.DictReader((Path(__file__).parent / "data" / "sim_reusability_votes.csv").open()))
-    gold = {}
-    for line in resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes().splitlines():
-        p = orjson.loads(line)
-        if "reusability" in p["attributes"]:
-            gold[p["product_id"]] = p["attributes"]["reusability"] or "none"
+    raw = resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes()
+    gold = {pid: lab for (pid, a), lab in gold_labels(orjson.loads(line) for line in raw.splitlines()).items()
+            if a == "reusability"}
     return rows, gold
 
 
