@@ -178,7 +178,7 @@ def score_dataset(items, workers, labels, truth, oracle) -> dict:
     batch = default_aggregator()
     pred = batch.fit_predict(items, workers, labels)
     row["default"] = _score(batch.items_.tolist(), pred.tolist(), truth)[0]
-    row["chosen"] = batch.candidate_.name
+    row["chosen"] = batch.choice_
     decided = dict(zip(batch.items_.tolist(), pred.tolist(), strict=True))
     for name in ("mv", "ds", "onecoin"):
         est = METHODS[name]()

@@ -171,18 +171,27 @@ def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, kind: str = 
 
 
 def phantom_classes(theta: np.ndarray, N: np.ndarray) -> np.ndarray:
-    """Classes a fit cannot tell apart from another one, shape (K,) bool: class ``k`` holds at least one vote
-    (soft counts ``N`` (J, K, K)), yet on its items the workers' vote-weighted mean confusion row (``theta``
-    (J, K, K)) is highest at some other label. Dawid-Skene is identifiable only when workers answer the true
-    class more often than any other one (the diagonal-dominance assumption, e.g. Zhang et al., NeurIPS 2014);
-    a fit that breaks it has turned a class into a copy of another (seen: a "none" class whose items every LLM
-    called "reusable", 0.76 accuracy where majority vote had 0.95), so its labels mean nothing."""
+    """Classes a fit has not tied to their name, shape (K,) bool: class ``k`` holds at least one vote (soft
+    counts ``N`` (J, K, K)), yet on its items neither the workers on average (their vote-weighted mean
+    confusion row, from ``theta`` (J, K, K) [worker, true, given]) nor any single worker (its counts) answer
+    ``k`` more often than any other label.
+
+    A latent class is "k" only because workers say "k" on it; when none does, the fit has turned a class into
+    a copy of another (seen: a "none" class whose items every LLM called "reusable", 0.76 accuracy where
+    majority vote had 0.95), so its labels mean nothing. The average is the usual Dawid-Skene assumption
+    (diagonal dominance, e.g. Zhang et al., NeurIPS 2014); one naming worker is also enough, since the
+    ensemble's promise is that a reliable minority can be right against a biased majority (seen: one of three
+    local LLMs right on 92% of gender items, the other two answering "unisex" on most)."""
     K = theta.shape[1]
-    w = N.sum(axis=2)  # (J, K) votes per worker on the items of each class
-    tot = w.sum(axis=0)
-    mean_row = np.einsum("jk,jkl->kl", w, theta) / np.maximum(tot, 1e-300)[:, None]
-    off = np.where(np.eye(K, dtype=bool), -np.inf, mean_row).max(axis=1) if K > 1 else np.full(K, -np.inf)
-    return (tot >= 1.0) & (np.diagonal(mean_row) < off)
+    if K < 2:
+        return np.zeros(K, dtype=bool)
+    other = ~np.eye(K, dtype=bool)
+    votes = N.sum(axis=2)  # (J, K) votes per worker on the items of each class
+    tot = votes.sum(axis=0)
+    mean_row = np.einsum("jk,jkl->kl", votes, theta) / np.maximum(tot, 1e-300)[:, None]
+    average_names = np.diagonal(mean_row) >= np.where(other, mean_row, -np.inf).max(axis=1)
+    worker_names = (np.einsum("jkk->jk", N) > np.where(other[None], N, -np.inf).max(axis=2)).any(axis=0)
+    return (tot >= 1.0) & ~average_names & ~worker_names
 
 
 def identifiable(theta: np.ndarray, N: np.ndarray) -> bool:

@@ -3,23 +3,29 @@
 **Criterion (no gold).** Every candidate is scored by its *held-out vote log-likelihood*: the items are split
 into ``folds`` folds; the candidate is fitted on the other folds, and each vote of a held-out item is hidden in
 turn and predicted from the item's other votes (posterior of the item without that vote, times the worker's
-fitted confusion row). The score is the mean log-probability per held-out vote; :func:`.selection.choose` applies the
-one-standard-error rule to it (the simplest candidate within one standard error of the best). This is
+fitted confusion row). The score is the mean log-probability per held-out vote; :func:`.selection.simplest_within`
+applies the one-standard-error rule to it (the simplest candidate within one standard error of the best). This is
 cross-validation that
 needs no truth: a model that explains who votes what better predicts a vote it has not seen, and a model with
 more parameters than the data supports predicts worse. It is the criterion of model choice, and the safety
 net: the simplest candidate, ``pooled`` (one shared accuracy: majority vote with a learned class prior), is
 always in the race, so a richer model is used only when it predicts held-out votes better. A candidate is
 admitted only while its fits are identifiable (:func:`._bayes.identifiable`: on every class's items the
-workers answer that class more often than any other), since a fit that makes one class a copy of another can
-predict votes well and still mean nothing.
+workers on average, or at least one of them, answer that class more often than any other), since a fit that
+makes one class a copy of another can predict votes well and still mean nothing.
 
 **Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, ``shared``, each with an
 empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
-(clusters found from residual agreement on the training folds). Ties go to the simpler candidate.
+(clusters found from residual agreement on the training folds). Ties go to the simpler candidate. When some
+workers answered at least half of the items, every candidate is also raced ``+multistart``: EM from each of
+:func:`em_starts` (the majority-vote start and one per dense worker), keeping the fit of highest likelihood. It
+is listed right after the same candidate from the majority-vote start, so the majority's basin is left only
+when another one predicts held-out votes clearly better.
 
-Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+class-prior"``), ``cv_scores_``
-{candidate name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
+Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+class-prior"``), ``multistart_``
+(bool) and ``choice_`` (the name with ``"+multistart"`` when it applies), ``options_`` (the race, (candidate,
+multistart) pairs) and ``admissible_`` (those whose training-fold fits were identifiable), ``cv_scores_``
+{choice name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
 ``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
 ``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_`` (warm start of the online model).
 """
@@ -35,7 +41,7 @@ from llmens_core.aggregation import _bayes, _em, dependence, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
-__all__ = ["AutoDawidSkene", "fit_em", "heldout_loglik"]
+__all__ = ["AutoDawidSkene", "best_fit", "em_starts", "fit_em", "heldout_loglik"]
 
 
 @dataclass
@@ -68,20 +74,46 @@ class _Fit:
     counts: np.ndarray
     class_counts: np.ndarray
     n_iter: int
+    log_likelihood: float
 
 
-def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, *, n_iter: int = 100,
-           tol: float = 1e-7) -> _Fit:
-    """EM for one candidate's structure and class prior from a (weighted) majority-vote start; ``weights``
-    (V,) the votes' posterior weights (None = 1)."""
+def majority_start(d: _Units, weights: np.ndarray | None = None) -> np.ndarray:
+    """(Weighted) vote shares per unit, shape (U, K): EM's usual start."""
     K = d.n_classes
-    wl = d.worker * K + d.label
     ones = np.ones(len(d.unit)) if weights is None else weights
     scores = np.stack([np.bincount(d.unit, weights=ones * (d.label == k), minlength=d.n_units)
                        for k in range(K)], axis=1)
     tot = scores.sum(axis=1, keepdims=True)
-    T = np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
-    ll_old, done = -np.inf, 0
+    return np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
+
+
+def em_starts(d: _Units, weights: np.ndarray | None = None) -> list[np.ndarray]:
+    """Starting posteriors (U, K) for EM: the majority-vote shares, then, for every worker who answered at
+    least half of the items, the same with that worker's answers taken as the truth where it answered.
+
+    Dawid-Skene's likelihood has one basin per way of deciding who is right; from the majority-vote start EM
+    stays in the basin where the majority is, even when a minority of workers who agree with each other
+    elsewhere explains the votes better. A dense worker's start opens the basin in which that worker is
+    right; which basin is kept is decided by the likelihood (:func:`fit_candidate`), not by the start."""
+    mv = majority_start(d, weights)
+    out = [mv]
+    answered = np.bincount(d.worker, weights=d.mult[d.unit], minlength=d.n_workers)
+    for j in np.flatnonzero(answered >= 0.5 * d.mult.sum()):
+        own = d.worker == j
+        T = mv.copy()
+        T[d.unit[own]] = np.eye(d.n_classes)[d.label[own]]
+        out.append(T)
+    return out
+
+
+def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, *, n_iter: int = 100,
+           tol: float = 1e-7, start: np.ndarray | None = None) -> _Fit:
+    """EM for one candidate's structure and class prior from ``start`` (U, K) (default: the (weighted)
+    majority vote); ``weights`` (V,) the votes' posterior weights (None = 1)."""
+    K = d.n_classes
+    wl = d.worker * K + d.label
+    T = majority_start(d, weights) if start is None else start
+    ll_old, ll, done = -np.inf, -np.inf, 0
     for done in range(1, max(1, n_iter) + 1):  # noqa: B007 - the count is returned
         Tm = T * d.mult[:, None]
         N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers)
@@ -93,11 +125,23 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
             break
         ll_old = ll
     Tm = T * d.mult[:, None]
-    return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), done)
+    return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), done, ll)
 
 
-def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7
-                  ) -> tuple[_Fit, dependence.Clusters, dependence.PairStats]:
+def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7) -> _Fit:
+    """EM from every start of :func:`em_starts`; the identifiable fit of highest vote log-likelihood is kept
+    (the majority-vote start wins ties; with no identifiable fit, the highest likelihood)."""
+    best = None
+    for start in em_starts(d, weights):
+        fit = fit_em(d, cand, weights, tol=tol, start=start)
+        key = (_bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood)
+        if best is None or key > best[0]:
+            best = (key, fit)
+    return best[1]
+
+
+def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7,
+                  multistart: bool = False) -> tuple[_Fit, dependence.Clusters, dependence.PairStats]:
     """Fit one candidate; a dependent one finds its clusters from the agreement counts
     (:func:`.dependence.find_clusters`) and fits with the clusters' vote weights."""
     pairs = dependence.pair_stats(d.unit, d.worker, d.label, d.n_workers, d.mult)
@@ -106,10 +150,11 @@ def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, to
     if cand.dependent:
         clusters = dependence.find_clusters(pairs, d.n_classes, hint)
         weights = dependence.vote_weights(d.unit, d.worker, clusters)
-    return fit_em(d, cand, weights, tol=tol), clusters, pairs
+    fit = best_fit(d, cand, weights, tol=tol) if multistart else fit_em(d, cand, weights, tol=tol)
+    return fit, clusters, pairs
 
 
-def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0
+def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0, multistart=False
                    ) -> tuple[np.ndarray, int, bool]:
     """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
     (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
@@ -121,7 +166,7 @@ def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed
         if not test.any() or test.all():
             continue
         train, _ = _units(item[~test], worker[~test], label[~test], n_items, J, K)
-        fit, clusters, _ = fit_candidate(train, cand, hint, tol=1e-6)
+        fit, clusters, _ = fit_candidate(train, cand, hint, tol=1e-6, multistart=multistart)
         ok = ok and _bayes.identifiable(fit.fitted.theta, fit.counts)
         it, wk, lb = item[test], worker[test], label[test]
         c = dependence.vote_weights(it, wk, clusters)
@@ -131,6 +176,10 @@ def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed
         per_item += np.bincount(it[scored], weights=ll[scored], minlength=n_items)
         n += int(scored.sum())
     return per_item, n, ok
+
+
+def _choice_name(cand: _bayes.Candidate, multistart: bool) -> str:
+    return cand.name + ("+multistart" if multistart else "")
 
 
 class AutoDawidSkene(Aggregator):
@@ -144,12 +193,14 @@ class AutoDawidSkene(Aggregator):
             names such as ``"full+class-prior"``); ``dependence`` whether to also consider the best of them
             with the correlated-worker correction.
         classes: fix the label set and its order.
+        multistart: ``None`` lets the criterion choose between EM from the majority-vote start and the best of
+            :func:`em_starts`; ``False`` / ``True`` fixes one of them.
     """
 
     def __init__(self, *, families: Mapping[Hashable, Hashable] | None = None, folds: int = 5, seed: int = 0,
                  candidates: Sequence[_bayes.Candidate | str] = _bayes.INDEPENDENT_CANDIDATES,
                  dependence: bool = True,
-                 classes: Sequence[Hashable] | None = None, n_iter: int = 100):
+                 classes: Sequence[Hashable] | None = None, n_iter: int = 100, multistart: bool | None = None):
         if isinstance(families, str):
             raise ValueError("families is a mapping worker -> family (a hint), not a naming rule")
         self.families = families
@@ -160,6 +211,7 @@ class AutoDawidSkene(Aggregator):
         self.dependence = bool(dependence)
         self.classes = classes
         self.n_iter = n_iter
+        self.multistart = multistart
 
     def _hint(self, workers: np.ndarray) -> np.ndarray | None:
         if not self.families:
@@ -168,50 +220,75 @@ class AutoDawidSkene(Aggregator):
         return np.asarray([codes.setdefault(self.families[w], len(codes)) if w in self.families else -1
                            for w in workers.tolist()], dtype=np.int64)
 
-    def _select(self, votes: Votes, hint) -> _bayes.Candidate:
-        """:func:`.selection.choose` on the cross-validated scores of the independent candidates, then of the
-        chosen one's dependent version; the scores are kept (``cv_*_``) for the online warm start."""
+    def _select(self, votes: Votes, hint) -> tuple[_bayes.Candidate, bool]:
+        """The choice (candidate, multistart) of the one-standard-error rule (:func:`.selection.simplest_within`)
+        on the cross-validated scores of the independent candidates, each fitted from the majority-vote start
+        and, when there are dense workers, from the best of :func:`em_starts` (listed right after it: a basin
+        other than the majority's must predict held-out votes clearly better), then of the chosen one's
+        dependent version; the scores are kept (``cv_*_``, by :data:`._bayes.ALL_CANDIDATES`) for the online
+        warm start."""
         args = (votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes)
-        allowed = tuple(c for c in self.candidates if not c.dependent)
-        per_unit = np.zeros((votes.n_items, len(_bayes.ALL_CANDIDATES)))
-        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
-        n, ok = 0, dict.fromkeys(allowed, True)
-        if len(allowed) > 1 or self.dependence:
-            for c in allowed:
-                per_unit[:, col[c]], n, ok[c] = heldout_loglik(*args, c, hint, self.folds, self.seed)
-        scored = allowed
-        allowed = tuple(c for c in allowed if ok[c]) or allowed[:1]  # the simplest one is the safety net
-        chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
+        d, _ = _units(*args)
+        starts = (False, True) if len(em_starts(d)) > 1 else (False,)
+        if self.multistart is not None:
+            starts = (bool(self.multistart),)
+        indep = sorted((c for c in self.candidates if not c.dependent), key=_bayes.ALL_CANDIDATES.index)
+        options = [(c, ms) for c in indep for ms in starts]
+        per_option, ok, n = [], [], 0
+        if len(options) > 1 or self.dependence:
+            for c, ms in options:
+                scores, n, good = heldout_loglik(*args, c, hint, self.folds, self.seed, multistart=ms)
+                per_option.append(scores)
+                ok.append(good)
+        else:
+            per_option, ok = [np.zeros(votes.n_items)], [True]
+        allowed = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
+        P = np.stack(per_option, axis=1)
+        chosen = selection.simplest_within(*selection.moments(P), votes.n_items, n, allowed)
         if self.dependence:
-            dep = _bayes.Candidate(chosen.structure, chosen.class_prior, True)
-            per_unit[:, col[dep]], n, ok[dep] = heldout_loglik(*args, dep, hint, self.folds, self.seed)
-            scored += (dep,)
-            if ok[dep]:
-                allowed += (dep,)
-                chosen = selection.choose(*selection.moments(per_unit), votes.n_items, n, allowed)
-        self.cv_total_, self.cv_m2_ = selection.moments(per_unit)
+            c, ms = options[chosen]
+            scores, n, good = heldout_loglik(*args, _bayes.Candidate(c.structure, c.class_prior, True), hint,
+                                             self.folds, self.seed, multistart=ms)
+            options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
+            P = np.concatenate([P, scores[:, None]], axis=1)
+            total, m2 = selection.moments(P)
+            if good:
+                allowed.append(len(options) - 1)
+                if not selection.within_one_se(total, m2, votes.n_items, n, len(options) - 1, chosen):
+                    chosen = len(options) - 1
+        self.options_ = options
+        self.cv_option_total_, self.cv_option_m2_ = selection.moments(P)
+        self.admissible_ = [options[i] for i in allowed]
         self.cv_votes_ = float(n)
-        self.cv_scores_ = {c.name: float(self.cv_total_[col[c]]) / max(n, 1) for c in scored}
-        self.admissible_ = allowed
-        return chosen
+        self.cv_scores_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, self.cv_option_total_)}
+        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
+        online = np.zeros((votes.n_items, len(_bayes.ALL_CANDIDATES)))
+        for i, (c, _ms) in reversed(list(enumerate(options))):  # the majority-vote start's score wins
+            online[:, col[c]] = P[:, i]
+        self.cv_total_, self.cv_m2_ = selection.moments(online)
+        return options[chosen]
 
-    def _fit_identifiable(self, d: _Units, chosen: _bayes.Candidate, hint, n_items: int):
+    def _fit_identifiable(self, d: _Units, chosen: tuple[_bayes.Candidate, bool], hint, n_items: int):
         """Fit ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
-        admissible candidates without it (the simplest candidate ends the walk)."""
-        left = list(self.admissible_)
+        admissible options without it (the simplest one ends the walk)."""
+        left = [self.options_.index(o) for o in self.admissible_]
         while True:
-            fit, clusters, pairs = fit_candidate(d, chosen, hint)
-            if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0]:
+            cand, ms = chosen
+            fit, clusters, pairs = fit_candidate(d, cand, hint, multistart=ms)
+            if _bayes.identifiable(fit.fitted.theta, fit.counts) or self.options_.index(chosen) == left[0]:
                 return chosen, fit, clusters, pairs
-            left.remove(chosen)
-            chosen = selection.choose(self.cv_total_, self.cv_m2_, n_items, self.cv_votes_, tuple(left))
+            left.remove(self.options_.index(chosen))
+            chosen = self.options_[selection.simplest_within(self.cv_option_total_, self.cv_option_m2_, n_items,
+                                                            self.cv_votes_, left)]
 
     def _fit(self, votes: Votes) -> None:
         J, K = votes.n_workers, votes.n_classes
         hint = self._hint(votes.workers)
         chosen = self._select(votes, hint)
         d, unit_of_item = _units(votes.item, votes.worker, votes.label, votes.n_items, J, K)
-        self.candidate_, fit, self.clusters_, pairs = self._fit_identifiable(d, chosen, hint, votes.n_items)
+        (self.candidate_, self.multistart_), fit, self.clusters_, pairs = self._fit_identifiable(
+            d, chosen, hint, votes.n_items)
+        self.choice_ = _choice_name(self.candidate_, self.multistart_)
         self.pair_stats_ = pairs.as_array()
         self.confusion_, self.priors_ = fit.fitted.theta, fit.fitted.pi
         self.concentration_ = fit.fitted.concentration

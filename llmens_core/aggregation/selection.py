@@ -16,7 +16,7 @@ import numpy as np
 
 from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, Candidate
 
-__all__ = ["choose", "moments"]
+__all__ = ["choose", "moments", "simplest_within", "within_one_se"]
 
 
 def moments(per_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -24,12 +24,26 @@ def moments(per_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_unit.sum(axis=0), per_unit.T @ per_unit
 
 
-def _within_one_se(total, m2, n, n_votes, best: int, c: int) -> bool:
-    """Is candidate ``c`` within one standard error (per vote) of candidate ``best``?"""
+def within_one_se(total, m2, n, n_votes, best: int, c: int) -> bool:
+    """Is candidate ``c`` within one standard error (per vote) of candidate ``best``? (Yes when nothing was
+    scored.)"""
+    if n <= 0 or n_votes <= 0:
+        return True
     mean_d = (total[best] - total[c]) / n
     var_d = max((m2[best, best] + m2[c, c] - 2.0 * m2[best, c]) / n - mean_d**2, 0.0)
     se = np.sqrt(var_d * n) / n_votes
-    return (total[best] - total[c]) / n_votes <= se
+    rounding = 1e-9 * max(1.0, abs(total[best])) / n_votes  # equal scores summed in another order are a tie
+    return (total[best] - total[c]) / n_votes <= se + rounding
+
+
+def simplest_within(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
+                    allowed: list[int]) -> int:
+    """Index of the first of ``allowed`` (listed simplest first) within one standard error of the best of them;
+    the first when nothing was scored. ``total`` (C,) and ``m2`` (C, C) as from :func:`moments`."""
+    if n_units <= 0 or n_votes <= 0:
+        return allowed[0]
+    best = max(allowed, key=lambda i: (total[i], -allowed.index(i)))
+    return next(i for i in allowed if within_one_se(total, m2, n_units, n_votes, best, i))
 
 
 def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
@@ -44,9 +58,8 @@ def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
         raise ValueError("no candidate allowed")
     if n_units <= 0 or n_votes <= 0:
         return indep[0]
-    best = max(indep, key=lambda c: (total[idx[c]], -indep.index(c)))
-    chosen = next(c for c in indep if _within_one_se(total, m2, n_units, n_votes, idx[best], idx[c]))
+    chosen = ALL_CANDIDATES[simplest_within(total, m2, n_units, n_votes, [idx[c] for c in indep])]
     dep = Candidate(chosen.structure, chosen.class_prior, True)
-    if dep != chosen and dep in allowed and not _within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
+    if dep != chosen and dep in allowed and not within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
         return dep
     return chosen

@@ -20,13 +20,16 @@ def _data(seed, J=4, K=3, n=150, p_vote=0.8):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), method=st.sampled_from(["ds", "default-full", "onecoin", "mv"]))
+@given(seed=st.integers(0, 10_000),
+       method=st.sampled_from(["ds", "default-full", "default-full-multistart", "onecoin", "mv"]))
 def test_invariant_to_vote_order_and_item_worker_names(seed, method):
     """(The default's choice depends on its cross-validation split, which follows the item order: with the
     choice fixed it is invariant; the whole default is tested on worker permutations below.)"""
     make = {
         "ds": DawidSkene,
-        "default-full": lambda: default_aggregator(candidates=("full",), dependence=False),
+        "default-full": lambda: default_aggregator(candidates=("full",), dependence=False, multistart=False),
+        "default-full-multistart": lambda: default_aggregator(candidates=("full",), dependence=False,
+                                                              multistart=True),
         "onecoin": OneCoinDawidSkene,
         "mv": MajorityVote,
     }[method]
