@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -114,22 +113,9 @@ def ds_world(seed: int, n: int, J: int, K: int, p_vote: float, acc=(0.55, 0.9)):
 def real_llm_datasets():
     """``real:<attribute>`` from the shipped votes of the real local LLMs (issue 13's recording) on the OA-Mine
     demo products, gold from ``demo_products.jsonl`` (an absent attribute value is ``none``)."""
-    from llmens_core.scoring import gold_labels
+    from llmens_core.scoring import real_llm_votes
 
-    votes = REPO / "llmens_core" / "data" / "real_llm_votes_oamine.jsonl"
-    products = REPO / "llmens_core" / "data" / "demo_products.jsonl"
-    gold = gold_labels(orjson.loads(line) for line in products.read_bytes().splitlines())
-    by_attr: dict[str, tuple[list, list, list]] = {}
-    for line in votes.read_bytes().splitlines():
-        for v in orjson.loads(line):
-            if v.get("label") is not None and (v["product_id"], v["attribute"]) in gold:
-                cols = by_attr.setdefault(v["attribute"], ([], [], []))
-                cols[0].append(v["product_id"])
-                cols[1].append(v["llm"])
-                cols[2].append(v["label"])
-    for a in sorted(by_attr):
-        items, workers, labels = by_attr[a]
-        truth = {i: gold[(i, a)] for i in set(items)}
+    for a, ((items, workers, labels), truth) in real_llm_votes().items():
         yield (f"real:{a}", items, workers, labels, truth, None)
 
 

@@ -14,7 +14,7 @@ import orjson
 
 from llmens_core.events import NOT_PRESENT
 
-__all__ = ["gold_labels", "majority", "recorded_attributes", "score_decisions"]
+__all__ = ["demo_gold", "gold_labels", "majority", "real_llm_votes", "recorded_attributes", "score_decisions"]
 
 
 def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
@@ -26,6 +26,32 @@ def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
             for a, v in attrs.items():
                 out[(str(p["product_id"]), a)] = NOT_PRESENT if v is None else v
     return out
+
+
+def demo_gold() -> dict[tuple[str, str], str]:
+    """:func:`gold_labels` of the shipped demo products (OA-Mine, Apache-2.0)."""
+    from importlib import resources
+
+    raw = resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes()
+    return gold_labels(orjson.loads(line) for line in raw.splitlines())
+
+
+def real_llm_votes() -> dict[str, tuple[tuple[list, list, list], dict[str, str]]]:
+    """The shipped votes of the real local LLMs on the demo products (issue 13's recording), per attribute:
+    ``{attribute: ((items, workers, labels), {item: gold})}``, only votes with a label on items with gold."""
+    from importlib import resources
+
+    gold = demo_gold()
+    raw = resources.files("llmens_core.data").joinpath("real_llm_votes_oamine.jsonl").read_bytes()
+    cols: dict[str, tuple[list, list, list]] = {}
+    for line in raw.splitlines():
+        for v in orjson.loads(line):
+            if v.get("label") is not None and (v["product_id"], v["attribute"]) in gold:
+                c = cols.setdefault(v["attribute"], ([], [], []))
+                c[0].append(v["product_id"])
+                c[1].append(v["llm"])
+                c[2].append(v["label"])
+    return {a: (c, {i: gold[(i, a)] for i in c[0]}) for a, c in sorted(cols.items())}
 
 
 def recorded_attributes(predictions: Path) -> dict[str, set[str]]:

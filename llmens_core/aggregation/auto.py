@@ -41,7 +41,7 @@ from llmens_core.aggregation import _bayes, _em, dependence, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
-__all__ = ["AutoDawidSkene", "best_fit", "em_starts", "fit_em", "heldout_loglik"]
+__all__ = ["AutoDawidSkene", "best_fit", "dense_workers", "em_starts", "fit_em", "heldout_loglik"]
 
 
 @dataclass
@@ -87,6 +87,12 @@ def majority_start(d: _Units, weights: np.ndarray | None = None) -> np.ndarray:
     return np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
 
 
+def dense_workers(d: _Units) -> np.ndarray:
+    """Workers who answered at least half of the items (they open a basin of their own in :func:`em_starts`)."""
+    answered = np.bincount(d.worker, weights=d.mult[d.unit], minlength=d.n_workers)
+    return np.flatnonzero(answered >= 0.5 * d.mult.sum())
+
+
 def em_starts(d: _Units, weights: np.ndarray | None = None) -> list[np.ndarray]:
     """Starting posteriors (U, K) for EM: the majority-vote shares, then, for every worker who answered at
     least half of the items, the same with that worker's answers taken as the truth where it answered.
@@ -97,8 +103,7 @@ def em_starts(d: _Units, weights: np.ndarray | None = None) -> list[np.ndarray]:
     right; which basin is kept is decided by the likelihood (:func:`fit_candidate`), not by the start."""
     mv = majority_start(d, weights)
     out = [mv]
-    answered = np.bincount(d.worker, weights=d.mult[d.unit], minlength=d.n_workers)
-    for j in np.flatnonzero(answered >= 0.5 * d.mult.sum()):
+    for j in dense_workers(d):
         own = d.worker == j
         T = mv.copy()
         T[d.unit[own]] = np.eye(d.n_classes)[d.label[own]]
@@ -221,17 +226,17 @@ class AutoDawidSkene(Aggregator):
         return np.asarray([codes.setdefault(self.families[w], len(codes)) if w in self.families else -1
                            for w in workers.tolist()], dtype=np.int64)
 
-    def _select(self, votes: Votes, hint) -> tuple[_bayes.Candidate, bool]:
+    def _select(self, votes: Votes, d: _Units, hint) -> int:
         """The choice (candidate, multistart) of the one-standard-error rule (:func:`.selection.simplest_within`)
         on the cross-validated scores of the independent candidates, each fitted from the majority-vote start
         and, when there are dense workers, from the best of :func:`em_starts` (listed right after it: a basin
         other than the majority's must predict held-out votes clearly better), then of the chosen one's
-        dependent version; the scores are kept (``cv_*_``, by :data:`._bayes.ALL_CANDIDATES`) for the online
-        warm start."""
+        dependent version: its index in ``options_``. The scores are kept (``cv_*_``, by
+        :data:`._bayes.ALL_CANDIDATES`) for the online warm start."""
         args = (votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes)
-        d, _ = _units(*args)
-        starts = (False, True) if len(em_starts(d)) > 1 else (False,)
-        if self.multistart is not None:
+        if self.multistart is None:
+            starts = (False, True) if len(dense_workers(d)) else (False,)
+        else:
             starts = (bool(self.multistart),)
         indep = sorted((c for c in self.candidates if not c.dependent), key=_bayes.ALL_CANDIDATES.index)
         options = [(c, ms) for c in indep for ms in starts]
@@ -267,26 +272,26 @@ class AutoDawidSkene(Aggregator):
         for i, (c, _ms) in reversed(list(enumerate(options))):  # the majority-vote start's score wins
             online[:, col[c]] = P[:, i]
         self.cv_total_, self.cv_m2_ = selection.moments(online)
-        return options[chosen]
+        return chosen
 
-    def _fit_identifiable(self, d: _Units, chosen: tuple[_bayes.Candidate, bool], hint, n_items: int):
-        """Fit ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
+    def _fit_identifiable(self, d: _Units, chosen: int, hint, n_items: int):
+        """Fit option ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
         admissible options without it (the simplest one ends the walk)."""
         left = [self.options_.index(o) for o in self.admissible_]
         while True:
-            cand, ms = chosen
+            cand, ms = self.options_[chosen]
             fit, clusters, pairs = fit_candidate(d, cand, hint, multistart=ms)
-            if _bayes.identifiable(fit.fitted.theta, fit.counts) or self.options_.index(chosen) == left[0]:
-                return chosen, fit, clusters, pairs
-            left.remove(self.options_.index(chosen))
-            chosen = self.options_[selection.simplest_within(self.cv_option_total_, self.cv_option_m2_, n_items,
-                                                            self.cv_votes_, left)]
+            if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0]:
+                return self.options_[chosen], fit, clusters, pairs
+            left.remove(chosen)
+            chosen = selection.simplest_within(self.cv_option_total_, self.cv_option_m2_, n_items, self.cv_votes_,
+                                               left)
 
     def _fit(self, votes: Votes) -> None:
         J, K = votes.n_workers, votes.n_classes
         hint = self._hint(votes.workers)
-        chosen = self._select(votes, hint)
         d, unit_of_item = _units(votes.item, votes.worker, votes.label, votes.n_items, J, K)
+        chosen = self._select(votes, d, hint)
         (self.candidate_, self.multistart_), fit, self.clusters_, pairs = self._fit_identifiable(
             d, chosen, hint, votes.n_items)
         self.choice_ = _choice_name(self.candidate_, self.multistart_)

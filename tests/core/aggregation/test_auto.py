@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import orjson
 import pytest
 from agg_synth import sample_votes
 from hypothesis import HealthCheck, given, settings
@@ -239,25 +238,13 @@ def test_em_starts_open_one_basin_per_dense_worker():
     assert np.allclose(starts[0][10:], [0.5, 0.5, 0.0])
 
 
-def _real_llm_votes(attribute):
-    from importlib import resources
-
-    from llmens_core.scoring import gold_labels
-
-    data = resources.files("llmens_core.data")
-    gold = gold_labels(orjson.loads(line) for line in data.joinpath("demo_products.jsonl").read_bytes().splitlines())
-    rows = [v for line in data.joinpath("real_llm_votes_oamine.jsonl").read_bytes().splitlines()
-            for v in orjson.loads(line)
-            if v["attribute"] == attribute and v.get("label") is not None and (v["product_id"], attribute) in gold]
-    cols = [r["product_id"] for r in rows], [r["llm"] for r in rows], [r["label"] for r in rows]
-    return cols, {i: gold[(i, attribute)] for i in cols[0]}
-
-
 def test_a_reliable_minority_llm_is_found_in_its_own_basin():
     """The shipped real-LLM gender votes (issue 13): two small LLMs answer "unisex" on most items, one is right
     on 92.5% of them. From the majority-vote start EM stays where the majority is (0.40 for this model); the
     criterion takes the basin opened by that LLM's start, as it predicts held-out votes better."""
-    (it, wk, lb), gold = _real_llm_votes("gender")
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), gold = real_llm_votes()["gender"]
 
     def accuracy(model):
         return np.mean([gold[i] == p for i, p in zip(model.items_, model.predict())])
@@ -272,15 +259,12 @@ def test_a_reliable_minority_llm_is_found_in_its_own_basin():
 
 def _sim_reusability():
     import csv
-    from importlib import resources
     from pathlib import Path
 
-    from llmens_core.scoring import gold_labels
+    from llmens_core.scoring import demo_gold
 
     rows = list(csv.DictReader((Path(__file__).parent / "data" / "sim_reusability_votes.csv").open()))
-    raw = resources.files("llmens_core.data").joinpath("demo_products.jsonl").read_bytes()
-    gold = {pid: lab for (pid, a), lab in gold_labels(orjson.loads(line) for line in raw.splitlines()).items()
-            if a == "reusability"}
+    gold = {pid: lab for (pid, a), lab in demo_gold().items() if a == "reusability"}
     return rows, gold
 
 
