@@ -200,7 +200,8 @@ class AutoDawidSkene(Aggregator):
         classes: fix the label set and its order.
         multistart: ``None`` lets the criterion choose between EM from the majority-vote start and the best of
             :func:`em_starts`; ``False`` (the default for now: with a closed label set holding an unvoted class
-            the race moved ``llmens fit``'s skill estimates, tests/streams/test_fit.py) / ``True`` fixes one.
+            the race moved ``llmens fit``'s decisions from 0.973 to 0.883, tests/streams/test_fit.py; see
+            docs/aggregation.md) / ``True`` fixes one.
     """
 
     def __init__(self, *, families: Mapping[Hashable, Hashable] | None = None, folds: int = 5, seed: int = 0,
