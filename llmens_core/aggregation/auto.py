@@ -184,6 +184,20 @@ def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed
     return per_item, n, ok
 
 
+def _online_columns(P: np.ndarray, options: list, allowed: list[int], chosen: int) -> np.ndarray:
+    """Per-item scores (I, C) by :data:`._bayes.ALL_CANDIDATES` for the online model's criterion, from the race's
+    ``P`` (I, len(options)): each admissible candidate as fitted from the chosen start. A candidate that was not
+    scored, or not admissible, gets the worst admissible score, so that :func:`.selection.choose` on these
+    columns makes the batch choice (an unscored column of zeros would be a perfect score)."""
+    start = options[chosen][1]
+    same = [i for i in allowed if options[i][1] == start] or allowed
+    out = np.repeat(P[:, [min(same, key=lambda i: P[:, i].sum())]], len(_bayes.ALL_CANDIDATES), axis=1)
+    col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
+    for i in sorted(allowed, key=lambda i: options[i][1] == start):  # the chosen start's scores are written last
+        out[:, col[options[i][0]]] = P[:, i]
+    return out
+
+
 def _choice_name(cand: _bayes.Candidate, multistart: bool) -> str:
     return cand.name + ("+multistart" if multistart else "")
 
@@ -227,16 +241,15 @@ class AutoDawidSkene(Aggregator):
         return np.asarray([codes.setdefault(self.families[w], len(codes)) if w in self.families else -1
                            for w in workers.tolist()], dtype=np.int64)
 
-    def _select(self, votes: Votes, d: _Units, hint) -> int:
-        """The choice (candidate, multistart): its index in ``options_``.
+    def _select(self, votes: Votes, d: _Units, hint) -> tuple[int, np.ndarray]:
+        """The choice (candidate, multistart): its index in ``options_``, and the race's per-item scores (I, options).
 
         The one-standard-error rule (:func:`.selection.simplest_within`) picks a structure among the independent
         candidates fitted from the majority-vote start and, when there are dense workers, separately among the
         same fitted from the best of :func:`em_starts`; the second pick is taken only if it is more than one
         standard error better than the first (another basin than the majority's must predict held-out votes
         clearly better, and racing the starts never moves the majority-start pick). Then the chosen one's
-        dependent version is raced the same way. The scores are kept (``cv_*_``, by
-        :data:`._bayes.ALL_CANDIDATES`) for the online warm start."""
+        dependent version is raced the same way."""
         args = (votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes)
         if self.multistart is None:
             starts = (False, True) if len(dense_workers(d)) else (False,)
@@ -277,22 +290,18 @@ class AutoDawidSkene(Aggregator):
         self.admissible_ = [options[i] for i in allowed]
         self.cv_votes_ = float(n)
         self.cv_scores_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, self.cv_option_total_)}
-        col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
-        online = np.zeros((votes.n_items, len(_bayes.ALL_CANDIDATES)))
-        for i, (c, _ms) in reversed(list(enumerate(options))):  # the majority-vote start's score wins
-            online[:, col[c]] = P[:, i]
-        self.cv_total_, self.cv_m2_ = selection.moments(online)
-        return chosen
+        return chosen, P
 
     def _fit_identifiable(self, d: _Units, chosen: int, hint, n_items: int):
         """Fit option ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
-        admissible options without it (the simplest one ends the walk)."""
+        admissible options without it (the simplest one ends the walk). Returns the option's index, the options
+        left admissible, the fit, its clusters and pair statistics."""
         left = [self.options_.index(o) for o in self.admissible_]
         while True:
             cand, ms = self.options_[chosen]
             fit, clusters, pairs = fit_candidate(d, cand, hint, multistart=ms)
             if _bayes.identifiable(fit.fitted.theta, fit.counts) or chosen == left[0]:
-                return self.options_[chosen], fit, clusters, pairs
+                return chosen, left, fit, clusters, pairs
             left.remove(chosen)
             chosen = selection.simplest_within(self.cv_option_total_, self.cv_option_m2_, n_items, self.cv_votes_,
                                                left)
@@ -301,9 +310,11 @@ class AutoDawidSkene(Aggregator):
         J, K = votes.n_workers, votes.n_classes
         hint = self._hint(votes.workers)
         d, unit_of_item = _units(votes.item, votes.worker, votes.label, votes.n_items, J, K)
-        chosen = self._select(votes, d, hint)
-        (self.candidate_, self.multistart_), fit, self.clusters_, pairs = self._fit_identifiable(
-            d, chosen, hint, votes.n_items)
+        chosen, P = self._select(votes, d, hint)
+        chosen, left, fit, self.clusters_, pairs = self._fit_identifiable(d, chosen, hint, votes.n_items)
+        self.candidate_, self.multistart_ = self.options_[chosen]
+        # the online warm start's criterion (from_batch): scores by ALL_CANDIDATES that reproduce this choice
+        self.cv_total_, self.cv_m2_ = selection.moments(_online_columns(P, self.options_, left, chosen))
         self.choice_ = _choice_name(self.candidate_, self.multistart_)
         self.pair_stats_ = pairs.as_array()
         self.confusion_, self.priors_ = fit.fitted.theta, fit.fitted.pi

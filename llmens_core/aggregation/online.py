@@ -348,25 +348,6 @@ class OnlineDawidSkene:
 
     def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
         K = len(self.classes_)
-        log_theta, wfam = self._log_theta, self._wfam
-        if extra:
-            prior = np.log(self._prior_theta)
-            log_theta = np.concatenate([log_theta, np.broadcast_to(prior, (len(extra), K, K))], axis=0)
-            codes = dict(self._fam_codes)
-            wfam = np.concatenate(
-                [
-                    wfam,
-                    np.asarray(
-                        [codes.setdefault(self._family_of(w), len(codes)) for w in extra], dtype=np.int64
-                    ),
-                ]
-            )
-        c = _em.vote_weights(icode, wcode, wfam, self.family_rho, n_items)
-        lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
-        return _em.softmax_rows(lt)[0]
-
-    def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
-        K = len(self.classes_)
         log_theta = self._log_theta
         code, rho = self._cluster, self._rho
         if extra:

@@ -165,3 +165,21 @@ def test_posterior_speed():
         m.posterior(votes)
     per = (time.perf_counter() - t0) / 2000
     assert per < 50e-6, f"{per * 1e6:.1f} us"
+
+
+@pytest.mark.parametrize("attribute", ["age_group", "gender", "reusability", "roast_type"])
+def test_a_warm_start_from_batch_makes_the_batch_choice(attribute):
+    """`llmens fit` hands the stream its batch fit (``from_batch``). The online criterion must then choose what the
+    batch model chose: candidates the batch race did not score once entered it as zero columns, a perfect
+    score, so the warm model took a dependent candidate no fold had tested (on these shipped real-LLM votes:
+    ``full+dependence`` for age_group and gender, against the batch's ``full+class-prior``)."""
+    from llmens_core.aggregation import default_aggregator
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), _gold = real_llm_votes()[attribute]
+    batch = default_aggregator().fit(it, wk, lb)
+    warm = OnlineDawidSkene.from_batch(batch)
+    assert warm.candidate_ == batch.candidate_
+    items, proba = warm.predict_proba_batch(it, wk, lb)
+    decided = dict(zip(batch.items_.tolist(), batch.predict().tolist(), strict=True))
+    assert [warm.classes_[k] for k in proba.argmax(1)] == [decided[i] for i in items.tolist()]
