@@ -11,7 +11,8 @@ synthetic worlds, the Bayes ``oracle`` with the true parameters.
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
 design constant chosen on data, the online model's ``inner_iter``, is chosen here per dataset by a gold-free
 criterion (agreement of one online pass with the batch decisions) on the *other* datasets only, and the
-evaluated dataset's online column uses that choice. The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
+evaluated dataset's online column uses that choice. Then small samples: 256 random items of each larger crowd
+set, five draws, default vs mv and ds (nothing is chosen there). The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
 seconds / ours>`` on 1,000,000 synthetic answers.
 """
 
@@ -218,6 +219,42 @@ def lodo_table(rows: dict[str, dict]) -> None:
           + ", ".join(f"{k} {100 * g:+.1f}" for k, g in gaps.items()))
 
 
+SUBSAMPLE_ITEMS, SUBSAMPLE_SEEDS = 256, 5
+
+
+def subsample_table(crowd_dir: Path) -> None:
+    """Small samples of the larger crowd sets: ``SUBSAMPLE_SEEDS`` random draws of ``SUBSAMPLE_ITEMS`` items
+    (one stream flush; the size of a new attribute's first weeks), default vs majority vote and textbook DS on
+    each. The full-data table hides how the criterion behaves when it has little data."""
+    print(f"\nSmall samples ({SUBSAMPLE_ITEMS} random items, seeds 0-{SUBSAMPLE_SEEDS - 1}): default / mv / ds "
+          "accuracy (%) and the default's choice")
+    below = total = 0
+    for name in CROWD_SETS:
+        d = crowd_dir / name
+        if not d.is_dir():
+            continue
+        items, workers, labels = (np.asarray(x, dtype=object) for x in read_answers(d / "answers.csv"))
+        truth = read_truth(d / "truth.csv")
+        uniq = np.unique(items.astype(str))
+        if len(uniq) < 2 * SUBSAMPLE_ITEMS:
+            continue
+        cells = []
+        for seed in range(SUBSAMPLE_SEEDS):
+            pick = np.random.default_rng(seed).permutation(len(uniq))[:SUBSAMPLE_ITEMS]
+            sel = np.isin(items.astype(str), uniq[pick])
+            acc, fitted = {}, {}
+            for method in ("default", "mv", "ds"):
+                fitted[method] = est = METHODS[method]()
+                p = est.fit_predict(items[sel], workers[sel], labels[sel])
+                acc[method] = _score(est.items_.tolist(), p.tolist(), truth)[0]
+            bad = acc["default"] < max(acc["mv"], acc["ds"]) - 0.005
+            below, total = below + bad, total + 1
+            cells.append(f"{_pct(acc['default']).strip()}/{_pct(acc['mv']).strip()}/{_pct(acc['ds']).strip()}"
+                         f" {fitted['default'].choice_}{' NO' if bad else ''}")
+        print(f"  {name:<10} " + "; ".join(cells))
+    print(f"small samples where default < max(mv, ds) - 0.5: {below}/{total}")
+
+
 def synthetic(n_items: int = 200_000, n_workers: int = 5, n_classes: int = 4, seed: int = 0):
     rng = np.random.default_rng(seed)
     K = n_classes
@@ -334,6 +371,8 @@ def main() -> None:
             rows[name] = score_dataset(items, workers, labels, truth, oracle)
             print(f"  scored {name} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         lodo_table(rows)
+        if args.crowd.is_dir():
+            subsample_table(args.crowd)
     ratio = speed(args.skip_crowdkit)
     print(f"ds_speedup_vs_crowdkit={ratio:.1f}" if ratio is not None else "ds_speedup_vs_crowdkit=n/a")
 
