@@ -39,3 +39,25 @@ def test_default_within_half_a_point_of_the_better_of_mv_and_ds(name):
     rows = _acc(CROWD / name, ["default", "mv", "ds", "online"])
     best = max(rows["mv"]["accuracy"], rows["ds"]["accuracy"])
     assert rows["default"]["accuracy"] >= best - 0.005
+
+
+@pytest.mark.skipif(not (CROWD / "web").is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
+@pytest.mark.xfail(strict=True, reason="issue 11 open: on 256 web items (seed 3) the criterion picks a learned "
+                   "class prior that merges classes 1 and 2 into 3 (55.1 % against majority vote 77.3 %); see "
+                   "docs/aggregation.md, small samples")
+def test_default_keeps_majority_vote_s_accuracy_on_a_small_sample_of_a_sparse_crowd():
+    import numpy as np
+
+    from llmens_core.aggregation import MajorityVote, default_aggregator
+    from llmens_core.aggregation.evaluate import read_answers, read_truth
+
+    items, workers, labels = (np.asarray(x, dtype=object) for x in read_answers(CROWD / "web" / "answers.csv"))
+    truth = read_truth(CROWD / "web" / "truth.csv")
+    ids = np.unique(items.astype(str))
+    keep = np.isin(items.astype(str), ids[np.random.default_rng(3).permutation(len(ids))[:256]])
+
+    def accuracy(model):
+        pred = model.fit_predict(items[keep], workers[keep], labels[keep])
+        return np.mean([truth[str(i)] == str(p) for i, p in zip(model.items_, pred, strict=True) if str(i) in truth])
+
+    assert accuracy(default_aggregator()) >= accuracy(MajorityVote()) - 0.005
