@@ -42,7 +42,7 @@ from llmens_core.aggregation import _bayes, _em, dependence, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
-__all__ = ["AutoDawidSkene", "best_fit", "dense_workers", "em_starts", "fit_em", "heldout_loglik"]
+__all__ = ["AutoDawidSkene", "best_fit", "cv_folds", "dense_workers", "em_starts", "fit_em", "heldout_loglik"]
 
 
 @dataclass
@@ -160,27 +160,53 @@ def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, to
     return fit, clusters, pairs
 
 
-def heldout_loglik(item, worker, label, n_items, J, K, cand, hint, folds=5, seed=0, multistart=False
-                   ) -> tuple[np.ndarray, int, bool]:
-    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
-    (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
-    training-fold fit was identifiable (:func:`._bayes.identifiable`)."""
+@dataclass
+class _Fold:
+    """One cross-validation fold: the training votes as EM units, and the held-out votes grouped by vote
+    pattern (``unit`` (V',) of one representative item per pattern, ``unit_of_item`` (I,), ``mult`` (U,)), with
+    ``scored`` (V',) the votes that are not alone on their item."""
+
+    train: _Units
+    unit: np.ndarray
+    worker: np.ndarray
+    label: np.ndarray
+    unit_of_item: np.ndarray
+    mult: np.ndarray
+    scored: np.ndarray
+
+
+def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0) -> list[_Fold]:
+    """The cross-validation split of :func:`heldout_loglik`, built once for every candidate it scores (items are
+    assigned to folds at random, reproducibly by ``seed``)."""
     fold = np.random.default_rng(seed).permutation(n_items) % folds
-    per_item, n, ok = np.zeros(n_items), 0, True
+    out = []
     for f in range(folds):
         test = fold[item] == f
         if not test.any() or test.all():
             continue
         train, _ = _units(item[~test], worker[~test], label[~test], n_items, J, K)
-        fit, clusters, _ = fit_candidate(train, cand, hint, tol=1e-6, multistart=multistart)
+        held, unit_of_item = _units(item[test], worker[test], label[test], n_items, J, K)
+        scored = np.bincount(held.unit, minlength=held.n_units)[held.unit] >= 2
+        out.append(_Fold(train, held.unit, held.worker, held.label, unit_of_item, held.mult, scored))
+    return out
+
+
+def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, multistart=False) -> tuple[np.ndarray, int, bool]:
+    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
+    (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
+    training-fold fit was identifiable (:func:`._bayes.identifiable`). Items with the same held-out votes are
+    scored once."""
+    per_item, n, ok = np.zeros(n_items), 0, True
+    for fold in folds:
+        fit, clusters, _ = fit_candidate(fold.train, cand, hint, tol=1e-6, multistart=multistart)
         ok = ok and _bayes.identifiable(fit.fitted.theta, fit.counts)
-        it, wk, lb = item[test], worker[test], label[test]
-        c = dependence.vote_weights(it, wk, clusters)
-        copy = dependence.copy_terms(it, wk, lb, clusters)
-        ll = _bayes.loo_vote_loglik(it, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_items, copy)
-        scored = np.bincount(it, minlength=n_items)[it] >= 2
-        per_item += np.bincount(it[scored], weights=ll[scored], minlength=n_items)
-        n += int(scored.sum())
+        un, wk, lb, sc = fold.unit, fold.worker, fold.label, fold.scored
+        n_units = len(fold.mult)
+        c = dependence.vote_weights(un, wk, clusters)
+        copy = dependence.copy_terms(un, wk, lb, clusters)
+        ll = _bayes.loo_vote_loglik(un, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_units, copy)
+        per_item += np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item]
+        n += int(round(fold.mult[un[sc]].sum()))
     return per_item, n, ok
 
 
@@ -250,7 +276,8 @@ class AutoDawidSkene(Aggregator):
         standard error better than the first (another basin than the majority's must predict held-out votes
         clearly better, and racing the starts never moves the majority-start pick). Then the chosen one's
         dependent version is raced the same way."""
-        args = (votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes)
+        folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes,
+                         self.folds, self.seed)
         if self.multistart is None:
             starts = (False, True) if len(dense_workers(d)) else (False,)
         else:
@@ -260,7 +287,7 @@ class AutoDawidSkene(Aggregator):
         per_option, ok, n = [], [], 0
         if len(options) > 1 or self.dependence:
             for c, ms in options:
-                scores, n, good = heldout_loglik(*args, c, hint, self.folds, self.seed, multistart=ms)
+                scores, n, good = heldout_loglik(folds, votes.n_items, c, hint, multistart=ms)
                 per_option.append(scores)
                 ok.append(good)
         else:
@@ -276,8 +303,8 @@ class AutoDawidSkene(Aggregator):
             chosen = per_start[True]
         if self.dependence:
             c, ms = options[chosen]
-            scores, n, good = heldout_loglik(*args, _bayes.Candidate(c.structure, c.class_prior, True), hint,
-                                             self.folds, self.seed, multistart=ms)
+            scores, n, good = heldout_loglik(folds, votes.n_items, _bayes.Candidate(c.structure, c.class_prior, True),
+                                             hint, multistart=ms)
             options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
             P = np.concatenate([P, scores[:, None]], axis=1)
             total, m2 = selection.moments(P)
