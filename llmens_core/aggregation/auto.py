@@ -28,7 +28,9 @@ Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+
 multistart) pairs) and ``admissible_`` (those whose training-fold fits were identifiable), ``cv_scores_``
 {choice name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
 ``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
-``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_`` (warm start of the online model).
+``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_``, with ``cv_total_`` (C,) / ``cv_m2_``
+(C, C) / ``cv_votes_``: the scores by :data:`._bayes.ALL_CANDIDATES` on which the online criterion makes this
+choice (the warm start of the online model, :meth:`~.online.OnlineDawidSkene.from_batch`).
 """
 
 from __future__ import annotations
