@@ -136,28 +136,35 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
     return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), done, ll)
 
 
-def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7) -> _Fit:
+def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7,
+             majority: _Fit | None = None) -> _Fit:
     """EM from every start of :func:`em_starts`; the identifiable fit of highest vote log-likelihood is kept
-    (the majority-vote start wins ties; with no identifiable fit, the highest likelihood)."""
+    (the majority-vote start wins ties; with no identifiable fit, the highest likelihood). ``majority``: the
+    fit from the majority-vote start, when it has already been computed."""
     best = None
-    for start in em_starts(d, weights):
-        fit = fit_em(d, cand, weights, tol=tol, start=start)
+    for k, start in enumerate(em_starts(d, weights)):
+        fit = majority if k == 0 and majority is not None else fit_em(d, cand, weights, tol=tol, start=start)
         key = (_bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood)
         if best is None or key > best[0]:
             best = (key, fit)
     return best[1]
 
 
+def _clusters_of(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None
+                 ) -> tuple[dependence.Clusters, np.ndarray | None, dependence.PairStats]:
+    """The clusters a candidate fits with (independent, or found from the agreement counts by
+    :func:`.dependence.find_clusters` for a dependent one), their vote weights (V,) or None, and the counts."""
+    pairs = dependence.pair_stats(d.unit, d.worker, d.label, d.n_workers, d.mult)
+    if not cand.dependent:
+        return dependence.INDEPENDENT(d.n_workers), None, pairs
+    clusters = dependence.find_clusters(pairs, d.n_classes, hint)
+    return clusters, dependence.vote_weights(d.unit, d.worker, clusters), pairs
+
+
 def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7,
                   multistart: bool = False) -> tuple[_Fit, dependence.Clusters, dependence.PairStats]:
-    """Fit one candidate; a dependent one finds its clusters from the agreement counts
-    (:func:`.dependence.find_clusters`) and fits with the clusters' vote weights."""
-    pairs = dependence.pair_stats(d.unit, d.worker, d.label, d.n_workers, d.mult)
-    clusters = dependence.INDEPENDENT(d.n_workers)
-    weights = None
-    if cand.dependent:
-        clusters = dependence.find_clusters(pairs, d.n_classes, hint)
-        weights = dependence.vote_weights(d.unit, d.worker, clusters)
+    """Fit one candidate; a dependent one fits with its clusters' vote weights (:func:`_clusters_of`)."""
+    clusters, weights, pairs = _clusters_of(d, cand, hint)
     fit = best_fit(d, cand, weights, tol=tol) if multistart else fit_em(d, cand, weights, tol=tol)
     return fit, clusters, pairs
 
@@ -193,23 +200,31 @@ def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0) -> list[_Fold]
     return out
 
 
-def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, multistart=False) -> tuple[np.ndarray, int, bool]:
+def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequence[bool] = (False,)
+                   ) -> list[tuple[np.ndarray, int, bool]]:
     """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
     (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
-    training-fold fit was identifiable (:func:`._bayes.identifiable`). Items with the same held-out votes are
-    scored once."""
-    per_item, n, ok = np.zeros(n_items), 0, True
+    training-fold fit was identifiable (:func:`._bayes.identifiable`): one triple per start mode of ``starts``
+    (False: the majority-vote start; True: the best of :func:`em_starts`). A fold's majority-start fit serves
+    both modes, and items with the same held-out votes are scored once."""
+    per_item, n, ok = {ms: np.zeros(n_items) for ms in starts}, 0, dict.fromkeys(starts, True)
     for fold in folds:
-        fit, clusters, _ = fit_candidate(fold.train, cand, hint, tol=1e-6, multistart=multistart)
-        ok = ok and _bayes.identifiable(fit.fitted.theta, fit.counts)
+        clusters, weights, _ = _clusters_of(fold.train, cand, hint)
+        majority = fit_em(fold.train, cand, weights, tol=1e-6)
         un, wk, lb, sc = fold.unit, fold.worker, fold.label, fold.scored
         n_units = len(fold.mult)
         c = dependence.vote_weights(un, wk, clusters)
         copy = dependence.copy_terms(un, wk, lb, clusters)
-        ll = _bayes.loo_vote_loglik(un, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_units, copy)
-        per_item += np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item]
+        scored_by_fit: dict[int, np.ndarray] = {}
+        for ms in starts:
+            fit = best_fit(fold.train, cand, weights, tol=1e-6, majority=majority) if ms else majority
+            ok[ms] = ok[ms] and _bayes.identifiable(fit.fitted.theta, fit.counts)
+            if id(fit) not in scored_by_fit:
+                ll = _bayes.loo_vote_loglik(un, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_units, copy)
+                scored_by_fit[id(fit)] = np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item]
+            per_item[ms] += scored_by_fit[id(fit)]
         n += int(round(fold.mult[un[sc]].sum()))
-    return per_item, n, ok
+    return [(per_item[ms], n, ok[ms]) for ms in starts]
 
 
 def _online_columns(P: np.ndarray, options: list, allowed: list[int], chosen: int) -> np.ndarray:
@@ -278,8 +293,6 @@ class AutoDawidSkene(Aggregator):
         standard error better than the first (another basin than the majority's must predict held-out votes
         clearly better, and racing the starts never moves the majority-start pick). Then the chosen one's
         dependent version is raced the same way."""
-        folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers, votes.n_classes,
-                         self.folds, self.seed)
         if self.multistart is None:
             starts = (False, True) if len(dense_workers(d)) else (False,)
         else:
@@ -288,10 +301,13 @@ class AutoDawidSkene(Aggregator):
         options = [(c, ms) for c in indep for ms in starts]
         per_option, ok, n = [], [], 0
         if len(options) > 1 or self.dependence:
-            for c, ms in options:
-                scores, n, good = heldout_loglik(folds, votes.n_items, c, hint, multistart=ms)
-                per_option.append(scores)
-                ok.append(good)
+            folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers,
+                             votes.n_classes, self.folds, self.seed)
+            for c in indep:
+                raced = heldout_loglik(folds, votes.n_items, c, hint, starts)
+                per_option += [scores for scores, _, _ in raced]
+                ok += [good for _, _, good in raced]
+                n = raced[0][1]
         else:
             per_option, ok = [np.zeros(votes.n_items)], [True]
         allowed = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
@@ -305,8 +321,8 @@ class AutoDawidSkene(Aggregator):
             chosen = per_start[True]
         if self.dependence:
             c, ms = options[chosen]
-            scores, n, good = heldout_loglik(folds, votes.n_items, _bayes.Candidate(c.structure, c.class_prior, True),
-                                             hint, multistart=ms)
+            [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
+                                                 _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
             options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
             P = np.concatenate([P, scores[:, None]], axis=1)
             total, m2 = selection.moments(P)
@@ -315,7 +331,7 @@ class AutoDawidSkene(Aggregator):
                 if not selection.within_one_se(total, m2, votes.n_items, n, len(options) - 1, chosen):
                     chosen = len(options) - 1
         self.options_ = options
-        self.cv_option_total_, self.cv_option_m2_ = selection.moments(P)
+        self.cv_option_total_, self.cv_option_m2_ = total, m2
         self.admissible_ = [options[i] for i in allowed]
         self.cv_votes_ = float(n)
         self.cv_scores_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, self.cv_option_total_)}
