@@ -14,9 +14,10 @@ log-likelihood: the model has not seen those items) and is compared with the dec
 (agreement beyond chance), and the running sums feed :func:`.selection.choose`: the veto and the
 one-standard-error rule the batch model applies to its cross-validated scores. Residual agreement of worker
 pairs is accumulated the same way and gives the correlated-worker clusters (:mod:`.dependence`). The
-E-step uses the chosen candidate. A cold model (no statistics) is the weak prior: majority vote. Its first
-mini-batch, when a worker answered at least half of it, is learnt from the batch race instead
-(:meth:`OnlineDawidSkene.first_batch_stats`): online EM cannot leave the basin it starts in.
+E-step uses the chosen candidate. A cold model (no statistics) is the weak prior: majority vote. In
+:meth:`~OnlineDawidSkene.partial_fit` its first mini-batch, when a worker answered at least half of it, is learnt
+from the batch race instead (:meth:`OnlineDawidSkene.first_batch_stats`): online EM cannot leave the basin it
+starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never races: it runs on an event loop.
 """
 
 from __future__ import annotations
@@ -434,11 +435,15 @@ class OnlineDawidSkene:
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
         """E-step contribution of a mini-batch under the current parameters, with its held-out criterion
-        (see the module docstring). Does not change the model."""
+        (see the module docstring). Does not change the model.
+
+        This is the stream's delta, computed on the worker's event loop, so it is always the cheap E-step: a cold
+        model's first batch is *not* raced here as in :meth:`partial_fit`. The race costs about a second per
+        attribute, and every worker's cold copy would run it on every flush until the learner's first model
+        arrived: in the two-worker kill test that blocked the loop long enough to miss heartbeats and re-decide
+        products under two models. The stream's remedy for the basin is ``llmens fit`` (:meth:`from_batch`)."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         n = len(items_)
-        if self._races_first_batch(icode, wcode, n):
-            return self.first_batch_stats(items, workers, labels)
         T = self._batch_posterior(icode, wcode, lcode, n)
         self._hold_clusters = True
         try:

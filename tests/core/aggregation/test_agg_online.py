@@ -189,8 +189,7 @@ def test_a_cold_model_s_first_dense_batch_takes_the_batch_race_s_basin():
     """Online EM keeps the basin it starts in. On the shipped real-LLM gender votes the one right model (92.5 %)
     is outvoted by two that answer "unisex" on most items: one cold online pass stayed in the majority's
     basin (39.6 %) while the batch race, from every dense LLM's start, found the right one. A cold model's first
-    batch with dense LLMs is now learnt from that race, in ``partial_fit`` and in ``batch_stats`` (the stream's
-    deltas, folded in by the learner), so both make the batch decisions."""
+    batch with dense LLMs is learnt from that race in ``partial_fit``, so one pass makes the batch decisions."""
     from llmens_core.aggregation import default_aggregator
     from llmens_core.scoring import real_llm_votes
 
@@ -199,14 +198,31 @@ def test_a_cold_model_s_first_dense_batch_takes_the_batch_race_s_basin():
     decided = dict(zip(batch.items_.tolist(), batch.predict().tolist(), strict=True))
     assert batch.multistart_  # the race left the majority's basin
     online = OnlineDawidSkene().partial_fit(it, wk, lb)
-    learner = OnlineDawidSkene()
-    learner.apply(OnlineDawidSkene().batch_stats(it, wk, lb))
-    for model in (online, learner):
-        assert model.candidate_ == batch.candidate_
-        items, proba = model.predict_proba_batch(it, wk, lb)
-        assert [model.classes_[k] for k in proba.argmax(1)] == [decided[i] for i in items.tolist()]
+    assert online.candidate_ == batch.candidate_
+    items, proba = online.predict_proba_batch(it, wk, lb)
+    assert [online.classes_[k] for k in proba.argmax(1)] == [decided[i] for i in items.tolist()]
     accuracy = np.mean([decided[i] == g for i, g in gold.items() if i in decided])
     assert accuracy > 0.9
+
+
+def test_the_stream_s_delta_from_a_cold_model_is_the_plain_e_step_not_the_race():
+    """``batch_stats`` runs on a worker's event loop for every flush until the learner's first model arrives;
+    racing there blocked the loop (missed heartbeats, products re-decided under two models in the kill test).
+    On a cold model it must give exactly the one-E-step statistics, the same as a cold ``partial_fit`` with
+    the race skipped (``inner_iter=1``), never the race's."""
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), _ = real_llm_votes()["gender"]
+    cold = OnlineDawidSkene()
+    stats = cold.batch_stats(it, wk, lb)
+    assert cold.n_items_ == 0 and cold.t == 0  # the model is unchanged
+    plain = OnlineDawidSkene()
+    items_, icode, wcode, lcode, _ = plain._encode_batch(it, wk, lb, grow=True)
+    n = len(items_)
+    e_step = plain._stats_from(icode, wcode, lcode, plain._batch_posterior(icode, wcode, lcode, n), n)
+    raced = plain.first_batch_stats(it, wk, lb)
+    assert np.allclose(stats.aligned(e_step.workers, e_step.classes).confusion, e_step.confusion)
+    assert not np.allclose(stats.aligned(raced.workers, raced.classes).confusion, raced.confusion)
 
 
 def test_only_a_cold_model_s_first_batch_with_a_dense_worker_is_raced():
