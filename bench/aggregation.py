@@ -2,11 +2,11 @@
 
 Datasets: the five shared crowd sets, every recorded GPT attribute in ``../shared/data/llm_predictions``, every
 attribute of the real local LLMs' votes shipped in ``llmens_core/data`` (``real:``, issue 13), and synthetic
-worlds generated here (a panel of three base models x three correlated runs plus one strong
-independent model; a dense asymmetric panel; a sparse crowd). Columns: ``default`` (batch), ``online`` (one
-shuffled pass), ``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the
-best single worker in hindsight (``best1``: among workers answering at least half of the gold items) and, on
-synthetic worlds, the Bayes ``oracle`` with the true parameters.
+worlds generated here (a panel of three base models x three correlated runs plus one strong independent model;
+a dense asymmetric panel; a sparse crowd; a sparse binary crowd with a rare positive class). Columns:
+``default`` (batch), ``online`` (one shuffled pass), ``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when
+installed), our ``1coin`` (IWMV), the best single worker in hindsight (``best1``: among workers answering at
+least half of the gold items) and, on synthetic worlds, the Bayes ``oracle`` with the true parameters.
 
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
 design constant chosen on data, the online model's ``inner_iter``, is chosen here per dataset by a gold-free
@@ -133,6 +133,19 @@ def datasets(crowd_dir: Path, llm_dir: Path):
     yield ("syn:families", *families_world())
     yield ("syn:panel", *ds_world(1, 2000, 6, 4, 1.0))
     yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
+    yield ("syn:rare", *rare_positive_world())
+
+
+def rare_positive_world(seed: int = 3):
+    """A sparse binary crowd with 12 % positives (``agg_synth.imbalanced_crowd``, the world of the tests; seed 3
+    is not one the tests use): 3,000 items, three votes each from 120 workers of heavy-tailed activity."""
+    sys.path.insert(0, str(REPO / "tests" / "core" / "aggregation"))
+    from agg_synth import imbalanced_crowd
+
+    items, workers, labels, z, log_joint = imbalanced_crowd(np.random.default_rng(seed))
+    truth = {str(i): str(t) for i, t in enumerate(z)}
+    return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(), truth,
+            float((log_joint.argmax(1) == z).mean()))
 
 
 def best_single(items, workers, labels, truth) -> float | None:

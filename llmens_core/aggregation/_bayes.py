@@ -227,15 +227,10 @@ def loo_vote_loglik(
     return loo_vote_logliks(unit, worker, label, c, theta, [pi], n_units, copy)[0]
 
 
-def loo_vote_logliks(unit, worker, label, c, theta, pis, n_units, copy=None, decisions: bool = False) -> list:
-    """:func:`loo_vote_loglik` for several class priors ``pis`` sharing the confusions (one pass over votes).
-
-    With ``decisions``, each entry is ``(loglik (V,), decision (V, K))``: the decision the unit's other votes
-    make (the argmax of the same held-out posterior; a tie shares the credit), for :func:`agreement_beyond_chance`.
-    """
+def loo_vote_logliks(unit, worker, label, c, theta, pis, n_units, copy=None) -> list[np.ndarray]:
+    """:func:`loo_vote_loglik` for several class priors ``pis`` sharing the confusions (one pass over votes)."""
     if not len(unit):
-        K = theta.shape[-1]
-        return [(np.zeros(0), np.zeros((0, K))) if decisions else np.zeros(0) for _ in pis]
+        return [np.zeros(0) for _ in pis]
     K = theta.shape[-1]
     log_theta = np.log(np.maximum(theta, 1e-300))
     lj = _em.log_joint(unit, worker * K + label, c, np.zeros(K), log_theta, n_units)
@@ -249,33 +244,8 @@ def loo_vote_logliks(unit, worker, label, c, theta, pis, n_units, copy=None, dec
         if copy is not None:
             rho, share = copy
             p = rho * share + (1.0 - rho) * p
-        ll = np.log(np.maximum(p, 1e-300))
-        if decisions:
-            top = post >= post.max(axis=1, keepdims=True) * (1.0 - 1e-12)
-            out.append((ll, top / top.sum(axis=1, keepdims=True)))
-        else:
-            out.append(ll)
+        out.append(np.log(np.maximum(p, 1e-300)))
     return out
-
-
-def agreement_beyond_chance(decision: np.ndarray, label: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Per held-out vote, ``1{decision = vote} - share of decisions equal to the vote's label``, shape (V,), from
-    ``decision`` (V, K) (as from :func:`loo_vote_logliks`), ``label`` (V,) and the votes' multiplicities
-    ``weight`` (V,) (None = 1) over which the decision shares are taken.
-
-    Its mean is the agreement of decisions with votes they did not see, minus the agreement of decisions drawn
-    at random with the same shares (Cohen's chance correction). For a worker of accuracy ``p`` over ``K``
-    classes answering symmetrically, it equals ``(p - (1 - p) / (K - 1)) * (acc - sum_k share_k * prior_k)``:
-    increasing in the decisions' accuracy, and zero for decisions that put every item in one class. So it
-    detects a fit that predicts votes well by merging classes (seen: relevance grades merged into one, 0.55
-    accuracy where majority vote had 0.75), which held-out likelihood rewards; the chance term also removes
-    most of raw agreement's pull towards the majority when workers lean to one label.
-    """
-    w = np.ones(len(label)) if weight is None else np.asarray(weight, dtype=float)
-    hit = decision[np.arange(len(label)), label]
-    total = w.sum()
-    share = (decision * w[:, None]).sum(axis=0) / total if total > 0 else np.zeros(decision.shape[1])
-    return hit - share[label]
 
 
 ALL_CANDIDATES = INDEPENDENT_CANDIDATES + tuple(

@@ -6,8 +6,6 @@ makes the same choice the batch model makes, without seeing a vote:
 - ``scores`` (C,): the held-out vote log-likelihood of every candidate on the delta's items, computed with the
   parameters *before* those items were learnt (prequential: each item is unseen data for the model), and
   ``score_m2`` (C, C) the sums of products of per-item scores (their paired standard errors);
-- ``agree`` (C,) and ``agree_m2`` (C, C): the same for the held-out agreement of every candidate's decisions
-  beyond chance (the veto of :mod:`~llmens_core.aggregation.selection`);
 - ``pairs`` (2, J, J): agreements of worker pairs and their co-voted units
   (:class:`~llmens_core.aggregation.dependence.PairStats`).
 
@@ -25,7 +23,7 @@ from llmens_core.aggregation._bayes import CANDIDATE_NAMES
 
 __all__ = ["SufficientStats", "clamped_stats"]
 
-_FORMAT = 3
+_FORMAT = 2
 C = len(CANDIDATE_NAMES)
 
 
@@ -35,14 +33,14 @@ class SufficientStats:
     Attributes:
         workers (J names), classes (K names); confusion (J, K, K) soft counts ``[worker, true, given]``;
         class_counts (K,); n_items (items with a vote); scores (C,), score_m2 (C, C), n_votes (votes scored)
-        and agree (C,), agree_m2 (C, C) for the candidates of :data:`~._bayes.CANDIDATE_NAMES`; pairs (2, J, J).
+        for the candidates of :data:`~._bayes.CANDIDATE_NAMES`; pairs (2, J, J).
     """
 
     __slots__ = ("workers", "classes", "confusion", "class_counts", "n_items", "scores", "score_m2",
-                 "n_votes", "pairs", "agree", "agree_m2")
+                 "n_votes", "pairs")
 
     def __init__(self, workers=(), classes=(), confusion=None, class_counts=None, n_items: float = 0.0,
-                 scores=None, score_m2=None, n_votes: float = 0.0, pairs=None, agree=None, agree_m2=None):
+                 scores=None, score_m2=None, n_votes: float = 0.0, pairs=None):
         self.workers = list(workers)
         self.classes = list(classes)
         J, K = len(self.workers), len(self.classes)
@@ -53,8 +51,6 @@ class SufficientStats:
         self.score_m2 = np.zeros((C, C)) if score_m2 is None else np.asarray(score_m2, float).reshape(C, C)
         self.n_votes = float(n_votes)
         self.pairs = np.zeros((2, J, J)) if pairs is None else np.asarray(pairs, float).reshape(2, J, J)
-        self.agree = np.zeros(C) if agree is None else np.asarray(agree, float).reshape(C)
-        self.agree_m2 = np.zeros((C, C)) if agree_m2 is None else np.asarray(agree_m2, float).reshape(C, C)
 
     def aligned(self, workers: Sequence[Hashable], classes: Sequence[Hashable]) -> SufficientStats:
         """The same statistics laid out on ``workers`` x ``classes`` (supersets of this one's names)."""
@@ -64,8 +60,7 @@ class SufficientStats:
         if missing:
             raise ValueError(f"names missing from the target layout: {missing[:10]}")
         out = SufficientStats(workers, classes, n_items=self.n_items, scores=self.scores,
-                              score_m2=self.score_m2, n_votes=self.n_votes, agree=self.agree,
-                              agree_m2=self.agree_m2)
+                              score_m2=self.score_m2, n_votes=self.n_votes)
         kc = np.array([ci[c] for c in self.classes], dtype=np.int64)
         if self.classes:
             out.class_counts[kc] = self.class_counts
@@ -83,8 +78,7 @@ class SufficientStats:
         a, b = self.aligned(workers, classes), other.aligned(workers, classes)
         return SufficientStats(workers, classes, a.confusion + b.confusion, a.class_counts + b.class_counts,
                                a.n_items + b.n_items, a.scores + b.scores, a.score_m2 + b.score_m2,
-                               a.n_votes + b.n_votes, a.pairs + b.pairs, a.agree + b.agree,
-                               a.agree_m2 + b.agree_m2)
+                               a.n_votes + b.n_votes, a.pairs + b.pairs)
 
     def __add__(self, other: SufficientStats) -> SufficientStats:
         return self.merge(other)
@@ -93,15 +87,13 @@ class SufficientStats:
         return {"format": _FORMAT, "workers": self.workers, "classes": self.classes,
                 "confusion": self.confusion.ravel().tolist(), "class_counts": self.class_counts.tolist(),
                 "n_items": self.n_items, "scores": self.scores.tolist(), "score_m2": self.score_m2.ravel().tolist(),
-                "n_votes": self.n_votes, "pairs": self.pairs.ravel().tolist(), "agree": self.agree.tolist(),
-                "agree_m2": self.agree_m2.ravel().tolist()}
+                "n_votes": self.n_votes, "pairs": self.pairs.ravel().tolist()}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> SufficientStats:
-        """Also reads formats 1 (no criterion fields) and 2 (no agreement: it adds no veto)."""
+        """Also reads format 1 (no criterion fields)."""
         return cls(d["workers"], d["classes"], d["confusion"], d["class_counts"], d["n_items"],
-                   d.get("scores"), d.get("score_m2"), d.get("n_votes", 0.0), d.get("pairs"), d.get("agree"),
-                   d.get("agree_m2"))
+                   d.get("scores"), d.get("score_m2"), d.get("n_votes", 0.0), d.get("pairs"))
 
     def to_bytes(self) -> bytes:
         """orjson encoding; floats round-trip exactly. Names must be JSON scalars (str/int)."""

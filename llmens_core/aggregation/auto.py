@@ -12,10 +12,7 @@ net: the simplest candidate, ``pooled`` (one shared accuracy: majority vote with
 always in the race, so a richer model is used only when it predicts held-out votes better. A candidate is
 admitted only while its fits are identifiable (:func:`._bayes.identifiable`: on every class's items the
 workers on average, or at least one of them, answer that class more often than any other), since a fit that
-makes one class a copy of another can predict votes well and still mean nothing. For the same reason a
-candidate is vetoed when the decisions it makes from an item's other votes agree with the hidden vote, beyond
-chance, more than two standard errors less than the best candidate's (:func:`.selection.not_vetoed`,
-:func:`._bayes.agreement_beyond_chance`): a fit that merges classes predicts votes well and decides badly.
+makes one class a copy of another can predict votes well and still mean nothing.
 
 **Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, ``shared``, each with an
 empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
@@ -28,12 +25,11 @@ clearly better one, and the race alone never moves the majority-start pick.
 
 Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+class-prior"``), ``multistart_``
 (bool) and ``choice_`` (the name with ``"+multistart"`` when it applies), ``options_`` (the race, (candidate,
-multistart) pairs), ``admissible_`` (those whose training-fold fits were identifiable and that were not
-vetoed) and ``vetoed_``, ``cv_scores_`` {choice name: mean held-out log-likelihood per vote}, ``cv_agreement_``
-{choice name: mean held-out agreement beyond chance per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
+multistart) pairs) and ``admissible_`` (those whose training-fold fits were identifiable), ``cv_scores_``
+{choice name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
 ``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
 ``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_``, with ``cv_total_`` (C,) / ``cv_m2_``
-(C, C) / ``cv_votes_`` and ``cv_agree_total_`` (C,) / ``cv_agree_m2_`` (C, C): the scores by :data:`._bayes.ALL_CANDIDATES` on which the online criterion makes this
+(C, C) / ``cv_votes_``: the scores by :data:`._bayes.ALL_CANDIDATES` on which the online criterion makes this
 choice (the warm start of the online model, :meth:`~.online.OnlineDawidSkene.from_batch`).
 """
 
@@ -205,17 +201,13 @@ def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0) -> list[_Fold]
 
 
 def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequence[bool] = (False,)
-                   ) -> list[tuple[np.ndarray, np.ndarray, int, bool]]:
-    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the held-out agreement of its
-    decisions beyond chance summed per item, (I,) (:func:`._bayes.agreement_beyond_chance`, chance taken per
-    fold), the number of votes scored (see the module docstring; a vote alone on its item is not scored:
-    nothing predicts it), and whether every training-fold fit was identifiable (:func:`._bayes.identifiable`):
-    one tuple per start mode of ``starts`` (False: the majority-vote start; True: the best of
-    :func:`em_starts`). A fold's majority-start fit serves both modes, and items with the same held-out votes
-    are scored once."""
-    per_item = {ms: np.zeros(n_items) for ms in starts}
-    agree = {ms: np.zeros(n_items) for ms in starts}
-    n, ok = 0, dict.fromkeys(starts, True)
+                   ) -> list[tuple[np.ndarray, int, bool]]:
+    """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
+    (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
+    training-fold fit was identifiable (:func:`._bayes.identifiable`): one triple per start mode of ``starts``
+    (False: the majority-vote start; True: the best of :func:`em_starts`). A fold's majority-start fit serves
+    both modes, and items with the same held-out votes are scored once."""
+    per_item, n, ok = {ms: np.zeros(n_items) for ms in starts}, 0, dict.fromkeys(starts, True)
     for fold in folds:
         clusters, weights, _ = _clusters_of(fold.train, cand, hint)
         majority = fit_em(fold.train, cand, weights, tol=1e-6)
@@ -223,36 +215,29 @@ def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequenc
         n_units = len(fold.mult)
         c = dependence.vote_weights(un, wk, clusters)
         copy = dependence.copy_terms(un, wk, lb, clusters)
-        scored_by_fit: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        scored_by_fit: dict[int, np.ndarray] = {}
         for ms in starts:
             fit = best_fit(fold.train, cand, weights, tol=1e-6, majority=majority) if ms else majority
             ok[ms] = ok[ms] and _bayes.identifiable(fit.fitted.theta, fit.counts)
             if id(fit) not in scored_by_fit:
-                [(ll, decision)] = _bayes.loo_vote_logliks(un, wk, lb, c, fit.fitted.theta, [fit.fitted.pi],
-                                                           n_units, copy, decisions=True)
-                a = _bayes.agreement_beyond_chance(decision[sc], lb[sc], fold.mult[un[sc]])
-                scored_by_fit[id(fit)] = (
-                    np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item],
-                    np.bincount(un[sc], weights=a, minlength=n_units)[fold.unit_of_item])
-            per_item[ms] += scored_by_fit[id(fit)][0]
-            agree[ms] += scored_by_fit[id(fit)][1]
+                ll = _bayes.loo_vote_loglik(un, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_units, copy)
+                scored_by_fit[id(fit)] = np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item]
+            per_item[ms] += scored_by_fit[id(fit)]
         n += int(round(fold.mult[un[sc]].sum()))
-    return [(per_item[ms], agree[ms], n, ok[ms]) for ms in starts]
+    return [(per_item[ms], n, ok[ms]) for ms in starts]
 
 
-def _online_columns(M: np.ndarray, options: list, written: list[int], chosen: int) -> np.ndarray:
-    """Per-item scores (I, C) by :data:`._bayes.ALL_CANDIDATES` for the online model's criterion, from a race
-    matrix ``M`` (I, len(options)) (held-out log-likelihood, or agreement beyond chance): the columns of the
-    ``written`` options (the admissible ones and those the veto removed), with the chosen start's written last.
-    A candidate that was not scored, or not admissible, gets the worst written score, so that
-    :func:`.selection.choose` on these columns makes the batch choice (an unscored column of zeros would be a
-    perfect score; the vetoed ones' own columns make the online veto remove them again)."""
+def _online_columns(P: np.ndarray, options: list, allowed: list[int], chosen: int) -> np.ndarray:
+    """Per-item scores (I, C) by :data:`._bayes.ALL_CANDIDATES` for the online model's criterion, from the race's
+    ``P`` (I, len(options)): each admissible candidate as fitted from the chosen start. A candidate that was not
+    scored, or not admissible, gets the worst admissible score, so that :func:`.selection.choose` on these
+    columns makes the batch choice (an unscored column of zeros would be a perfect score)."""
     start = options[chosen][1]
-    same = [i for i in written if options[i][1] == start] or written
-    out = np.repeat(M[:, [min(same, key=lambda i: M[:, i].sum())]], len(_bayes.ALL_CANDIDATES), axis=1)
+    same = [i for i in allowed if options[i][1] == start] or allowed
+    out = np.repeat(P[:, [min(same, key=lambda i: P[:, i].sum())]], len(_bayes.ALL_CANDIDATES), axis=1)
     col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
-    for i in sorted(written, key=lambda i: options[i][1] == start):  # the chosen start's scores are written last
-        out[:, col[options[i][0]]] = M[:, i]
+    for i in sorted(allowed, key=lambda i: options[i][1] == start):  # the chosen start's scores are written last
+        out[:, col[options[i][0]]] = P[:, i]
     return out
 
 
@@ -299,12 +284,10 @@ class AutoDawidSkene(Aggregator):
         return np.asarray([codes.setdefault(self.families[w], len(codes)) if w in self.families else -1
                            for w in workers.tolist()], dtype=np.int64)
 
-    def _select(self, votes: Votes, d: _Units, hint) -> tuple[int, np.ndarray, np.ndarray]:
-        """The choice (candidate, multistart): its index in ``options_``, and the race's per-item scores (I, options)
-        of held-out log-likelihood and of agreement beyond chance.
+    def _select(self, votes: Votes, d: _Units, hint) -> tuple[int, np.ndarray]:
+        """The choice (candidate, multistart): its index in ``options_``, and the race's per-item scores (I, options).
 
-        Options whose agreement beyond chance is clearly below the best one's of the same start mode are vetoed
-        (:func:`.selection.not_vetoed`; per start mode, as the online criterion sees one start). The one-standard-error rule (:func:`.selection.simplest_within`) picks a structure among the independent
+        The one-standard-error rule (:func:`.selection.simplest_within`) picks a structure among the independent
         candidates fitted from the majority-vote start and, when there are dense workers, separately among the
         same fitted from the best of :func:`em_starts`; the second pick is taken only if it is more than one
         standard error better than the first (another basin than the majority's must predict held-out votes
@@ -316,24 +299,19 @@ class AutoDawidSkene(Aggregator):
             starts = (bool(self.multistart),)
         indep = sorted((c for c in self.candidates if not c.dependent), key=_bayes.ALL_CANDIDATES.index)
         options = [(c, ms) for c in indep for ms in starts]
-        per_option, per_agree, ok, n = [], [], [], 0
+        per_option, ok, n = [], [], 0
         if len(options) > 1 or self.dependence:
             folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers,
                              votes.n_classes, self.folds, self.seed)
             for c in indep:
                 raced = heldout_loglik(folds, votes.n_items, c, hint, starts)
-                per_option += [scores for scores, _, _, _ in raced]
-                per_agree += [agree for _, agree, _, _ in raced]
-                ok += [good for _, _, _, good in raced]
-                n = raced[0][2]
+                per_option += [scores for scores, _, _ in raced]
+                ok += [good for _, _, good in raced]
+                n = raced[0][1]
         else:
-            per_option, per_agree, ok = [np.zeros(votes.n_items)], [np.zeros(votes.n_items)], [True]
-        identifiable = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
-        P, A = np.stack(per_option, axis=1), np.stack(per_agree, axis=1)
-        a_total, a_m2 = selection.moments(A)
-        allowed = sorted(i for ms in starts for i in selection.not_vetoed(
-            a_total, a_m2, votes.n_items, n, [i for i in identifiable if options[i][1] == ms]))
-        self.vetoed_ = [options[i] for i in identifiable if i not in allowed]
+            per_option, ok = [np.zeros(votes.n_items)], [True]
+        allowed = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
+        P = np.stack(per_option, axis=1)
         total, m2 = selection.moments(P)
         per_start = {ms: selection.simplest_within(total, m2, votes.n_items, n, group)
                      for ms in starts if (group := [i for i in allowed if options[i][1] == ms])}
@@ -343,11 +321,10 @@ class AutoDawidSkene(Aggregator):
             chosen = per_start[True]
         if self.dependence:
             c, ms = options[chosen]
-            [(scores, agree, n, good)] = heldout_loglik(
-                folds, votes.n_items, _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
+            [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
+                                                 _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
             options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
             P = np.concatenate([P, scores[:, None]], axis=1)
-            A = np.concatenate([A, agree[:, None]], axis=1)
             total, m2 = selection.moments(P)
             if good:
                 allowed.append(len(options) - 1)
@@ -358,8 +335,7 @@ class AutoDawidSkene(Aggregator):
         self.admissible_ = [options[i] for i in allowed]
         self.cv_votes_ = float(n)
         self.cv_scores_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, self.cv_option_total_)}
-        self.cv_agreement_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, A.sum(axis=0))}
-        return chosen, P, A
+        return chosen, P
 
     def _fit_identifiable(self, d: _Units, chosen: int, hint, n_items: int):
         """Fit option ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the
@@ -379,13 +355,11 @@ class AutoDawidSkene(Aggregator):
         J, K = votes.n_workers, votes.n_classes
         hint = self._hint(votes.workers)
         d, unit_of_item = _units(votes.item, votes.worker, votes.label, votes.n_items, J, K)
-        chosen, P, A = self._select(votes, d, hint)
+        chosen, P = self._select(votes, d, hint)
         chosen, left, fit, self.clusters_, pairs = self._fit_identifiable(d, chosen, hint, votes.n_items)
         self.candidate_, self.multistart_ = self.options_[chosen]
         # the online warm start's criterion (from_batch): scores by ALL_CANDIDATES that reproduce this choice
-        written = sorted(set(left) | {self.options_.index(o) for o in self.vetoed_})
-        self.cv_total_, self.cv_m2_ = selection.moments(_online_columns(P, self.options_, written, chosen))
-        self.cv_agree_total_, self.cv_agree_m2_ = selection.moments(_online_columns(A, self.options_, written, chosen))
+        self.cv_total_, self.cv_m2_ = selection.moments(_online_columns(P, self.options_, left, chosen))
         self.choice_ = _choice_name(self.candidate_, self.multistart_)
         self.pair_stats_ = pairs.as_array()
         self.confusion_, self.priors_ = fit.fitted.theta, fit.fitted.pi

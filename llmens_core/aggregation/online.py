@@ -10,8 +10,7 @@ effective number of items behind them, ``n_eff = 1 / sum(weights**2)``.
 **The same choice as the batch default** (:class:`~llmens_core.aggregation.auto.AutoDawidSkene`): every
 candidate of :data:`~._bayes.ALL_CANDIDATES` is an M-step of the same statistics; before a mini-batch is
 learnt, each candidate predicts every vote of it from the item's other votes (prequential held-out vote
-log-likelihood: the model has not seen those items) and is compared with the decision those other votes make
-(agreement beyond chance), and the running sums feed :func:`.selection.choose`: the veto and the
+log-likelihood: the model has not seen those items), and the running sums feed :func:`.selection.choose`, the
 one-standard-error rule the batch model applies to its cross-validated scores. Residual agreement of worker
 pairs is accumulated the same way and gives the correlated-worker clusters (:mod:`.dependence`). The
 E-step uses the chosen candidate. A cold model (no statistics) is the weak prior: majority vote. In
@@ -35,7 +34,7 @@ from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
 
 __all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"]
 
-_FORMAT = 3
+_FORMAT = 2
 _C = len(_bayes.ALL_CANDIDATES)
 _DERIVED = ("_ready", "_counts", "_all_fitted", "candidate_", "_clusters", "_clusters_key", "confusion_", "priors_",
             "_log_theta", "_log_pi", "_cluster", "_rho", "_lt_rows", "_params")
@@ -152,7 +151,6 @@ class OnlineDawidSkene:
         self.S = np.zeros((0, 0, 0))
         self.S_class = np.zeros(0)
         self.score, self.score_m2, self.score_votes = np.zeros(_C), np.zeros((_C, _C)), 0.0
-        self.agree, self.agree_m2 = np.zeros(_C), np.zeros((_C, _C))
         self.pairs = np.zeros((2, 0, 0))
         if classes:
             self.add_classes(classes)
@@ -217,7 +215,7 @@ class OnlineDawidSkene:
         allowed = tuple(self.candidates)
         while True:  # the criterion's choice among the candidates whose fit is identifiable
             self.candidate_ = c = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
-                                                   allowed, (n * self.agree, n * self.agree_m2))
+                                                   allowed)
             f = _bayes.m_step(counts, class_counts, c.structure, c.class_prior)
             rest = tuple(a for a in allowed if (a.structure, a.class_prior) != (c.structure, c.class_prior))
             if not rest or _bayes.identifiable(f.theta, counts):
@@ -373,11 +371,10 @@ class OnlineDawidSkene:
 
     # ------------------------------------------------------------------ learning
     def _heldout_scores(self, it, wk, lb, n_items) -> np.ndarray:
-        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C), and the
-        held-out agreement of its decisions beyond chance, (U, C). Candidates sharing confusions are scored in one
-        pass; a dependent candidate without any dependent cluster scores as its independent twin."""
+        """Per-unit held-out vote log-likelihood of every candidate under the current parameters, (U, C).
+        Candidates sharing confusions are scored in one pass; a dependent candidate without any dependent
+        cluster scores as its independent twin."""
         per_unit = np.zeros((n_items, _C))
-        agree = np.zeros((n_items, _C))
         col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
         dependent = self._clusters.dependent
         groups: dict = {}
@@ -389,24 +386,22 @@ class OnlineDawidSkene:
             priors = list(dict.fromkeys(t.class_prior for t in twins))
             fitted = {t.class_prior: self._fitted[t] for t in twins}
             c, copy = dep if weighted else (None, None)
-            scored = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]].theta,
-                                             [fitted[k].pi for k in priors], n_items, copy, decisions=True)
-            by_prior = {k: (np.bincount(it, weights=ll, minlength=n_items),
-                            np.bincount(it, weights=_bayes.agreement_beyond_chance(dec, lb), minlength=n_items))
-                        for k, (ll, dec) in zip(priors, scored, strict=True)}
+            lls = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]].theta,
+                                          [fitted[k].pi for k in priors], n_items, copy)
+            by_prior = {k: np.bincount(it, weights=ll, minlength=n_items) for k, ll in zip(priors, lls, strict=True)}
             for cand in cands:
-                per_unit[:, col[cand]], agree[:, col[cand]] = by_prior[cand.class_prior]
-        return per_unit, agree
+                per_unit[:, col[cand]] = by_prior[cand.class_prior]
+        return per_unit
 
-    def _criterion(self, icode, wcode, lcode, n_items) -> tuple:
+    def _criterion(self, icode, wcode, lcode, n_items) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
         """Held-out scores of a batch: two-fold cross-validation inside the batch, each half scored by the
         candidates after one online step on the other half (nothing of the scored half was learnt); per-candidate
-        sums (C,), product sums (C, C), votes scored, the pair agreement counts (2, J, J), and the agreement
-        beyond chance's sums (C,) and product sums (C, C). The model is left unchanged."""
+        sums (C,), product sums (C, C), votes scored, and the pair agreement counts (2, J, J).
+        The model is left unchanged."""
         half = np.random.default_rng(self.version).permutation(n_items) % 2
         T = self._batch_posterior(icode, wcode, lcode, n_items)
         scored = np.bincount(icode, minlength=n_items)[icode] >= 2
-        per_unit, agree = np.zeros((n_items, _C)), np.zeros((n_items, _C))
+        per_unit = np.zeros((n_items, _C))
         snap = self._state()
         for h in (0, 1):
             train = half[icode] != h
@@ -414,24 +409,21 @@ class OnlineDawidSkene:
             if not train.any() or not test.any():
                 continue
             self.apply(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
-            ll, a = self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
-            per_unit += ll
-            agree += a
+            per_unit += self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
             self._restore(snap)
         pairs = dependence.pair_stats(icode, wcode, lcode, len(self.workers_))
         total, m2 = selection.moments(per_unit)
         n_scored = float(sum(((half[icode] == h) & scored).sum() for h in (0, 1) if (half[icode] != h).any()))
-        return (total, m2, n_scored, pairs.as_array(), *selection.moments(agree))
+        return total, m2, n_scored, pairs.as_array()
 
     def _stats_from(self, icode, wcode, lcode, T, n_items, crit=None) -> SufficientStats:
         J, K = len(self.workers_), len(self.classes_)
         has = np.bincount(icode, minlength=n_items) > 0
         Tm = T * has[:, None]
         conf = _em.confusion_counts(icode, wcode * K + lcode, Tm, J)
-        total, m2, n_votes, pairs, agree, agree_m2 = crit if crit is not None else (None, None, 0.0, None, None,
-                                                                                    None)
+        total, m2, n_votes, pairs = crit if crit is not None else (None, None, 0.0, None)
         return SufficientStats(list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum()),
-                               total, m2, n_votes, pairs, agree, agree_m2)
+                               total, m2, n_votes, pairs)
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
         """E-step contribution of a mini-batch under the current parameters, with its held-out criterion
@@ -497,8 +489,6 @@ class OnlineDawidSkene:
             self.score = keep * self.score + eta * (d.scores / b)
             self.score_m2 = keep * self.score_m2 + eta * (d.score_m2 / b)
             self.score_votes = keep * self.score_votes + eta * (d.n_votes / b)
-            self.agree = keep * self.agree + eta * (d.agree / b)
-            self.agree_m2 = keep * self.agree_m2 + eta * (d.agree_m2 / b)
             self.pairs = keep * self.pairs + eta * (d.pairs / b)
             self.q = keep**2 * self.q + eta**2 / b
             self.t += b
@@ -510,13 +500,12 @@ class OnlineDawidSkene:
     def _state(self) -> tuple:
         """The statistics and what :meth:`_refresh` derived from them (arrays are replaced, never written in
         place, so references suffice): restoring it needs no new M-step."""
-        return ((self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.agree, self.agree_m2,
-                 self.pairs, self.q, self.t, self.n_items_, self.version),
-                {a: getattr(self, a) for a in _DERIVED if hasattr(self, a)})
+        return ((self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
+                 self.n_items_, self.version), {a: getattr(self, a) for a in _DERIVED if hasattr(self, a)})
 
     def _restore(self, st: tuple) -> None:
-        (self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.agree, self.agree_m2,
-         self.pairs, self.q, self.t, self.n_items_, self.version), derived = st
+        (self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
+         self.n_items_, self.version), derived = st
         self.__dict__.update(derived)
 
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
@@ -566,7 +555,7 @@ class OnlineDawidSkene:
                                dependence=any(c.dependent for c in self.candidates)).fit(items, workers, labels)
         return SufficientStats(model.workers_.tolist(), model.classes_.tolist(), model.counts_,
                                model.class_counts_, model.n_items_with_votes_, model.cv_total_, model.cv_m2_,
-                               model.cv_votes_, model.pair_stats_, model.cv_agree_total_, model.cv_agree_m2_)
+                               model.cv_votes_, model.pair_stats_)
 
     def _refined_stats(self, icode, wcode, lcode, n) -> SufficientStats:
         """The batch's statistics after up to ``inner_iter`` E-steps (the model is left unchanged)."""
@@ -590,8 +579,7 @@ class OnlineDawidSkene:
         """Current averaged statistics scaled to counts (``n_eff`` times the averages)."""
         n = self.n_eff
         return SufficientStats(list(self.workers_), list(self.classes_), n * self.S, n * self.S_class, n,
-                               n * self.score, n * self.score_m2, n * self.score_votes, n * self.pairs,
-                               n * self.agree, n * self.agree_m2)
+                               n * self.score, n * self.score_m2, n * self.score_votes, n * self.pairs)
 
     def summary(self) -> dict:
         """JSON-able snapshot of the model."""
@@ -620,15 +608,13 @@ class OnlineDawidSkene:
             "workers": self.workers_, "classes": self.classes_, "S": self.S.ravel().tolist(),
             "S_class": self.S_class.tolist(), "score": self.score.tolist(),
             "score_m2": self.score_m2.ravel().tolist(), "score_votes": self.score_votes,
-            "pairs": self.pairs.ravel().tolist(), "agree": self.agree.tolist(),
-            "agree_m2": self.agree_m2.ravel().tolist()})
+            "pairs": self.pairs.ravel().tolist()})
 
     @classmethod
     def from_bytes(cls, b: bytes | bytearray | memoryview | str) -> OnlineDawidSkene:
-        """Reads formats 3 and 2 (a format-2 model has no agreement yet: its first batches add the veto); format 1
-        models, with the old priors, are refused: refit them with ``llmens fit``."""
+        """Reads format 2 (format 1 models, with the old priors, are refused: refit them with ``llmens fit``)."""
         d = orjson.loads(b)
-        if d.get("format") not in (2, _FORMAT):
+        if d.get("format") != _FORMAT:
             raise ValueError(f"model format {d.get('format')} is not {_FORMAT}")
         m = cls(None, families=dict(d["families"]), **d["config"])
         m.add_classes(d["classes"])
@@ -640,8 +626,6 @@ class OnlineDawidSkene:
         m.score_m2 = np.asarray(d["score_m2"], dtype=float).reshape(_C, _C)
         m.score_votes = float(d["score_votes"])
         m.pairs = np.asarray(d["pairs"], dtype=float).reshape(2, J, J)
-        m.agree = np.asarray(d.get("agree", np.zeros(_C)), dtype=float)
-        m.agree_m2 = np.asarray(d.get("agree_m2", np.zeros((_C, _C))), dtype=float).reshape(_C, _C)
         m.version, m.t, m.q, m.n_items_ = d["version"], d["t"], d["q"], d["n_items"]
         m._refresh()
         return m
@@ -659,7 +643,6 @@ class OnlineDawidSkene:
             o.pairs = model.pair_stats_ / m
             o.score, o.score_m2 = model.cv_total_ / m, model.cv_m2_ / m
             o.score_votes = model.cv_votes_ / m
-            o.agree, o.agree_m2 = model.cv_agree_total_ / m, model.cv_agree_m2_ / m
             o.q, o.t, o.n_items_ = 1.0 / n, n, n
         o.version = 1
         o._refresh()

@@ -42,3 +42,25 @@ def sample_votes(rng, conf, n_items, pi=None, p_vote=1.0):
 @pytest.fixture(name="rng")
 def _rng():
     return np.random.default_rng(12345)
+
+
+def imbalanced_crowd(rng, n_items=3000, n_workers=120, votes_per_item=3, positive=0.12, zipf=1.6):
+    """A sparse binary crowd with a rare positive class (duplicate detection, a yes/no attribute): workers of
+    heavy-tailed activity (Zipf), each item answered by ``votes_per_item`` of them, sensitivity U(0.55, 0.95)
+    below specificity U(0.85, 0.995). Returns ``(items, workers, labels, truth, log_joint)``, ``log_joint``
+    (I, 2) the log-probability of each item's votes and class under the true parameters (its argmax is the
+    Bayes oracle)."""
+    activity = rng.zipf(zipf, n_workers).astype(float)
+    keys = np.log(activity / activity.sum()) + rng.gumbel(size=(n_items, n_workers))
+    who = np.argpartition(-keys, votes_per_item - 1, axis=1)[:, :votes_per_item]  # weighted, no repeats
+    z = (rng.random(n_items) < positive).astype(int)
+    sens, spec = rng.uniform(0.55, 0.95, n_workers), rng.uniform(0.85, 0.995, n_workers)
+    items = np.repeat(np.arange(n_items), votes_per_item)
+    workers = who.ravel()
+    p_yes = np.where(z[items] == 1, sens[workers], 1.0 - spec[workers])
+    labels = (rng.random(len(items)) < p_yes).astype(int)
+    p_label = np.stack([np.where(labels == 1, 1.0 - spec[workers], spec[workers]),
+                        np.where(labels == 1, sens[workers], 1.0 - sens[workers])], axis=1)
+    log_joint = np.log([1.0 - positive, positive]) + np.add.reduceat(np.log(p_label), np.arange(0, len(items),
+                                                                                             votes_per_item))
+    return items, workers, labels, z, log_joint

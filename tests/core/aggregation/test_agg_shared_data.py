@@ -42,9 +42,9 @@ def test_default_within_half_a_point_of_the_better_of_mv_and_ds(name):
 
 
 @pytest.mark.skipif(not (CROWD / "web").is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
-@pytest.mark.xfail(strict=True, reason="issue 11 open: on 256 web items (seed 3) the agreement veto removes the "
-                   "learned class prior that merged classes 1 and 2 into 3 (55.1 %), but the next choice, shared, "
-                   "gives 73.8 % against majority vote 77.3 %; see docs/aggregation.md, small samples")
+@pytest.mark.xfail(strict=True, reason="issue 11 open: on 256 web items (seed 3) the criterion picks a learned "
+                   "class prior that merges classes 1 and 2 into 3 (55.1 % against majority vote 77.3 %); see "
+                   "docs/aggregation.md, small samples")
 def test_default_keeps_majority_vote_s_accuracy_on_a_small_sample_of_a_sparse_crowd():
     import numpy as np
 

@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from agg_synth import sample_votes
+from agg_synth import imbalanced_crowd, sample_votes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +20,6 @@ from llmens_core.aggregation import (
     selection,
 )
 from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, m_step
-from llmens_core.aggregation.auto import _choice_name
 from llmens_core.aggregation.evaluate import run_online
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -89,6 +88,22 @@ def test_selection_leaves_majority_vote_for_unequal_workers(seed):
     assert acc > (MajorityVote().fit_predict(it, wk, lb).astype(int) == z).mean() + 0.05
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_rare_positive_class_in_a_sparse_crowd_keeps_majority_vote_s_accuracy(seed):
+    """A yes/no attribute with 12 % positives, three votes per item from a sparse crowd, workers who miss more
+    positives than they invent. The learned class prior is what fits these votes, and choosing against it
+    costs accuracy: a veto on held-out agreement beyond chance (measured at the decisions' shares, so it
+    favours balanced decisions) once removed every learned prior here and fell 12 to 18 points below majority
+    vote (76.7, 82.7, 81.3 against 94.9, 96.6, 97.0 on these seeds)."""
+    it, wk, lb, z, log_joint = imbalanced_crowd(np.random.default_rng(seed))
+    model = default_aggregator().fit(it, wk, lb)
+    acc = (model.predict().astype(int) == z[model.items_.astype(int)]).mean()
+    mv = (MajorityVote().fit_predict(it, wk, lb).astype(int) == z).mean()
+    assert model.candidate_.class_prior == "learned", model.choice_
+    assert acc >= mv - 0.01, (acc, mv, model.choice_)
+    assert acc >= (log_joint.argmax(1) == z).mean() - 0.01  # the Bayes oracle, within a point
+
+
 def test_one_se_rule_prefers_the_simpler_candidate_on_a_tie():
     C = len(ALL_CANDIDATES)
     rng = np.random.default_rng(0)
@@ -98,44 +113,6 @@ def test_one_se_rule_prefers_the_simpler_candidate_on_a_tie():
     per_unit[:, 4] += 0.5  # "full" clearly better on every unit
     total, m2 = selection.moments(per_unit)
     assert selection.choose(total, m2, 100, 300) == INDEPENDENT_CANDIDATES[4]
-
-
-def test_the_veto_removes_a_likelier_candidate_whose_decisions_agree_clearly_less_with_held_out_votes():
-    """The class-merging failure: "full" predicts held-out votes best, but its decisions agree with the votes
-    they did not see clearly less than the others' do. Vetoed, the one-standard-error rule falls back to the
-    simplest candidate; by agreement within two standard errors, nothing is vetoed and "full" wins."""
-    C = len(ALL_CANDIDATES)
-    rng = np.random.default_rng(1)
-    ll = np.tile(rng.normal(-1.0, 0.1, (200, 1)), (1, C))
-    ll[:, 4] += 0.5
-    agree = np.tile(rng.normal(0.3, 0.05, (200, 1)), (1, C)) + rng.normal(0.0, 0.01, (200, C))
-    total, m2 = selection.moments(ll)
-    clear = agree.copy()
-    clear[:, 4] -= 0.2
-    assert selection.choose(total, m2, 200, 600, agreement=selection.moments(clear)) == INDEPENDENT_CANDIDATES[0]
-    slight = agree.copy()
-    slight[:, 4] -= 0.001
-    assert selection.choose(total, m2, 200, 600, agreement=selection.moments(slight)) == INDEPENDENT_CANDIDATES[4]
-    assert selection.not_vetoed(*selection.moments(clear), 200, 600, [0, 4]) == [0]
-    assert selection.not_vetoed(*selection.moments(clear), 0, 0, [0, 4]) == [0, 4]  # nothing scored: no veto
-
-
-@given(st.integers(2, 5), st.integers(1, 60), st.integers(0, 2**31 - 1))
-@SETTINGS
-def test_agreement_beyond_chance_is_zero_for_constant_decisions_and_positive_for_correct_ones(K, V, seed):
-    rng = np.random.default_rng(seed)
-    label = rng.integers(0, K, V)
-    weight = rng.integers(1, 4, V).astype(float)
-    constant = np.zeros((V, K))
-    constant[:, rng.integers(K)] = 1.0
-    assert np.allclose(_bayes.agreement_beyond_chance(constant, label, weight), 0.0)
-    perfect = np.eye(K)[label]
-    a = _bayes.agreement_beyond_chance(perfect, label, weight)
-    assert (a >= -1.0).all() and (a <= 1.0).all()
-    expected = 1.0 - (np.bincount(label, weights=weight, minlength=K) / weight.sum()) ** 2 @ np.ones(K)
-    assert np.isclose((a * weight).sum() / weight.sum(), expected)  # 1 minus the chance of matching by shares
-    if len(np.unique(label)) > 1:
-        assert (a * weight).sum() > 0
 
 
 @SETTINGS
@@ -302,8 +279,7 @@ def test_racing_the_starts_keeps_the_majority_start_pick_unless_another_basin_is
     """The `llmens fit` panel (tests/streams/test_fit.py) on a closed label set with an unvoted class: a
     multistart fit scored a little better than the majority-start pick there, which once moved the choice to a
     basin where the 0.95 LLM looked 0.86 (decisions 0.973 -> 0.883). A second basin must beat the majority-start
-    pick by more than one standard error; by less, the race leaves the choice as it is without the race. Either
-    way the decisions stay those of the majority start's basin."""
+    pick by more than one standard error; by less, the race leaves the choice as it is without the race."""
     rng = random.Random(0)
     skill, labels = {"good": 0.95, "ok": 0.75, "bad": 0.4}, ["male", "female", "unisex"]
     it, wk, lb, truth = [], [], [], {}
@@ -318,13 +294,7 @@ def test_racing_the_starts_keeps_the_majority_start_pick_unless_another_basin_is
     assert any(ms for _c, ms in raced.options_)  # the race was run
     scores = raced.cv_scores_
     assert max(v for k, v in scores.items() if "multistart" in k) > scores[plain.choice_]  # and looked better
-    if raced.multistart_:  # only a clearly better second basin may take the choice
-        names = [_choice_name(*o) for o in raced.options_]
-        total, m2 = raced.cv_option_total_, raced.cv_option_m2_
-        assert not selection.within_one_se(total, m2, 300, raced.cv_votes_, names.index(raced.choice_),
-                                           names.index(plain.choice_))
-    else:
-        assert raced.choice_ == plain.choice_
+    assert raced.choice_ == plain.choice_ and not raced.multistart_
     assert np.array_equal(raced.predict(), plain.predict())
     assert dict(zip(raced.workers_, raced.skills_))["good"] > 0.9
 
