@@ -64,3 +64,26 @@ def imbalanced_crowd(rng, n_items=3000, n_workers=120, votes_per_item=3, positiv
     log_joint = np.log([1.0 - positive, positive]) + np.add.reduceat(np.log(p_label), np.arange(0, len(items),
                                                                                              votes_per_item))
     return items, workers, labels, z, log_joint
+
+
+def simulated_panel_votes(attribute: str):
+    """The built-in simulated panel's votes (5 LLMs, as the stream tests get them over HTTP) on the shipped demo
+    products that ask ``attribute``: ``(items, workers, labels, gold)`` with gold by product id."""
+    import orjson
+
+    from llmens_core.llm.simulator import Simulator, load_sim_config
+    from llmens_core.schema import AttributeSchema
+
+    sim = Simulator(load_sim_config(None))
+    classes = list(AttributeSchema.load()[attribute].classes)
+    items, workers, labels, gold = [], [], [], {}
+    for line in (REPO / "llmens_core" / "data" / "demo_products.jsonl").read_bytes().splitlines():
+        p = orjson.loads(line)
+        if attribute not in p["attributes"]:
+            continue
+        gold[p["product_id"]] = p["attributes"][attribute] or "none"
+        for name, state in sim.models.items():
+            items.append(p["product_id"])
+            workers.append(name)
+            labels.append(sim.confusion_answer(state, p["title"], attribute, classes))
+    return np.array(items, dtype=object), np.array(workers, dtype=object), np.array(labels, dtype=object), gold
