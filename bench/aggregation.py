@@ -3,10 +3,11 @@
 Datasets: the five shared crowd sets, every recorded GPT attribute in ``../shared/data/llm_predictions``, every
 attribute of the real local LLMs' votes shipped in ``llmens_core/data`` (``real:``, issue 13), and synthetic
 worlds generated here (a panel of three base models x three correlated runs plus one strong independent model;
-a dense asymmetric panel; a sparse crowd; a sparse binary crowd with a rare positive class). Columns:
-``default`` (batch), ``online`` (one shuffled pass), ``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when
-installed), our ``1coin`` (IWMV), the best single worker in hindsight (``best1``: among workers answering at
-least half of the gold items) and, on synthetic worlds, the Bayes ``oracle`` with the true parameters.
+a dense asymmetric panel; a sparse crowd; a sparse binary crowd with a rare positive class; the simulated
+panel's votes with every product repeated). Columns: ``default`` (batch), ``online`` (one shuffled pass),
+``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the best single worker
+in hindsight (``best1``: among workers answering at least half of the gold items) and, on synthetic worlds, the
+Bayes ``oracle`` with the true parameters.
 
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
 design constant chosen on data, the online model's ``inner_iter``, is chosen here per dataset by a gold-free
@@ -134,6 +135,20 @@ def datasets(crowd_dir: Path, llm_dir: Path):
     yield ("syn:panel", *ds_world(1, 2000, 6, 4, 1.0))
     yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
     yield ("syn:rare", *rare_positive_world())
+    yield ("sim:copies", *copies_world())
+
+
+def copies_world(attribute: str = "material", copies: int = 25):
+    """The simulated panel's votes (the stream tests' five LLMs) on the demo products asking ``attribute``, every
+    product ``copies`` times, as the stream's kill test publishes them and as a catalogue re-listing products
+    gives them (``agg_synth.simulated_panel_votes``; the tests use ``gender``)."""
+    sys.path.insert(0, str(REPO / "tests" / "core" / "aggregation"))
+    from agg_synth import simulated_panel_votes
+
+    items, workers, labels, gold = simulated_panel_votes(attribute)
+    ids = [f"{i}~{c}" for c in range(copies) for i in items.tolist()]
+    truth = {f"{i}~{c}": g for c in range(copies) for i, g in gold.items()}
+    return ids, workers.tolist() * copies, labels.tolist() * copies, truth, None
 
 
 def rare_positive_world(seed: int = 3):

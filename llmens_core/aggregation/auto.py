@@ -184,10 +184,58 @@ class _Fold:
     scored: np.ndarray
 
 
+def _set_keys(item: np.ndarray, code: np.ndarray, n_items: int, n_codes: int) -> np.ndarray:
+    """A 64-bit key per item (I,) of the set of ``code`` (V,) values it has (a random-projection hash: equal sets
+    give equal keys; distinct ones collide with probability ~2**-64 per pair)."""
+    salt = np.random.default_rng(0x5EED).integers(0, 2**63, size=n_codes, dtype=np.uint64) | np.uint64(1)
+    order = np.argsort(item, kind="stable")
+    sorted_item = item[order]
+    keys = np.zeros(n_items, dtype=np.uint64)
+    if len(item):
+        starts = np.flatnonzero(np.r_[True, sorted_item[1:] != sorted_item[:-1]])
+        with np.errstate(over="ignore"):
+            keys[sorted_item[starts]] = np.add.reduceat(salt[code[order]], starts)
+    return keys
+
+
+def repeated_patterns(item, worker, label, n_items, J, K, level: float = 0.05) -> np.ndarray:
+    """Items whose vote pattern comes more often than independent items could give it, as a group code (I,)
+    (-1: not repeated).
+
+    Under the ``full+class-prior`` fit, the count of a pattern among the items with the same voters is about
+    Poisson with mean (those items) x (the pattern's probability). A pattern whose count is improbably high
+    (one-sided Poisson test, Bonferroni over the observed patterns at ``level``, the usual 5 %) is taken for
+    copies of one item: a catalogue re-listing a product gets the same answers again. Frequent agreement
+    (unanimous patterns) is what the model expects and is not flagged."""
+    from scipy.stats import poisson
+
+    d, unit_of_item = _units(item, worker, label, n_items, J, K)
+    fit = fit_em(d, _bayes.Candidate("full", "learned"))
+    lj = _em.log_joint(d.unit, d.worker * K + d.label, None, np.log(fit.fitted.pi), np.log(fit.fitted.theta),
+                       d.n_units)
+    p_item = np.exp(_em.softmax_rows(lj)[1])[unit_of_item]
+    _, pattern, p_count = np.unique(_set_keys(item, worker * K + label, n_items, J * K), return_inverse=True,
+                                    return_counts=True)
+    _, voters, v_count = np.unique(_set_keys(item, worker, n_items, J), return_inverse=True, return_counts=True)
+    expected = np.zeros(len(p_count))
+    expected[pattern] = v_count[voters] * p_item
+    tail = poisson.sf(p_count - 1, expected)
+    flagged = (p_count >= 2) & (tail < level / len(p_count))
+    return np.where(flagged[pattern], pattern, -1)
+
+
 def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0) -> list[_Fold]:
-    """The cross-validation split of :func:`heldout_loglik`, built once for every candidate it scores (items are
-    assigned to folds at random, reproducibly by ``seed``)."""
-    fold = np.random.default_rng(seed).permutation(n_items) % folds
+    """The cross-validation split of :func:`heldout_loglik`, built once for every candidate it scores. Items are
+    assigned to folds at random, reproducibly by ``seed``, except that the items of a repeated pattern
+    (:func:`repeated_patterns`) share one fold: a copy on each side would score the model on what it was fitted
+    to (measured: 25 copies of each simulated product took the default from 99.1 % to 87.7 %)."""
+    repeated = repeated_patterns(item, worker, label, n_items, J, K)
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(n_items) % folds
+    if (repeated >= 0).any():
+        groups, first = np.unique(repeated[repeated >= 0], return_index=True)
+        by_group = dict(zip(groups.tolist(), fold[np.flatnonzero(repeated >= 0)[first]].tolist(), strict=True))
+        fold[repeated >= 0] = [by_group[g] for g in repeated[repeated >= 0].tolist()]
     out = []
     for f in range(folds):
         test = fold[item] == f

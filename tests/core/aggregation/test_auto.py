@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import pytest
-from agg_synth import imbalanced_crowd, sample_votes, simulated_panel_votes
+from agg_synth import imbalanced_crowd, make_confusions, sample_votes, simulated_panel_votes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +20,7 @@ from llmens_core.aggregation import (
     selection,
 )
 from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, m_step
+from llmens_core.aggregation.auto import repeated_patterns
 from llmens_core.aggregation.evaluate import run_online
 
 SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -104,12 +105,28 @@ def test_a_rare_positive_class_in_a_sparse_crowd_keeps_majority_vote_s_accuracy(
     assert acc >= (log_joint.argmax(1) == z).mean() - 0.01  # the Bayes oracle, within a point
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 open: copies count as independent evidence in the race (CV folds "
-                   "put copies on both sides, standard errors shrink by sqrt(copies)); docs/aggregation.md")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_repeated_patterns_are_copies_not_agreement(seed):
+    """Independent items never share a pattern more often than the model explains (none flagged, frequent
+    unanimous patterns included); with ten copies of every item, the improbably repeated patterns are, and all
+    copies of one pattern form one group."""
+    rng = np.random.default_rng(seed)
+    conf = make_confusions(rng, 5, 3, 0.55, 0.9)
+    it, wk, lb, _ = sample_votes(rng, conf, 400)
+    assert (repeated_patterns(it, wk, lb, 400, 5, 3) < 0).all()
+    copies = 10
+    repeated = repeated_patterns(np.concatenate([it + c * 400 for c in range(copies)]), np.tile(wk, copies),
+                                 np.tile(lb, copies), 400 * copies, 5, 3)
+    assert (repeated >= 0).mean() > 0.05
+    per_item = repeated.reshape(copies, 400)
+    assert (per_item == per_item[0]).all()  # a copy is flagged exactly when its original is, in the same group
+
+
 def test_repeating_every_item_does_not_change_the_decisions():
     """Maximum likelihood does not change when every item is repeated, and neither should the decisions. The
     stream meets repeats whenever a catalogue re-lists a product (same text, same answers). On the simulated
-    panel's gender votes, 25 copies move the default from 99.1 % to 87.7 % (majority vote 96.2 %)."""
+    panel's gender votes, 25 copies moved the default from 99.1 % to 87.7 % (majority vote 96.2 %) while
+    cross-validation put copies on both sides of a fold; repeated patterns now share a fold."""
     it, wk, lb, gold = simulated_panel_votes("gender")
     once = default_aggregator().fit(it, wk, lb)
     decided = dict(zip(once.items_.tolist(), once.predict().tolist(), strict=True))
