@@ -145,9 +145,9 @@ class Learner:
 
     def flush(self) -> None:
         for a in self.acc.attributes():
-            delta = self.acc.take(a, self.models[a])
-            if delta is not None:
-                self.models[a].apply(delta.stats)
+            st = self.acc.take(a, self.models[a])
+            if st is not None:
+                self.models[a].apply(st)
 
 
 async def run_full(gw: Gateway, products, learner: Learner, chunk: int):

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
 from llmens_core.events import AttributeDecision, LabelVote
 
-__all__ = ["ColdStart", "StatsAccumulator", "StatsDelta", "all_failed", "decide", "votes_by_attribute"]
-
-Votes = tuple[list, list, list]
-"""Long-format votes ``(items, workers, labels)``."""
+__all__ = ["StatsAccumulator", "all_failed", "decide", "votes_by_attribute"]
 
 
 def votes_by_attribute(votes: Iterable[LabelVote]) -> dict[str, dict[str, str | None]]:
@@ -60,22 +56,6 @@ def decide(
     return decision, post
 
 
-@dataclass
-class StatsDelta:
-    """One mini-batch for the learner: its statistics under the sender's model, and its ``votes`` when that
-    model was cold (a cold model's E-step sits in the majority's basin, so the learner refits the votes)."""
-
-    stats: SufficientStats
-    votes: Votes | None = None
-
-    def to_record(self) -> dict:
-        """The body of a ``ds-stats`` record."""
-        record: dict = {"stats": self.stats.to_dict()}
-        if self.votes is not None:
-            record["votes"] = [list(self.votes[0]), list(self.votes[1]), list(self.votes[2])]
-        return record
-
-
 class StatsAccumulator:
     """Votes of decided items per attribute, turned into one statistics delta per flush.
 
@@ -101,14 +81,13 @@ class StatsAccumulator:
         self._n[attribute] += 1
         return self._n[attribute] >= self.flush_items
 
-    def take(self, attribute: str, model: OnlineDawidSkene) -> StatsDelta | None:
-        """Remove one attribute's pending items and return their statistics under ``model``, with the votes
-        themselves when ``model`` is cold (its learner gathers those for one batch fit, :class:`ColdStart`)."""
+    def take(self, attribute: str, model: OnlineDawidSkene) -> SufficientStats | None:
+        """Remove one attribute's pending items and return their statistics under ``model``."""
         batch = self._pending.pop(attribute, None)
         self._n.pop(attribute, None)
         if batch is None:
             return None
-        return StatsDelta(model.batch_stats(*batch), batch if model.is_cold else None)
+        return model.batch_stats(*batch)
 
     def attributes(self) -> list[str]:
         return list(self._pending)
@@ -185,52 +164,3 @@ class RevisionWindow:
 
     def attributes(self) -> list[str]:
         return list(self._items)
-
-
-class ColdStart:
-    """A cold attribute's first votes, gathered by its learner and learnt as one batch.
-
-    Online EM keeps the basin of its first steps, and a cold model's E-step is majority vote's, so a panel
-    whose majority is biased would never leave it (seen: 47 % against the batch race's 92.5 % on the shipped
-    real-LLM gender votes). The learner therefore holds a cold attribute's first deltas until ``min_items``
-    items have come, or ``max_seconds`` have passed since the first (a slow stream is not kept on the weak prior
-    for long), and learns them with :meth:`~llmens_core.aggregation.OnlineDawidSkene.first_batch_stats`, the
-    batch race, when the LLMs are dense. Both bounds are latency settings: until then workers decide by
-    majority vote, and the revision window re-scores those decisions once the model arrives.
-    """
-
-    def __init__(self, min_items: int = 256, max_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic):
-        self.min_items = min_items
-        self.max_seconds = max_seconds
-        self.clock = clock
-        self._votes: dict[str, dict[tuple, object]] = {}
-        self._items: dict[str, set] = {}
-        self._since: dict[str, float] = {}
-        self._records: dict[str, int] = {}
-
-    def add(self, attribute: str, votes: Votes) -> None:
-        """Hold a delta's votes; a vote given again for the same (item, worker) (a redelivered product) replaces
-        the earlier one."""
-        held = self._votes.setdefault(attribute, {})
-        items = self._items.setdefault(attribute, set())
-        self._since.setdefault(attribute, self.clock())
-        self._records[attribute] = self._records.get(attribute, 0) + 1
-        for i, w, lab in zip(*votes, strict=True):
-            held[(i, w)] = lab
-            items.add(i)
-
-    def due(self) -> list[str]:
-        """Attributes whose votes are ready to be learnt."""
-        now = self.clock()
-        return [a for a in self._votes
-                if len(self._items[a]) >= self.min_items or now - self._since[a] >= self.max_seconds]
-
-    def take(self, attribute: str) -> tuple[Votes, int]:
-        """Remove an attribute's held votes; returns them and how many deltas they came in."""
-        held = self._votes.pop(attribute)
-        self._items.pop(attribute)
-        self._since.pop(attribute)
-        return ([i for i, _ in held], [w for _, w in held], list(held.values())), self._records.pop(attribute)
-
-    def __contains__(self, attribute: object) -> bool:
-        return attribute in self._votes

@@ -27,7 +27,6 @@ from typing import Any
 
 import faust
 
-from llmens_core.decisions import ColdStart
 from streams.decider import ProductDecider
 from streams.faust_ext.commit_guard import mark_finished
 from streams.faust_ext.tansu import LOCAL_BROKER_FAUST_SETTINGS, TANSU_FAUST_SETTINGS
@@ -176,8 +175,7 @@ def _install_learning(app: faust.App, w: Worker, decider: ProductDecider) -> Non
         await w.registry.ready.wait()
         await restart_on_error("learner", w.counters, lambda: run_learner(
             w.registry, st.kafka.bootstrap, st.topic("ds_stats"), f"{st.kafka.app_id}-learner", st.topic("ds_model"),
-            embedded=st.kafka.embedded, counters=w.counters, on_publish=on_model_published,
-            cold_start=ColdStart(st.aggregation.cold_start_items, st.aggregation.cold_start_seconds)))
+            embedded=st.kafka.embedded, counters=w.counters, on_publish=on_model_published))
 
     @app.task
     async def load_models():

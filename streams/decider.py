@@ -211,9 +211,9 @@ class ProductDecider:
 
     async def flush_stats(self, attribute: str) -> None:
         """Send the statistics gathered for ``attribute`` to its learner (mini-batch)."""
-        delta = self.w.stats.take(attribute, self.w.registry.get(attribute))
-        if delta is not None and delta.stats.n_items > 0:
-            await self.outputs.stats(attribute, delta.to_record())
+        stats = self.w.stats.take(attribute, self.w.registry.get(attribute))
+        if stats is not None and stats.n_items > 0:
+            await self.outputs.stats(attribute, {"stats": stats.to_dict()})
             self.w.counters["stats_sent"] += 1
 
     async def revise(self) -> None:

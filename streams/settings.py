@@ -60,11 +60,6 @@ class AggregationSettings(BaseModel):
     review_below: float = Field(0.7, ge=0, le=1, description="decisions below this confidence also go to review")
     stats_flush_items: int = 256
     stats_flush_seconds: float = 1.0
-    cold_start_items: int = Field(256, ge=1, description="a cold attribute's learner gathers this many items' votes "
-                                  "and learns them as one batch (the batch race), so its model does not start in "
-                                  "the majority's EM basin")
-    cold_start_seconds: float = Field(2.0, gt=0, description="...or learns what it has this long after the first "
-                                      "of them; until then workers decide by majority vote (revised afterwards)")
     revision_window: int = Field(2000, ge=0, description="recent decisions per attribute re-scored on new models")
     revise_seconds: float = Field(5.0, gt=0, description="how often recent decisions are re-scored; a flipped one "
                                   "is re-emitted within this time (re-scoring 2,000 decisions costs ~20 ms per attribute)")

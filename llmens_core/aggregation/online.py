@@ -508,17 +508,6 @@ class OnlineDawidSkene:
          self.n_items_, self.version), derived = st
         self.__dict__.update(derived)
 
-    @property
-    def is_cold(self) -> bool:
-        """No statistics learnt yet: the model is the weak prior (majority vote)."""
-        return self.n_items_ <= 0 and self.t <= 0
-
-    def races_first_batch(self, items, workers, labels) -> bool:
-        """Would this batch be learnt from the batch race (:meth:`first_batch_stats`) rather than an E-step: is
-        the model cold, with a worker who answered at least half of the batch's items?"""
-        items_, icode, wcode, _, _ = self._encode_batch(items, workers, labels, grow=False)
-        return self._races_first_batch(icode, wcode, len(items_))
-
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
         criterion is scored once, before the batch is learnt; the E-step is then refined (``inner_iter``). A cold
@@ -542,7 +531,7 @@ class OnlineDawidSkene:
     def _races_first_batch(self, icode, wcode, n_items: int) -> bool:
         """Is this the cold model's first batch (no statistics yet), with a worker who answered at least half of
         its items? Only then does the batch race have a second EM basin to weigh (:func:`.auto.em_starts`)."""
-        if not self.is_cold or n_items == 0 or not len(self.classes_):
+        if self.n_items_ > 0 or self.t > 0 or n_items == 0 or not len(self.classes_):
             return False
         pairs = np.unique(wcode * n_items + icode)
         return bool((np.bincount(pairs // n_items) >= 0.5 * n_items).any())
