@@ -28,6 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "core" / "aggregation"))  # agg_synth: worlds the tests use too
 
 from llmens_core.aggregation import (  # noqa: E402
     METHODS,
@@ -142,7 +143,6 @@ def copies_world(attribute: str = "material", copies: int = 25):
     """The simulated panel's votes (the stream tests' five LLMs) on the demo products asking ``attribute``, every
     product ``copies`` times, as the stream's kill test publishes them and as a catalogue re-listing products
     gives them (``agg_synth.simulated_panel_votes``; the tests use ``gender``)."""
-    sys.path.insert(0, str(REPO / "tests" / "core" / "aggregation"))
     from agg_synth import simulated_panel_votes
 
     items, workers, labels, gold = simulated_panel_votes(attribute)
@@ -154,7 +154,6 @@ def copies_world(attribute: str = "material", copies: int = 25):
 def rare_positive_world(seed: int = 3):
     """A sparse binary crowd with 12 % positives (``agg_synth.imbalanced_crowd``, the world of the tests; seed 3
     is not one the tests use): 3,000 items, three votes each from 120 workers of heavy-tailed activity."""
-    sys.path.insert(0, str(REPO / "tests" / "core" / "aggregation"))
     from agg_synth import imbalanced_crowd
 
     items, workers, labels, z, log_joint = imbalanced_crowd(np.random.default_rng(seed))
