@@ -73,15 +73,16 @@ def simulated_panel_votes(attribute: str):
 
     from llmens_core.llm.simulator import Simulator, load_sim_config
     from llmens_core.schema import AttributeSchema
+    from llmens_core.scoring import demo_gold
 
     sim = Simulator(load_sim_config(None))
     classes = list(AttributeSchema.load()[attribute].classes)
-    items, workers, labels, gold = [], [], [], {}
+    gold = {pid: label for (pid, a), label in demo_gold().items() if a == attribute}
+    items, workers, labels = [], [], []
     for line in (REPO / "llmens_core" / "data" / "demo_products.jsonl").read_bytes().splitlines():
         p = orjson.loads(line)
-        if attribute not in p["attributes"]:
+        if p["product_id"] not in gold:
             continue
-        gold[p["product_id"]] = p["attributes"][attribute] or "none"
         for name, state in sim.models.items():
             items.append(p["product_id"])
             workers.append(name)

@@ -208,8 +208,7 @@ def test_a_cold_model_s_first_dense_batch_takes_the_batch_race_s_basin():
 def test_the_stream_s_delta_from_a_cold_model_is_the_plain_e_step_not_the_race():
     """``batch_stats`` runs on a worker's event loop for every flush until the learner's first model arrives;
     racing there blocked the loop (missed heartbeats, products re-decided under two models in the kill test).
-    On a cold model it must give exactly the one-E-step statistics, the same as a cold ``partial_fit`` with
-    the race skipped (``inner_iter=1``), never the race's."""
+    On a cold model it must give exactly the one-E-step statistics under the weak prior, never the race's."""
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), _ = real_llm_votes()["gender"]
