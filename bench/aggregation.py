@@ -136,6 +136,7 @@ def datasets(crowd_dir: Path, llm_dir: Path):
     yield ("syn:panel", *ds_world(1, 2000, 6, 4, 1.0))
     yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
     yield ("syn:rare", *rare_positive_world())
+    yield ("syn:graded", *graded_world())
     yield ("sim:copies", *copies_world())
 
 
@@ -160,6 +161,17 @@ def rare_positive_world(seed: int = 3):
     truth = {str(i): str(t) for i, t in enumerate(z)}
     return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(), truth,
             float((log_joint.argmax(1) == z).mean()))
+
+
+def graded_world(seed: int = 3):
+    """A sparse crowd on five ordered grades where 60 % of the items are hard (their votes spread around the
+    true grade; ``agg_synth.graded_crowd_with_hard_items``, the world of the tests; seed 3 is not one they use):
+    600 items, six votes each from 150 workers of heavy-tailed activity."""
+    from agg_synth import graded_crowd_with_hard_items
+
+    items, workers, labels, z = graded_crowd_with_hard_items(np.random.default_rng(seed))
+    return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(),
+            {str(i): str(t) for i, t in enumerate(z)}, None)
 
 
 def best_single(items, workers, labels, truth) -> float | None:

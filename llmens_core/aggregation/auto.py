@@ -14,8 +14,8 @@ admitted only while its fits are identifiable (:func:`._bayes.identifiable`: on 
 workers on average, or at least one of them, answer that class more often than any other), since a fit that
 makes one class a copy of another can predict votes well and still mean nothing.
 
-**Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, ``shared``, each with an
-empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
+**Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, and ``shared`` for binary
+labels (:func:`._bayes.candidates_for`), each with an empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
 (clusters found from residual agreement on the training folds). Ties go to the simpler candidate. When some
 workers answered at least half of the items, every candidate is also raced ``+multistart``: EM from each of
 :func:`em_starts` (the majority-vote start and one per dense worker), keeping the fit of highest likelihood. The
@@ -348,7 +348,8 @@ class AutoDawidSkene(Aggregator):
             starts = (False, True) if len(dense_workers(d)) else (False,)
         else:
             starts = (bool(self.multistart),)
-        indep = sorted((c for c in self.candidates if not c.dependent), key=_bayes.ALL_CANDIDATES.index)
+        indep = sorted((c for c in _bayes.candidates_for(self.candidates, votes.n_classes) if not c.dependent),
+                       key=_bayes.ALL_CANDIDATES.index)
         options = [(c, ms) for c in indep for ms in starts]
         per_option, ok, n = [], [], 0
         if len(options) > 1 or self.dependence:

@@ -212,7 +212,7 @@ class OnlineDawidSkene:
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
         self._counts, self._all_fitted = (counts, class_counts), None
-        allowed = tuple(self.candidates)
+        allowed = _bayes.candidates_for(self.candidates, K)
         while True:  # the criterion's choice among the candidates whose fit is identifiable
             self.candidate_ = c = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                                    allowed)

@@ -66,6 +66,28 @@ def imbalanced_crowd(rng, n_items=3000, n_workers=120, votes_per_item=3, positiv
     return items, workers, labels, z, log_joint
 
 
+def graded_crowd_with_hard_items(rng, n_items=600, n_workers=150, votes_per_item=6, hard=0.6,
+                                 prior=(0.11, 0.2, 0.25, 0.18, 0.26), zipf=1.8):
+    """A sparse crowd grading items on ``len(prior)`` ordered grades (relevance, an age group) where items differ
+    in difficulty: on an easy item a worker's vote falls off from the true grade as ``exp(-s |grade - truth|)``
+    with its own sharpness ``s`` ~ U(1.5, 4); on a hard item (share ``hard``) every vote does so with ``s = 0.5``.
+    Workers have heavy-tailed activity (Zipf). Dawid-Skene has no place for difficulty. Returns ``(items,
+    workers, labels, truth)``."""
+    K = len(prior)
+    activity = rng.zipf(zipf, n_workers).astype(float)
+    keys = np.log(activity / activity.sum()) + rng.gumbel(size=(n_items, n_workers))
+    who = np.argpartition(-keys, votes_per_item - 1, axis=1)[:, :votes_per_item]
+    z = rng.choice(K, n_items, p=np.asarray(prior) / np.sum(prior))
+    is_hard = rng.random(n_items) < hard
+    sharpness = rng.uniform(1.5, 4.0, n_workers)
+    items, workers = np.repeat(np.arange(n_items), votes_per_item), who.ravel()
+    s = np.where(is_hard[items], 0.5, sharpness[workers])
+    w = np.exp(-s[:, None] * np.abs(np.arange(K)[None, :] - z[items][:, None]))
+    cum = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+    labels = np.minimum((rng.random(len(items))[:, None] > cum).sum(axis=1), K - 1)
+    return items, workers, labels, z
+
+
 def simulated_panel_votes(attribute: str):
     """The built-in simulated panel's votes (5 LLMs, as the stream tests get them over HTTP) on the shipped demo
     products that ask ``attribute``: ``(items, workers, labels, gold)`` with gold by product id."""

@@ -42,10 +42,11 @@ def test_default_within_half_a_point_of_the_better_of_mv_and_ds(name):
 
 
 @pytest.mark.skipif(not (CROWD / "web").is_dir(), reason=f"shared crowd data not found at {CROWD.resolve()}")
-@pytest.mark.xfail(strict=True, reason="issue 11 open: on 256 web items (seed 3) the criterion picks a learned "
-                   "class prior that merges classes 1 and 2 into 3 (55.1 % against majority vote 77.3 %); see "
-                   "docs/aggregation.md, small samples")
-def test_default_keeps_majority_vote_s_accuracy_on_a_small_sample_of_a_sparse_crowd():
+@pytest.mark.parametrize("seed", range(5))
+def test_default_keeps_majority_vote_s_accuracy_on_a_small_sample_of_a_sparse_crowd(seed):
+    """256 web items (five relevance grades). With ``shared`` raced on five grades, three of these five draws fell
+    12 to 22 points below majority vote (seed 3: a grade with 15 % of the votes got a learned prior of 0.012,
+    55.1 % against 77.3 %); see ``_bayes.candidates_for``."""
     import numpy as np
 
     from llmens_core.aggregation import MajorityVote, default_aggregator
@@ -54,7 +55,7 @@ def test_default_keeps_majority_vote_s_accuracy_on_a_small_sample_of_a_sparse_cr
     items, workers, labels = (np.asarray(x, dtype=object) for x in read_answers(CROWD / "web" / "answers.csv"))
     truth = read_truth(CROWD / "web" / "truth.csv")
     ids = np.unique(items.astype(str))
-    keep = np.isin(items.astype(str), ids[np.random.default_rng(3).permutation(len(ids))[:256]])
+    keep = np.isin(items.astype(str), ids[np.random.default_rng(seed).permutation(len(ids))[:256]])
 
     def accuracy(model):
         pred = model.fit_predict(items[keep], workers[keep], labels[keep])

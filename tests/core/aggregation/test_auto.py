@@ -6,7 +6,13 @@ import random
 
 import numpy as np
 import pytest
-from agg_synth import imbalanced_crowd, make_confusions, sample_votes, simulated_panel_votes
+from agg_synth import (
+    graded_crowd_with_hard_items,
+    imbalanced_crowd,
+    make_confusions,
+    sample_votes,
+    simulated_panel_votes,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,6 +109,34 @@ def test_a_rare_positive_class_in_a_sparse_crowd_keeps_majority_vote_s_accuracy(
     assert model.candidate_.class_prior == "learned", model.choice_
     assert acc >= mv - 0.01, (acc, mv, model.choice_)
     assert acc >= (log_joint.argmax(1) == z).mean() - 0.01  # the Bayes oracle, within a point
+
+
+@pytest.mark.parametrize(("n_items", "seed"), [(600, 0), (600, 1), (2000, 0)])
+def test_hard_items_of_a_graded_crowd_do_not_become_a_class_of_their_own(n_items, seed):
+    """Five grades, 60 % of the items hard (their votes spread around the true grade). ``shared`` explained these
+    votes best with one grade as a bin for the hard items of its neighbours (learned prior 0.49 for a grade of
+    18 %), and decided 62.3, 64.5 and 62.2 % against majority vote's 68.7, 69.0 and 66.8 on these worlds; it is
+    not raced on more than two labels now (``_bayes.candidates_for``)."""
+    it, wk, lb, z = graded_crowd_with_hard_items(np.random.default_rng(seed), n_items=n_items,
+                                                 n_workers=150 if n_items < 1000 else 300)
+    model = default_aggregator().fit(it, wk, lb)
+    acc = (model.predict().astype(int) == z[model.items_.astype(int)]).mean()
+    mv = (MajorityVote().fit_predict(it, wk, lb).astype(int) == z).mean()
+    assert acc >= mv - 0.005, (acc, mv, model.choice_)
+    assert model.candidate_.structure != "shared", model.choice_
+
+
+def test_shared_is_raced_on_binary_labels_only():
+    """The candidates of a race by number of labels; a race of ``shared`` alone keeps it (nothing else to race)."""
+    assert _bayes.candidates_for(ALL_CANDIDATES, 2) == ALL_CANDIDATES
+    three = _bayes.candidates_for(ALL_CANDIDATES, 3)
+    assert {c.structure for c in three} == {"pooled", "onecoin", "full"}
+    assert three == tuple(c for c in ALL_CANDIDATES if c.structure != "shared")
+    only = (_bayes.Candidate("shared", "learned"),)
+    assert _bayes.candidates_for(only, 5) == only
+    online = OnlineDawidSkene(classes=["a", "b", "c"])
+    online.partial_fit(["i1", "i1", "i2", "i2"], ["w1", "w2", "w1", "w2"], ["a", "a", "b", "c"])
+    assert online.candidate_.structure != "shared"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -313,8 +347,9 @@ def test_racing_the_starts_keeps_the_majority_start_pick_unless_another_basin_is
     """The `llmens fit` panel (tests/streams/test_fit.py) on a closed label set with an unvoted class: a
     multistart fit scored a little better than the majority-start pick there, which once moved the choice to a
     basin where the 0.95 LLM looked 0.86 (decisions 0.973 -> 0.883). A second basin must beat the majority-start
-    pick by more than one standard error; by less, the race leaves the choice as it is without the race."""
-    rng = random.Random(0)
+    pick by more than one standard error; by less, the race leaves the choice as it is without the race. (Seed 1:
+    seed 0's near-tie was with a ``shared`` fit, not raced on four labels since ``_bayes.candidates_for``.)"""
+    rng = random.Random(1)
     skill, labels = {"good": 0.95, "ok": 0.75, "bad": 0.4}, ["male", "female", "unisex"]
     it, wk, lb, truth = [], [], [], {}
     for i in range(300):
