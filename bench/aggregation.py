@@ -137,6 +137,8 @@ def datasets(crowd_dir: Path, llm_dir: Path):
     yield ("syn:crowd", *ds_world(2, 3000, 60, 3, 0.06, acc=(0.5, 0.9)))
     yield ("syn:rare", *rare_positive_world())
     yield ("syn:graded", *graded_world())
+    yield ("syn:graded-skew", *graded_world(n_items=3000, n_workers=300, votes_per_item=5, hard=0.4,
+                                            prior=(0.6, 0.2, 0.12, 0.08)))
     yield ("sim:copies", *copies_world())
 
 
@@ -163,13 +165,14 @@ def rare_positive_world(seed: int = 3):
             float((log_joint.argmax(1) == z).mean()))
 
 
-def graded_world(seed: int = 3):
-    """A sparse crowd on five ordered grades where 60 % of the items are hard (their votes spread around the
-    true grade; ``agg_synth.graded_crowd_with_hard_items``, the world of the tests; seed 3 is not one they use):
-    600 items, six votes each from 150 workers of heavy-tailed activity."""
+def graded_world(seed: int = 3, **world):
+    """A sparse crowd on ordered grades where many items are hard (their votes spread around the true grade;
+    ``agg_synth.graded_crowd_with_hard_items``, the world of the tests; seed 3 is not one they use). Default: 600
+    items, five balanced grades, 60 % hard, six votes each from 150 workers of heavy-tailed activity;
+    ``syn:graded-skew`` is an adult-content-rating shape (four grades, 60 % in the first, 40 % hard)."""
     from agg_synth import graded_crowd_with_hard_items
 
-    items, workers, labels, z = graded_crowd_with_hard_items(np.random.default_rng(seed))
+    items, workers, labels, z = graded_crowd_with_hard_items(np.random.default_rng(seed), **world)
     return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(),
             {str(i): str(t) for i, t in enumerate(z)}, None)
 
