@@ -22,6 +22,7 @@ Shapes: ``J`` workers, ``K`` classes, ``U`` units (items or vote patterns), ``V`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,7 @@ INDEPENDENT_CANDIDATES = tuple(Candidate(s, c) for s, c in (
 """Every independent candidate, by number of parameters (1, 1 + (K - 1), J, ..., J K (K - 1) + (K - 1))."""
 
 
-def candidates_for(candidates, n_classes: int) -> tuple[Candidate, ...]:
+def candidates_for(candidates: Iterable[Candidate], n_classes: int) -> tuple[Candidate, ...]:
     """The candidates of ``candidates`` that are raced on ``n_classes`` labels: ``shared`` only when they are
     binary (all of them when none would be left).
 
@@ -83,10 +84,10 @@ def candidates_for(candidates, n_classes: int) -> tuple[Candidate, ...]:
     hold such a bin. Two labels have no neighbours on both sides, and there ``shared``'s population rows carry
     the asymmetric errors of a rare class (sparse crowds with 12 % positives: within 0.7 point of majority
     vote with it, up to 1.8 points below without)."""
+    candidates = tuple(candidates)
     if n_classes <= 2:
-        return tuple(candidates)
-    kept = tuple(c for c in candidates if c.structure != "shared")
-    return kept or tuple(candidates)
+        return candidates
+    return tuple(c for c in candidates if c.structure != "shared") or candidates
 
 
 @dataclass(frozen=True)
