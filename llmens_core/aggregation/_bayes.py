@@ -80,7 +80,7 @@ def candidates_for(candidates: Iterable[Candidate], n_classes: int) -> tuple[Can
     real votes: 256 web items (five relevance grades), learned prior 0.012 for a grade with 15 % of the votes,
     55.1 % against majority vote's 77.3 %; on simulated five-grade crowds whose hard items (a third to 60 %)
     get spread votes, 11 of 18 worlds of 256-2,000 items ended below majority vote or textbook DS, by up to
-    6 points, always with ``shared``. ``full`` shrinks each worker towards its own one-coin row, which cannot
+    6.4 points, always with ``shared``. ``full`` shrinks each worker towards its own one-coin row, which cannot
     hold such a bin. Two labels have no neighbours on both sides, and there ``shared``'s population rows carry
     the asymmetric errors of a rare class (sparse crowds with 12 % positives: within 0.7 point of majority
     vote with it, up to 1.8 points below without)."""
