@@ -212,7 +212,7 @@ class OnlineDawidSkene:
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
         self._counts, self._all_fitted = (counts, class_counts), None
-        allowed = _bayes.candidates_for(self.candidates, K)
+        allowed = self._raced()
         while True:  # the criterion's choice among the candidates whose fit is identifiable
             self.candidate_ = c = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                                    allowed)
@@ -233,12 +233,16 @@ class OnlineDawidSkene:
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
         self._params = None
 
+    def _raced(self) -> tuple[_bayes.Candidate, ...]:
+        """The candidates raced on the current label set (:func:`._bayes.candidates_for`)."""
+        return _bayes.candidates_for(self.candidates, len(self.classes_))
+
     @property
     def _fitted(self) -> dict[_bayes.Candidate, _bayes.Fitted]:
-        """Every candidate's parameters from the current counts, derived when the criterion needs them (the
+        """Every raced candidate's parameters from the current counts, derived when the criterion needs them (the
         E-step needs only the chosen one's)."""
         if self._all_fitted is None:
-            self._all_fitted = _bayes.m_step_all(*self._counts, self.candidates)
+            self._all_fitted = _bayes.m_step_all(*self._counts, self._raced())
         return self._all_fitted
 
     def _find_clusters(self, n: float, K: int) -> dependence.Clusters:
@@ -378,7 +382,7 @@ class OnlineDawidSkene:
         col = {c: i for i, c in enumerate(_bayes.ALL_CANDIDATES)}
         dependent = self._clusters.dependent
         groups: dict = {}
-        for cand in self.candidates:
+        for cand in self._raced():  # a candidate out of the race keeps a zero column: it is never chosen
             groups.setdefault((cand.structure, cand.dependent and dependent), []).append(cand)
         dep = (dependence.vote_weights(it, wk, self._clusters), dependence.copy_terms(it, wk, lb, self._clusters))
         for (_, weighted), cands in groups.items():
