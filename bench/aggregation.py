@@ -160,9 +160,7 @@ def rare_positive_world(seed: int = 3):
     from agg_synth import imbalanced_crowd
 
     items, workers, labels, z, log_joint = imbalanced_crowd(np.random.default_rng(seed))
-    truth = {str(i): str(t) for i, t in enumerate(z)}
-    return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(), truth,
-            float((log_joint.argmax(1) == z).mean()))
+    return (*_named(items, workers, labels, z), float((log_joint.argmax(1) == z).mean()))
 
 
 def graded_world(seed: int = 3, **world):
@@ -172,9 +170,13 @@ def graded_world(seed: int = 3, **world):
     ``syn:graded-skew`` is an adult-content-rating shape (four grades, 60 % in the first, 40 % hard)."""
     from agg_synth import graded_crowd_with_hard_items
 
-    items, workers, labels, z = graded_crowd_with_hard_items(np.random.default_rng(seed), **world)
+    return (*_named(*graded_crowd_with_hard_items(np.random.default_rng(seed), **world)), None)
+
+
+def _named(items: np.ndarray, workers: np.ndarray, labels: np.ndarray, z: np.ndarray) -> tuple:
+    """A generated world's integer votes (V,) and truth (I,) as the table's ``(items, workers, labels, truth)``."""
     return (items.astype(str).tolist(), [f"w{w}" for w in workers], labels.astype(str).tolist(),
-            {str(i): str(t) for i, t in enumerate(z)}, None)
+            {str(i): str(t) for i, t in enumerate(z)})
 
 
 def best_single(items, workers, labels, truth) -> float | None:
