@@ -99,18 +99,19 @@ def log_joint(
     log_theta: np.ndarray,
     n_units: int,
 ) -> np.ndarray:
-    """``log pi[k] + sum_v c_v log theta[w_v, k, l_v]`` per unit, shape (U, K).
+    """``log pi[z] + sum_v c_v log theta[w_v, z, l_v]`` per unit, shape (U, Z).
 
-    ``wl = worker * K + label`` (shape (V,)), ``log_theta`` shape (J, K, K) indexed [worker, true, given].
+    ``wl = worker * K + label`` (shape (V,)), ``log_theta`` shape (J, Z, K) indexed [worker, latent, given]: the
+    latent states are the K classes, or (class, difficulty) pairs (:mod:`.difficulty`).
     """
-    J, K, _ = log_theta.shape
-    out = np.empty((n_units, K))
+    J, Z, K = log_theta.shape
+    out = np.empty((n_units, Z))
     if len(unit):
-        lt = np.ascontiguousarray(log_theta.transpose(0, 2, 1)).reshape(J * K, K)
-        contrib = lt[wl]  # (V, K)
+        lt = np.ascontiguousarray(log_theta.transpose(0, 2, 1)).reshape(J * K, Z)
+        contrib = lt[wl]  # (V, Z)
         if c is not None:
             contrib *= c[:, None]
-        for k in range(K):
+        for k in range(Z):
             out[:, k] = np.bincount(unit, weights=contrib[:, k], minlength=n_units)
     else:
         out[:] = 0.0
@@ -126,14 +127,17 @@ def softmax_rows(log_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e / s, (m + np.log(s)).ravel()
 
 
-def confusion_counts(unit: np.ndarray, wl: np.ndarray, weighted_t: np.ndarray, n_workers: int) -> np.ndarray:
-    """Soft confusion counts ``N[w, k, l] = sum_{v: w_v=w, l_v=l} T[u_v, k]``, shape (J, K, K)."""
-    U, K = weighted_t.shape
+def confusion_counts(unit: np.ndarray, wl: np.ndarray, weighted_t: np.ndarray, n_workers: int,
+                     n_labels: int | None = None) -> np.ndarray:
+    """Soft confusion counts ``N[w, z, l] = sum_{v: w_v=w, l_v=l} T[u_v, z]``, shape (J, Z, K) for posteriors ``T``
+    (U, Z) over latent states and ``K = n_labels`` labels (default ``Z``)."""
+    U, Z = weighted_t.shape
+    K = Z if n_labels is None else n_labels
     J = n_workers
-    out = np.zeros((J, K, K))
+    out = np.zeros((J, Z, K))
     if len(unit):
-        g = weighted_t[unit]  # (V, K)
-        for k in range(K):
+        g = weighted_t[unit]  # (V, Z)
+        for k in range(Z):
             out[:, k, :] = np.bincount(wl, weights=g[:, k], minlength=J * K).reshape(J, K)
     return out
 

@@ -15,8 +15,10 @@ workers on average, or at least one of them, answer that class more often than a
 makes one class a copy of another can predict votes well and still mean nothing.
 
 **Candidates.** The structures of :mod:`._bayes` (``pooled``, ``onecoin``, ``full``, and ``shared`` for binary
-labels (:func:`._bayes.candidates_for`), each with an empirical-Bayes prior), each with a uniform or a learned class prior, and the best of them with the correlated-worker correction of :mod:`.dependence`
-(clusters found from residual agreement on the training folds). Ties go to the simpler candidate. When some
+labels (:func:`._bayes.candidates_for`), each with an empirical-Bayes prior), each with a uniform or a learned
+class prior; on three labels or more the same with item difficulty (:mod:`.difficulty`); and the best of them
+with the correlated-worker correction of :mod:`.dependence` (clusters found from residual agreement on the
+training folds). Ties go to the simpler candidate. When some
 workers answered at least half of the items, every candidate is also raced ``+multistart``: EM from each of
 :func:`em_starts` (the majority-vote start and one per dense worker), keeping the fit of highest likelihood. The
 structure is picked among each start's candidates, and the multistart pick replaces the majority-start one only
@@ -27,8 +29,9 @@ Learned: ``candidate_`` (:class:`~._bayes.Candidate`, its ``name`` e.g. ``"full+
 (bool) and ``choice_`` (the name with ``"+multistart"`` when it applies), ``options_`` (the race, (candidate,
 multistart) pairs) and ``admissible_`` (those whose training-fold fits were identifiable), ``cv_scores_``
 {choice name: mean held-out log-likelihood per vote}, ``clusters_`` (:class:`~.dependence.Clusters`), ``confusion_`` (J, K, K), ``priors_`` (K,),
-``skills_``/``weights_`` (J,), ``concentration_``, and the sufficient statistics ``counts_`` (J, K, K),
-``class_counts_`` (K,), ``pair_stats_`` (2, J, J), ``n_items_with_votes_``, with ``cv_total_`` (C,) / ``cv_m2_``
+``skills_``/``weights_`` (J,), ``concentration_``, ``hard_share_``/``temper_`` (:mod:`.difficulty`; 0 and 1 without),
+and the sufficient statistics ``counts_`` (J, K, K),
+``class_counts_`` (K,), their hard items' part ``hard_counts_``/``hard_class_counts_``, ``pair_stats_`` (2, J, J), ``n_items_with_votes_``, with ``cv_total_`` (C,) / ``cv_m2_``
 (C, C) / ``cv_votes_``: the scores by :data:`._bayes.ALL_CANDIDATES` on which the online criterion makes this
 choice (the warm start of the online model, :meth:`~.online.OnlineDawidSkene.from_batch`).
 """
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmens_core.aggregation import _bayes, _em, dependence, selection
+from llmens_core.aggregation import _bayes, _em, dependence, difficulty, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
@@ -73,12 +76,17 @@ def _units(item, worker, label, n_items, J, K, compress=True) -> tuple[_Units, n
 
 @dataclass
 class _Fit:
+    """One EM fit: class posteriors ``T`` (U, K), soft ``counts`` (J, K, K) and ``class_counts`` (K,), and the
+    hard items' part of them (``hard_counts``, ``hard_class_counts``; zero without difficulty)."""
+
     fitted: _bayes.Fitted
     T: np.ndarray
     counts: np.ndarray
     class_counts: np.ndarray
     n_iter: int
     log_likelihood: float
+    hard_counts: np.ndarray | None = None
+    hard_class_counts: np.ndarray | None = None
 
 
 def majority_start(d: _Units, weights: np.ndarray | None = None) -> np.ndarray:
@@ -117,24 +125,36 @@ def em_starts(d: _Units, weights: np.ndarray | None = None) -> list[np.ndarray]:
 
 def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, *, n_iter: int = 100,
            tol: float = 1e-7, start: np.ndarray | None = None) -> _Fit:
-    """EM for one candidate's structure and class prior from ``start`` (U, K) (default: the (weighted)
-    majority vote); ``weights`` (V,) the votes' posterior weights (None = 1)."""
+    """EM for one candidate's structure, class prior and difficulty from ``start`` (U, K) (default: the
+    (weighted) majority vote); ``weights`` (V,) the votes' posterior weights (None = 1). With difficulty, EM runs
+    over (class, difficulty) states (:mod:`.difficulty`) and the fit reports the class posteriors."""
     K = d.n_classes
     wl = d.worker * K + d.label
     T = majority_start(d, weights) if start is None else start
+    if cand.difficulty:
+        T = difficulty.first_posterior(d.unit, wl, weights, T, d.mult, d.n_workers, cand.structure,
+                                       cand.class_prior)
     ll_old, ll, done = -np.inf, -np.inf, 0
     for done in range(1, max(1, n_iter) + 1):  # noqa: B007 - the count is returned
         Tm = T * d.mult[:, None]
-        N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers)
-        fitted = _bayes.m_step(N, Tm.sum(axis=0), cand.structure, cand.class_prior)
-        lj = _em.log_joint(d.unit, wl, weights, np.log(fitted.pi), np.log(fitted.theta), d.n_units)
+        N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers, K)
+        if cand.difficulty:
+            fitted = difficulty.m_step(N, Tm.sum(axis=0), cand.structure, cand.class_prior)
+        else:
+            fitted = _bayes.m_step(N, Tm.sum(axis=0), cand.structure, cand.class_prior)
+        theta, pi = difficulty.latent(fitted)
+        lj = _em.log_joint(d.unit, wl, weights, np.log(pi), np.log(theta), d.n_units)
         T, lse = _em.softmax_rows(lj)
         ll = float(d.mult @ lse)
         if abs(ll - ll_old) <= tol * max(1.0, abs(ll)):
             break
         ll_old = ll
     Tm = T * d.mult[:, None]
-    return _Fit(fitted, T, _em.confusion_counts(d.unit, wl, Tm, d.n_workers), Tm.sum(axis=0), done, ll)
+    N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers, K)
+    if not cand.difficulty:
+        return _Fit(fitted, T, N, Tm.sum(axis=0), done, ll)
+    return _Fit(fitted, difficulty.classes(T, K), N[:, :K] + N[:, K:], difficulty.classes(Tm, K).sum(axis=0), done,
+                ll, N[:, K:], Tm[:, K:].sum(axis=0))
 
 
 def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7,
@@ -255,7 +275,8 @@ def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequenc
                    ) -> list[tuple[np.ndarray, int, bool]]:
     """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
     (see the module docstring; a vote alone on its item is not scored: nothing predicts it), and whether every
-    training-fold fit was identifiable (:func:`._bayes.identifiable`): one triple per start mode of ``starts``
+    training-fold fit was identifiable (:func:`._bayes.identifiable`) and, with difficulty, found hard items
+    (:func:`.difficulty.found`): one triple per start mode of ``starts``
     (False: the majority-vote start; True: the best of :func:`em_starts`). A fold's majority-start fit serves
     both modes, and items with the same held-out votes are scored once."""
     per_item, n, ok = {ms: np.zeros(n_items) for ms in starts}, 0, dict.fromkeys(starts, True)
@@ -269,9 +290,10 @@ def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequenc
         scored_by_fit: dict[int, np.ndarray] = {}
         for ms in starts:
             fit = best_fit(fold.train, cand, weights, tol=1e-6, majority=majority) if ms else majority
-            ok[ms] = ok[ms] and _bayes.identifiable(fit.fitted.theta, fit.counts)
+            ok[ms] = ok[ms] and _bayes.identifiable(fit.fitted.theta, fit.counts) and (
+                not cand.difficulty or difficulty.found(fit.fitted))
             if id(fit) not in scored_by_fit:
-                ll = _bayes.loo_vote_loglik(un, wk, lb, c, fit.fitted.theta, fit.fitted.pi, n_units, copy)
+                ll = _bayes.loo_vote_loglik(un, wk, lb, c, *difficulty.latent(fit.fitted), n_units, copy)
                 scored_by_fit[id(fit)] = np.bincount(un[sc], weights=ll[sc], minlength=n_units)[fold.unit_of_item]
             per_item[ms] += scored_by_fit[id(fit)]
         n += int(round(fold.mult[un[sc]].sum()))
@@ -310,12 +332,15 @@ class AutoDawidSkene(Aggregator):
         multistart: ``None`` (the default) lets the criterion choose between EM from the majority-vote start
             and the best of :func:`em_starts`, taking the latter only when it predicts held-out votes more than
             one standard error better; ``False`` / ``True`` fixes one.
+        difficulty: whether to also race the independent candidates with item difficulty (:mod:`.difficulty`;
+            on three labels or more).
     """
 
     def __init__(self, *, families: Mapping[Hashable, Hashable] | None = None, folds: int = 5, seed: int = 0,
                  candidates: Sequence[_bayes.Candidate | str] = _bayes.INDEPENDENT_CANDIDATES,
                  dependence: bool = True,
-                 classes: Sequence[Hashable] | None = None, n_iter: int = 100, multistart: bool | None = None):
+                 classes: Sequence[Hashable] | None = None, n_iter: int = 100, multistart: bool | None = None,
+                 difficulty: bool = True):
         if isinstance(families, str):
             raise ValueError("families is a mapping worker -> family (a hint), not a naming rule")
         self.families = families
@@ -327,6 +352,7 @@ class AutoDawidSkene(Aggregator):
         self.classes = classes
         self.n_iter = n_iter
         self.multistart = multistart
+        self.difficulty = bool(difficulty)
 
     def _hint(self, workers: np.ndarray) -> np.ndarray | None:
         if not self.families:
@@ -342,17 +368,25 @@ class AutoDawidSkene(Aggregator):
         candidates fitted from the majority-vote start and, when there are dense workers, separately among the
         same fitted from the best of :func:`em_starts`; the second pick is taken only if it is more than one
         standard error better than the first (another basin than the majority's must predict held-out votes
-        clearly better, and racing the starts never moves the majority-start pick). Then the chosen one's
-        dependent version is raced the same way."""
+        clearly better, and racing the starts never moves the majority-start pick). On three labels or more the
+        same rule picks among the ``+difficulty`` candidates (:mod:`.difficulty`), and that pick is taken only when
+        it is more than one standard error better than both the pick so far and its own twin without difficulty
+        (the gain must come from the hard items, not from another structure or class prior). Then, unless
+        difficulty was taken, the chosen one's dependent version is raced the same way."""
         if self.multistart is None:
             starts = (False, True) if len(dense_workers(d)) else (False,)
         else:
             starts = (bool(self.multistart),)
-        indep = sorted((c for c in _bayes.candidates_for(self.candidates, votes.n_classes) if not c.dependent),
-                       key=_bayes.ALL_CANDIDATES.index)
+        named_hard = [c for c in self.candidates if c.difficulty and not c.dependent]
+        own = [c for c in self.candidates if not c.dependent and not c.difficulty] or [c.twin for c in named_hard]
+        hard = [_bayes.Candidate(c.structure, c.class_prior, False, True) for c in own if c.structure != "shared"]
+        raced = _bayes.candidates_for(list(dict.fromkeys(own + (hard if self.difficulty else []) + named_hard)),
+                                      votes.n_classes)
+        indep = sorted((c for c in raced if not c.difficulty), key=_bayes.ALL_CANDIDATES.index)
+        hard = sorted((c for c in raced if c.difficulty), key=_bayes.ALL_CANDIDATES.index)
         options = [(c, ms) for c in indep for ms in starts]
         per_option, ok, n = [], [], 0
-        if len(options) > 1 or self.dependence:
+        if len(options) > 1 or self.dependence or hard:
             folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers,
                              votes.n_classes, self.folds, self.seed)
             for c in indep:
@@ -371,7 +405,22 @@ class AutoDawidSkene(Aggregator):
         if len(per_start) == 2 and not selection.within_one_se(total, m2, votes.n_items, n, per_start[True],
                                                                chosen):
             chosen = per_start[True]
-        if self.dependence:
+        if hard:
+            first = len(options)
+            for c in hard:
+                [(scores, n, good)] = heldout_loglik(folds, votes.n_items, c, hint, starts[:1])
+                options.append((c, starts[0]))
+                P = np.concatenate([P, scores[:, None]], axis=1)
+                if good:
+                    allowed.append(len(options) - 1)
+            total, m2 = selection.moments(P)
+            group = [i for i in allowed if i >= first]
+            if group:
+                pick = selection.simplest_within(total, m2, votes.n_items, n, group)
+                twin = options.index((options[pick][0].twin, starts[0]))
+                if not any(selection.within_one_se(total, m2, votes.n_items, n, pick, i) for i in (chosen, twin)):
+                    chosen = pick
+        if self.dependence and not options[chosen][0].difficulty:
             c, ms = options[chosen]
             [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
                                                  _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
@@ -418,6 +467,9 @@ class AutoDawidSkene(Aggregator):
         self.concentration_ = fit.fitted.concentration
         self.n_iter_ = fit.n_iter
         self.counts_, self.class_counts_ = fit.counts, fit.class_counts
+        self.hard_share_, self.temper_ = fit.fitted.hard_share, fit.fitted.temper
+        self.hard_counts_ = np.zeros_like(fit.counts) if fit.hard_counts is None else fit.hard_counts
+        self.hard_class_counts_ = np.zeros(K) if fit.hard_class_counts is None else fit.hard_class_counts
         self.n_items_with_votes_ = float(d.mult[np.bincount(d.unit, minlength=d.n_units) > 0].sum())
         self.skills_ = np.einsum("k,jkk->j", self.priors_, self.confusion_)
         p = np.clip(self.skills_, 1e-9, 1 - 1e-9)
@@ -430,9 +482,10 @@ class AutoDawidSkene(Aggregator):
         K = len(self.classes_)
         prior = _bayes.m_step(np.zeros((1, K, K)), np.zeros(K), "pooled").theta
         theta = np.concatenate([self.confusion_, prior], axis=0)  # unknown workers (code J): the weak prior
+        theta, pi = difficulty.latent(_bayes.Fitted(theta, self.priors_, self.concentration_, self.hard_share_,
+                                                    self.temper_))
         code = np.append(self.clusters_.code, len(self.clusters_.rho))
         clusters = dependence.Clusters(code, np.append(self.clusters_.rho, 0.0))
         c = dependence.vote_weights(votes.item, votes.worker, clusters)
-        lj = _em.log_joint(votes.item, votes.worker * K + votes.label, c, np.log(self.priors_), np.log(theta),
-                           votes.n_items)
-        return _em.softmax_rows(lj)[0]
+        lj = _em.log_joint(votes.item, votes.worker * K + votes.label, c, np.log(pi), np.log(theta), votes.n_items)
+        return difficulty.classes(_em.softmax_rows(lj)[0], K)

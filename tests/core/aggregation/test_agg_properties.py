@@ -27,8 +27,9 @@ def test_invariant_to_vote_order_and_item_worker_names(seed, method):
     choice fixed it is invariant; the whole default is tested on worker permutations below.)"""
     make = {
         "ds": DawidSkene,
-        "default-full": lambda: default_aggregator(candidates=("full",), dependence=False, multistart=False),
-        "default-full-multistart": lambda: default_aggregator(candidates=("full",), dependence=False,
+        "default-full": lambda: default_aggregator(candidates=("full",), dependence=False, difficulty=False,
+                                                    multistart=False),
+        "default-full-multistart": lambda: default_aggregator(candidates=("full",), dependence=False, difficulty=False,
                                                               multistart=True),
         "onecoin": OneCoinDawidSkene,
         "mv": MajorityVote,

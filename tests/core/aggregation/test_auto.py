@@ -59,7 +59,7 @@ def test_pooled_candidate_is_majority_vote(seed, K):
     the majority is strict."""
     rng = np.random.default_rng(seed)
     it, wk, lb, _ = _symmetric_world(rng, 5, K, 0.7, 200)
-    pooled = AutoDawidSkene(candidates=("pooled",), dependence=False).fit(it, wk, lb)
+    pooled = AutoDawidSkene(candidates=("pooled",), dependence=False, difficulty=False).fit(it, wk, lb)
     mv = MajorityVote().fit(it, wk, lb)
     share = mv.predict_proba()
     strict = np.sort(share, axis=1)[:, -1] > np.sort(share, axis=1)[:, -2]
@@ -126,14 +126,18 @@ def test_hard_items_of_a_graded_crowd_do_not_become_a_class_of_their_own(n_items
     assert model.candidate_.structure != "shared", model.choice_
 
 
-def test_shared_is_raced_on_binary_labels_only():
-    """The candidates of a race by number of labels; a race of ``shared`` alone keeps it (nothing else to race)."""
-    assert _bayes.candidates_for(ALL_CANDIDATES, 2) == ALL_CANDIDATES
+def test_shared_is_raced_on_binary_labels_only_and_difficulty_on_more():
+    """The candidates of a race by number of labels; a race of ``shared`` (or of difficulty) alone keeps it
+    (nothing else to race)."""
+    assert _bayes.candidates_for(ALL_CANDIDATES, 2) == tuple(c for c in ALL_CANDIDATES if not c.difficulty)
     three = _bayes.candidates_for(ALL_CANDIDATES, 3)
     assert {c.structure for c in three} == {"pooled", "onecoin", "full"}
     assert three == tuple(c for c in ALL_CANDIDATES if c.structure != "shared")
+    assert sum(c.difficulty for c in three) == 6
     only = (_bayes.Candidate("shared", "learned"),)
     assert _bayes.candidates_for(only, 5) == only
+    hard = (_bayes.Candidate("full", "learned", difficulty=True),)
+    assert _bayes.candidates_for(hard, 2) == hard
     online = OnlineDawidSkene(classes=["a", "b", "c"])
     online.partial_fit(["i1", "i1", "i2", "i2"], ["w1", "w2", "w1", "w2"], ["a", "a", "b", "c"])
     assert online.candidate_.structure != "shared"
