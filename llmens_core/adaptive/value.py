@@ -156,7 +156,9 @@ def expected_gain(
     """Expected accuracy gain, under ``model``, of also asking ``remaining`` (see the module docstring).
 
     The posterior weights of correlated LLMs (``ModelParams.vote_weights``) are those of the votes once every
-    remaining LLM has answered, as in ``model.posterior``. 0 when nothing remains.
+    remaining LLM has answered, as in ``model.posterior``. Posteriors here, the current one included, are the
+    snapshot's product of rows: for a model with item difficulty that is its marginal rows' approximation of
+    the easy/hard mixture ``model.posterior`` computes. 0 when nothing remains.
     """
     K = len(model.classes_)
     rem = [w for w in dict.fromkeys(remaining) if w not in votes or votes[w] is None]
@@ -165,12 +167,13 @@ def expected_gain(
     p, der = _derived(model)
     asked = [(w, p.label_index(lab)) for w, lab in votes.items() if lab is not None]
     asked = [(w, k) for w, k in asked if k is not None]
-    cur = model.posterior(votes) if asked else model.priors_.copy()
-    d = int(np.argmax(cur))
     wall = p.vote_weights([w for w, _ in asked] + rem).tolist()
     base = p.log_pi.copy()
     for (w, k), wt in zip(asked, wall, strict=False):
         base += wt * der.log_rows(w)[:, k]
+    cur = np.exp(base - base.max())
+    cur /= cur.sum()
+    d = int(np.argmax(cur))
     wts = wall[len(asked):]
     if exact_outcomes >= K ** len(rem):
         if all(wt == 1.0 for wt in wall):

@@ -369,10 +369,11 @@ class AutoDawidSkene(Aggregator):
         same fitted from the best of :func:`em_starts`; the second pick is taken only if it is more than one
         standard error better than the first (another basin than the majority's must predict held-out votes
         clearly better, and racing the starts never moves the majority-start pick). On three labels or more the
-        same rule picks among the ``+difficulty`` candidates (:mod:`.difficulty`), and that pick is taken only when
-        it is more than one standard error better than both the pick so far and its own twin without difficulty
-        (the gain must come from the hard items, not from another structure or class prior). Then, unless
-        difficulty was taken, the chosen one's dependent version is raced the same way."""
+        same rule picks among the ``+difficulty`` candidates (:mod:`.difficulty`); that pick qualifies when it is
+        more than one standard error better than both the pick so far and its own twin without difficulty (the
+        gain must come from the hard items, not from another structure or class prior). The pick's dependent
+        version qualifies when it is more than one standard error better than the pick. Of those that qualify,
+        the better-scoring is taken (see :mod:`.selection`)."""
         if self.multistart is None:
             starts = (False, True) if len(dense_workers(d)) else (False,)
         else:
@@ -405,6 +406,7 @@ class AutoDawidSkene(Aggregator):
         if len(per_start) == 2 and not selection.within_one_se(total, m2, votes.n_items, n, per_start[True],
                                                                chosen):
             chosen = per_start[True]
+        base, better = chosen, []
         if hard:
             first = len(options)
             for c in hard:
@@ -418,10 +420,10 @@ class AutoDawidSkene(Aggregator):
             if group:
                 pick = selection.simplest_within(total, m2, votes.n_items, n, group)
                 twin = options.index((options[pick][0].twin, starts[0]))
-                if not any(selection.within_one_se(total, m2, votes.n_items, n, pick, i) for i in (chosen, twin)):
-                    chosen = pick
-        if self.dependence and not options[chosen][0].difficulty:
-            c, ms = options[chosen]
+                if not any(selection.within_one_se(total, m2, votes.n_items, n, pick, i) for i in (base, twin)):
+                    better.append(pick)
+        if self.dependence:
+            c, ms = options[base]
             [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
                                                  _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
             options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
@@ -429,8 +431,10 @@ class AutoDawidSkene(Aggregator):
             total, m2 = selection.moments(P)
             if good:
                 allowed.append(len(options) - 1)
-                if not selection.within_one_se(total, m2, votes.n_items, n, len(options) - 1, chosen):
-                    chosen = len(options) - 1
+                if not selection.within_one_se(total, m2, votes.n_items, n, len(options) - 1, base):
+                    better.append(len(options) - 1)
+        if better:
+            chosen = max(better, key=lambda i: total[i])
         self.options_ = options
         self.cv_option_total_, self.cv_option_m2_ = total, m2
         self.admissible_ = [options[i] for i in allowed]

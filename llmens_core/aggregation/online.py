@@ -21,6 +21,7 @@ starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never race
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,16 +29,17 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from llmens_core.aggregation import _bayes, _em, dependence, selection
+from llmens_core.aggregation import _bayes, _em, dependence, difficulty, selection
 from llmens_core.aggregation._stats import SufficientStats, clamped_stats
 from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
 
 __all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"]
 
-_FORMAT = 2
+_FORMAT = 3
 _C = len(_bayes.ALL_CANDIDATES)
 _DERIVED = ("_ready", "_counts", "_all_fitted", "candidate_", "_clusters", "_clusters_key", "confusion_", "priors_",
-            "_log_theta", "_log_pi", "_cluster", "_rho", "_lt_rows", "_params")
+            "_log_theta", "_log_pi", "_cluster", "_rho", "_lt_rows", "_params", "_chosen_fit", "_splitter",
+            "_latent_log_theta", "_latent_log_pi")
 
 
 def _jsonable(x):
@@ -57,7 +59,9 @@ class ModelParams:
     Attributes:
         version: the model's ``version`` when the snapshot was taken.
         workers (J names), classes (K names): tuples.
-        log_theta: (J, K, K) log confusion ``[worker, true, given]`` of the chosen candidate.
+        log_theta: (J, K, K) log confusion ``[worker, true, given]`` of the chosen candidate (with item difficulty:
+            its easy and hard rows mixed by the hard share, a product-form approximation for value-of-information
+            computations; :meth:`OnlineDawidSkene.posterior` uses the mixture itself).
         log_pi: (K,) log class prior.
         prior_log_theta: (K, K) log confusion an unknown worker gets (the weak prior).
         cluster: (J,) int cluster of each worker; rho: (C,) its dependence strength (0 = independent).
@@ -150,6 +154,8 @@ class OnlineDawidSkene:
         self._cidx: dict = {}
         self.S = np.zeros((0, 0, 0))
         self.S_class = np.zeros(0)
+        self.S_hard = np.zeros((0, 0, 0))  # the hard items' part of S and S_class (:mod:`.difficulty`)
+        self.S_hard_class = np.zeros(0)
         self.score, self.score_m2, self.score_votes = np.zeros(_C), np.zeros((_C, _C)), 0.0
         self.pairs = np.zeros((2, 0, 0))
         if classes:
@@ -165,6 +171,7 @@ class OnlineDawidSkene:
                 self._widx[w] = len(self.workers_)
                 self.workers_.append(w)
             self.S = np.concatenate([self.S, np.zeros((len(new), K, K))], axis=0)
+            self.S_hard = np.concatenate([self.S_hard, np.zeros((len(new), K, K))], axis=0)
             pairs = np.zeros((2, J + len(new), J + len(new)))
             pairs[:, :J, :J] = self.pairs
             self.pairs = pairs
@@ -182,7 +189,11 @@ class OnlineDawidSkene:
             S = np.zeros((J, K + len(new), K + len(new)))
             S[:, :K, :K] = self.S
             self.S = S
+            S = np.zeros((J, K + len(new), K + len(new)))
+            S[:, :K, :K] = self.S_hard
+            self.S_hard = S
             self.S_class = np.concatenate([self.S_class, np.zeros(len(new))])
+            self.S_hard_class = np.concatenate([self.S_hard_class, np.zeros(len(new))])
             self._refresh()
         return new
 
@@ -211,19 +222,27 @@ class OnlineDawidSkene:
             return
         n = self.n_eff
         counts, class_counts = n * self.S, n * self.S_class
-        self._counts, self._all_fitted = (counts, class_counts), None
-        allowed = self._raced()
+        self._counts, self._all_fitted = (counts, class_counts, n * self.S_hard, n * self.S_hard_class), None
+        allowed = tuple(c for c in self._raced() if not c.difficulty or difficulty.found(self._fitted[c]))
         while True:  # the criterion's choice among the candidates whose fit is identifiable
             self.candidate_ = c = selection.choose(n * self.score, n * self.score_m2, n, n * self.score_votes,
                                                    allowed)
-            f = _bayes.m_step(counts, class_counts, c.structure, c.class_prior)
-            rest = tuple(a for a in allowed if (a.structure, a.class_prior) != (c.structure, c.class_prior))
+            f = self._fitted[c] if c.difficulty else _bayes.m_step(counts, class_counts, c.structure,
+                                                                    c.class_prior)
+            rest = tuple(a for a in allowed if (a.structure, a.class_prior, a.difficulty)
+                         != (c.structure, c.class_prior, c.difficulty))
             if not rest or _bayes.identifiable(f.theta, counts):
                 break
             allowed = rest
         self._clusters = self._find_clusters(n, K)
+        self._chosen_fit = f
+        self._splitter = self._split_model(c) if K > 2 else None
+        theta, pi = difficulty.latent(f)
+        self._latent_log_theta, self._latent_log_pi = np.log(np.maximum(theta, 1e-300)), np.log(pi)
         self.confusion_, self.priors_ = f.theta, f.pi
-        self._log_theta = np.log(np.maximum(f.theta, 1e-300))
+        marginal = f.theta if f.hard_share <= 0 else (
+            (1.0 - f.hard_share) * f.theta + f.hard_share * difficulty.temper(f.theta, f.temper))
+        self._log_theta = np.log(np.maximum(marginal, 1e-300))
         self._log_pi = np.log(f.pi)
         clusters = self._clusters if self.candidate_.dependent else dependence.INDEPENDENT(J)
         self._cluster, self._rho = clusters.code, clusters.rho
@@ -232,6 +251,25 @@ class OnlineDawidSkene:
             self._prior_rows = np.ascontiguousarray(self._prior_log_theta.T)
         self._lt_rows = np.ascontiguousarray(self._log_theta.transpose(0, 2, 1))  # [worker, given] -> (K,)
         self._params = None
+
+    def _split_model(self, chosen: _bayes.Candidate) -> _bayes.Fitted:
+        """The fit with difficulty that shares the statistics' counts between easy and hard items
+        (:func:`.difficulty.split`): the chosen candidate's own, or its structure's with difficulty; while that
+        has found no hard items (cold statistics), the same rows at the batch EM's start
+        (:data:`.difficulty.START_TEMPER`, :data:`.difficulty.START_HARD`), as a fixed point of ``t = 1`` would
+        never leave it."""
+        f = self._fitted.get(_bayes.Candidate(chosen.structure, chosen.class_prior, False, True))
+        if f is None:
+            f = self._difficulty_fit(_bayes.Candidate(chosen.structure, chosen.class_prior, False, True))
+        if difficulty.found(f):
+            return f
+        return _bayes.Fitted(f.theta, f.pi, f.concentration, difficulty.START_HARD, difficulty.START_TEMPER)
+
+    def _difficulty_fit(self, cand: _bayes.Candidate) -> _bayes.Fitted:
+        counts, class_counts, hard, hard_class = self._counts
+        N = np.concatenate([np.maximum(counts - hard, 0.0), hard], axis=1)
+        cc = np.concatenate([np.maximum(class_counts - hard_class, 0.0), hard_class])
+        return difficulty.m_step(N, cc, cand.structure, cand.class_prior)
 
     def _raced(self) -> tuple[_bayes.Candidate, ...]:
         """The candidates raced on the current label set (:func:`._bayes.candidates_for`)."""
@@ -242,7 +280,14 @@ class OnlineDawidSkene:
         """Every raced candidate's parameters from the current counts, derived when the criterion needs them (the
         E-step needs only the chosen one's)."""
         if self._all_fitted is None:
-            self._all_fitted = _bayes.m_step_all(*self._counts, self._raced())
+            raced = self._raced()
+            self._all_fitted = _bayes.m_step_all(*self._counts[:2], [c for c in raced if not c.difficulty])
+            by_structure: dict[str, _bayes.Fitted] = {}
+            for c in raced:
+                if c.difficulty:  # the class prior changes pi only
+                    f = by_structure.setdefault(c.structure, self._difficulty_fit(c))
+                    pi = _bayes.class_prior(self._counts[1], c.class_prior)
+                    self._all_fitted[c] = dataclasses.replace(f, pi=pi)
         return self._all_fitted
 
     def _find_clusters(self, n: float, K: int) -> dependence.Clusters:
@@ -293,6 +338,8 @@ class OnlineDawidSkene:
         """
         if not self.classes_:
             raise ValueError("the model has no classes yet")
+        if self._chosen_fit.hard_share > 0.0:
+            return self._batch_posterior_of(votes)
         acc = self._log_pi.copy()
         rows, groups = [], []
         for w, lab in votes.items():
@@ -310,6 +357,15 @@ class OnlineDawidSkene:
         np.exp(acc, out=acc)
         acc /= acc.sum()
         return acc
+
+    def _batch_posterior_of(self, votes: Mapping[Hashable, Hashable | None]) -> np.ndarray:
+        """:meth:`posterior` of a model with difficulty (a mixture over easy and hard, not a product of rows)."""
+        pairs = [(w, lab) for w, lab in votes.items() if lab is not None and lab in self._cidx]
+        if not pairs:
+            return self.priors_.copy()
+        _, icode, wcode, lcode, extra = self._encode_batch(["i"] * len(pairs), [w for w, _ in pairs],
+                                                           [lab for _, lab in pairs], grow=False)
+        return self._batch_posterior(icode, wcode, lcode, 1, extra)[0]
 
     def _group_weights(self, groups: list) -> list[float]:
         if not len(self._rho) or len(set(groups)) == len(groups):
@@ -354,16 +410,22 @@ class OnlineDawidSkene:
         return items_, icode[ok], wcode[ok], lcode[ok], list(extra)
 
     def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
+        """Class posteriors (n_items, K) under the chosen candidate (over (class, difficulty) when it has
+        difficulty, then summed); ``extra`` workers get the prior rows."""
         K = len(self.classes_)
-        log_theta = self._log_theta
+        log_theta = self._latent_log_theta
         code, rho = self._cluster, self._rho
         if extra:
-            log_theta = np.concatenate([log_theta, np.broadcast_to(self._prior_log_theta, (len(extra), K, K))])
+            prior = self._prior_log_theta
+            if log_theta.shape[1] != K:
+                f = self._chosen_fit
+                prior = np.log(np.concatenate([np.exp(prior), difficulty.temper(np.exp(prior), f.temper)]))
+            log_theta = np.concatenate([log_theta, np.broadcast_to(prior, (len(extra),) + prior.shape)])
             code = np.concatenate([code, len(rho) + np.arange(len(extra))])
             rho = np.concatenate([rho, np.zeros(len(extra))])
         c = dependence.vote_weights(icode, wcode, dependence.Clusters(code, rho))
-        lt = _em.log_joint(icode, wcode * K + lcode, c, self._log_pi, log_theta, n_items)
-        return _em.softmax_rows(lt)[0]
+        lt = _em.log_joint(icode, wcode * K + lcode, c, self._latent_log_pi, log_theta, n_items)
+        return difficulty.classes(_em.softmax_rows(lt)[0], K)
 
     def predict_proba_batch(self, items, workers, labels) -> tuple[np.ndarray, np.ndarray]:
         """Posteriors for many items at once: ``(items (I,), proba (I, K))``; unknown workers use the prior, labels
@@ -383,15 +445,15 @@ class OnlineDawidSkene:
         dependent = self._clusters.dependent
         groups: dict = {}
         for cand in self._raced():  # a candidate out of the race keeps a zero column: it is never chosen
-            groups.setdefault((cand.structure, cand.dependent and dependent), []).append(cand)
+            groups.setdefault((cand.structure, cand.dependent and dependent, cand.difficulty), []).append(cand)
         dep = (dependence.vote_weights(it, wk, self._clusters), dependence.copy_terms(it, wk, lb, self._clusters))
-        for (_, weighted), cands in groups.items():
-            twins = [_bayes.Candidate(c.structure, c.class_prior) for c in cands]
+        for (_, weighted, hard), cands in groups.items():
+            twins = [_bayes.Candidate(c.structure, c.class_prior, False, hard) for c in cands]
             priors = list(dict.fromkeys(t.class_prior for t in twins))
-            fitted = {t.class_prior: self._fitted[t] for t in twins}
+            fitted = {t.class_prior: difficulty.latent(self._fitted[t]) for t in twins}
             c, copy = dep if weighted else (None, None)
-            lls = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]].theta,
-                                          [fitted[k].pi for k in priors], n_items, copy)
+            lls = _bayes.loo_vote_logliks(it, wk, lb, c, fitted[priors[0]][0],
+                                          [fitted[k][1] for k in priors], n_items, copy)
             by_prior = {k: np.bincount(it, weights=ll, minlength=n_items) for k, ll in zip(priors, lls, strict=True)}
             for cand in cands:
                 per_unit[:, col[cand]] = by_prior[cand.class_prior]
@@ -421,13 +483,20 @@ class OnlineDawidSkene:
         return total, m2, n_scored, pairs.as_array()
 
     def _stats_from(self, icode, wcode, lcode, T, n_items, crit=None) -> SufficientStats:
+        """Statistics of class posteriors ``T`` (n_items, K), with their hard part (:func:`.difficulty.split`)."""
         J, K = len(self.workers_), len(self.classes_)
         has = np.bincount(icode, minlength=n_items) > 0
         Tm = T * has[:, None]
-        conf = _em.confusion_counts(icode, wcode * K + lcode, Tm, J)
+        wl = wcode * K + lcode
+        conf = _em.confusion_counts(icode, wl, Tm, J)
+        hard, hard_class = None, None
+        if self._splitter is not None and len(icode):
+            c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
+            Th = difficulty.split(Tm, icode, wl, c, self._splitter)[:, K:]
+            hard, hard_class = _em.confusion_counts(icode, wl, Th, J), Th.sum(axis=0)
         total, m2, n_votes, pairs = crit if crit is not None else (None, None, 0.0, None)
         return SufficientStats(list(self.workers_), list(self.classes_), conf, Tm.sum(axis=0), float(has.sum()),
-                               total, m2, n_votes, pairs)
+                               total, m2, n_votes, pairs, hard, hard_class)
 
     def batch_stats(self, items, workers, labels) -> SufficientStats:
         """E-step contribution of a mini-batch under the current parameters, with its held-out criterion
@@ -465,7 +534,22 @@ class OnlineDawidSkene:
         conf = np.zeros((len(workers), len(classes), len(classes)))
         for w, lab in pairs:
             conf[wid[w], :, cid[lab]] += T
-        return SufficientStats(workers, classes, conf, T, 1.0)
+        hard_share = self._hard_share(pairs, T) if len(classes) == len(self.classes_) else np.zeros(len(classes))
+        hard = conf * hard_share[None, :, None]
+        return SufficientStats(workers, classes, conf, T, 1.0, hard_confusion=hard, hard_class_counts=T * hard_share)
+
+    def _hard_share(self, pairs: list, T: np.ndarray) -> np.ndarray:
+        """P(hard | class, the item's votes) (K,) under the split model (zero when there is none)."""
+        K = len(self.classes_)
+        if self._splitter is None:
+            return np.zeros(K)
+        _, icode, wcode, lcode, extra = self._encode_batch(["i"] * len(pairs), [w for w, _ in pairs],
+                                                           [lab for _, lab in pairs], grow=False)
+        if extra or not len(icode):
+            return np.zeros(K)
+        c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
+        split = difficulty.split(np.ones((1, K)), icode, wcode * K + lcode, c, self._splitter)[0]
+        return split[K:]
 
     def gold_stats(self, items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]]) -> SufficientStats:
         """Statistics of gold-labelled items (posterior clamped to the gold class), laid out on ``classes_``
@@ -490,6 +574,8 @@ class OnlineDawidSkene:
             keep = 1.0 - eta
             self.S = keep * self.S + eta * (d.confusion / b)
             self.S_class = keep * self.S_class + eta * (d.class_counts / b)
+            self.S_hard = keep * self.S_hard + eta * (d.hard_confusion / b)
+            self.S_hard_class = keep * self.S_hard_class + eta * (d.hard_class_counts / b)
             self.score = keep * self.score + eta * (d.scores / b)
             self.score_m2 = keep * self.score_m2 + eta * (d.score_m2 / b)
             self.score_votes = keep * self.score_votes + eta * (d.n_votes / b)
@@ -504,12 +590,13 @@ class OnlineDawidSkene:
     def _state(self) -> tuple:
         """The statistics and what :meth:`_refresh` derived from them (arrays are replaced, never written in
         place, so references suffice): restoring it needs no new M-step."""
-        return ((self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
-                 self.n_items_, self.version), {a: getattr(self, a) for a in _DERIVED if hasattr(self, a)})
+        return ((self.S, self.S_class, self.S_hard, self.S_hard_class, self.score, self.score_m2, self.score_votes,
+                 self.pairs, self.q, self.t, self.n_items_, self.version),
+                {a: getattr(self, a) for a in _DERIVED if hasattr(self, a)})
 
     def _restore(self, st: tuple) -> None:
-        (self.S, self.S_class, self.score, self.score_m2, self.score_votes, self.pairs, self.q, self.t,
-         self.n_items_, self.version), derived = st
+        (self.S, self.S_class, self.S_hard, self.S_hard_class, self.score, self.score_m2, self.score_votes,
+         self.pairs, self.q, self.t, self.n_items_, self.version), derived = st
         self.__dict__.update(derived)
 
     def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
@@ -553,13 +640,14 @@ class OnlineDawidSkene:
         (web: -25 points on three of five shuffles), so the weak prior's start is kept for it."""
         from llmens_core.aggregation.auto import AutoDawidSkene
 
-        indep = [c for c in self.candidates if not c.dependent]
+        indep = [c for c in self.candidates if not c.dependent and not c.difficulty]
         model = AutoDawidSkene(families=self.families or None, classes=list(self.classes_),
                                candidates=indep or _bayes.INDEPENDENT_CANDIDATES,
-                               dependence=any(c.dependent for c in self.candidates)).fit(items, workers, labels)
+                               dependence=any(c.dependent for c in self.candidates),
+                               difficulty=any(c.difficulty for c in self.candidates)).fit(items, workers, labels)
         return SufficientStats(model.workers_.tolist(), model.classes_.tolist(), model.counts_,
                                model.class_counts_, model.n_items_with_votes_, model.cv_total_, model.cv_m2_,
-                               model.cv_votes_, model.pair_stats_)
+                               model.cv_votes_, model.pair_stats_, model.hard_counts_, model.hard_class_counts_)
 
     def _refined_stats(self, icode, wcode, lcode, n) -> SufficientStats:
         """The batch's statistics after up to ``inner_iter`` E-steps (the model is left unchanged)."""
@@ -583,7 +671,8 @@ class OnlineDawidSkene:
         """Current averaged statistics scaled to counts (``n_eff`` times the averages)."""
         n = self.n_eff
         return SufficientStats(list(self.workers_), list(self.classes_), n * self.S, n * self.S_class, n,
-                               n * self.score, n * self.score_m2, n * self.score_votes, n * self.pairs)
+                               n * self.score, n * self.score_m2, n * self.score_votes, n * self.pairs,
+                               n * self.S_hard, n * self.S_hard_class)
 
     def summary(self) -> dict:
         """JSON-able snapshot of the model."""
@@ -593,6 +682,8 @@ class OnlineDawidSkene:
                "n_items": self.n_items_, "n_eff": self.n_eff}
         if self.classes_:
             out["candidate"] = self.candidate_.name
+            if self._chosen_fit.hard_share > 0.0:
+                out["difficulty"] = {"hard_share": self._chosen_fit.hard_share, "temper": self._chosen_fit.temper}
             out["clusters"] = [[out["workers"][j] for j in g] for g in self._clusters.groups()]
             out["class_priors"] = dict(zip(out["classes"], self.priors_.tolist(), strict=False))
             out["accuracy"] = dict(zip(out["workers"], self.skills_.tolist(), strict=False))
@@ -610,13 +701,14 @@ class OnlineDawidSkene:
             "format": _FORMAT, "config": self._config(), "families": list(self.families.items()),
             "version": self.version, "t": self.t, "q": self.q, "n_items": self.n_items_,
             "workers": self.workers_, "classes": self.classes_, "S": self.S.ravel().tolist(),
-            "S_class": self.S_class.tolist(), "score": self.score.tolist(),
+            "S_class": self.S_class.tolist(), "S_hard": self.S_hard.ravel().tolist(),
+            "S_hard_class": self.S_hard_class.tolist(), "score": self.score.tolist(),
             "score_m2": self.score_m2.ravel().tolist(), "score_votes": self.score_votes,
             "pairs": self.pairs.ravel().tolist()})
 
     @classmethod
     def from_bytes(cls, b: bytes | bytearray | memoryview | str) -> OnlineDawidSkene:
-        """Reads format 2 (format 1 models, with the old priors, are refused: refit them with ``llmens fit``)."""
+        """Reads format 3 (older models, with another candidate list, are refused: refit them with ``llmens fit``)."""
         d = orjson.loads(b)
         if d.get("format") != _FORMAT:
             raise ValueError(f"model format {d.get('format')} is not {_FORMAT}")
@@ -626,6 +718,8 @@ class OnlineDawidSkene:
         J, K = len(m.workers_), len(m.classes_)
         m.S = np.asarray(d["S"], dtype=float).reshape(J, K, K)
         m.S_class = np.asarray(d["S_class"], dtype=float)
+        m.S_hard = np.asarray(d["S_hard"], dtype=float).reshape(J, K, K)
+        m.S_hard_class = np.asarray(d["S_hard_class"], dtype=float)
         m.score = np.asarray(d["score"], dtype=float)
         m.score_m2 = np.asarray(d["score_m2"], dtype=float).reshape(_C, _C)
         m.score_votes = float(d["score_votes"])
@@ -644,6 +738,7 @@ class OnlineDawidSkene:
         n = m if n_items is None else float(n_items)
         if m > 0 and n > 0:
             o.S, o.S_class = model.counts_ / m, model.class_counts_ / m
+            o.S_hard, o.S_hard_class = model.hard_counts_ / m, model.hard_class_counts_ / m
             o.pairs = model.pair_stats_ / m
             o.score, o.score_m2 = model.cv_total_ / m, model.cv_m2_ / m
             o.score_votes = model.cv_votes_ / m

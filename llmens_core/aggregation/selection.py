@@ -5,8 +5,11 @@ Input: for each candidate of :data:`~._bayes.ALL_CANDIDATES`, the sum of its hel
 over ``n`` units (items), and the sums of products of per-unit scores ``m2`` (C, C), from which the standard
 error of any paired difference follows. Rule (Breiman et al. 1984, a convention rather than a tuned value):
 among the independent candidates take the simplest whose mean score per vote is within one standard error
-of the best one's; then take its correlated-worker version only if *it* is more than one standard error
-better. A richer model must therefore explain held-out votes clearly better than a simpler one, which is
+of the best one's; then two richer versions of it are weighed: on three labels or more the same rule's pick among the
+candidates with item difficulty, if it is more than one standard error better than both that choice and its
+own twin without difficulty, and the choice's correlated-worker version, if *it* is more than one standard
+error better; the better-scoring of those that qualify is taken (correlated workers also look like hard items,
+and hard items like correlated workers: the data says which explains the votes). A richer model must therefore explain held-out votes clearly better than a simpler one, which is
 what keeps the default close to majority vote (the simplest candidate) when the data cannot support more.
 """
 
@@ -14,7 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmens_core.aggregation._bayes import ALL_CANDIDATES, INDEPENDENT_CANDIDATES, Candidate
+from llmens_core.aggregation._bayes import (
+    ALL_CANDIDATES,
+    DIFFICULTY_CANDIDATES,
+    INDEPENDENT_CANDIDATES,
+    Candidate,
+)
 
 __all__ = ["choose", "moments", "simplest_within", "within_one_se"]
 
@@ -59,7 +67,14 @@ def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
     if n_units <= 0 or n_votes <= 0:
         return indep[0]
     chosen = ALL_CANDIDATES[simplest_within(total, m2, n_units, n_votes, [idx[c] for c in indep])]
+    better = []  # the richer versions that are more than one standard error better: the best of them is taken
+    hard = [idx[c] for c in DIFFICULTY_CANDIDATES if c in allowed]
+    if hard:
+        pick = simplest_within(total, m2, n_units, n_votes, hard)
+        if not any(within_one_se(total, m2, n_units, n_votes, pick, idx[c])
+                   for c in (chosen, ALL_CANDIDATES[pick].twin)):
+            better.append(pick)
     dep = Candidate(chosen.structure, chosen.class_prior, True)
     if dep != chosen and dep in allowed and not within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
-        return dep
-    return chosen
+        better.append(idx[dep])
+    return ALL_CANDIDATES[max(better, key=lambda i: total[i])] if better else chosen

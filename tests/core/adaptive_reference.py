@@ -46,8 +46,6 @@ def ref_expected_gain(
     params = model.params()
     asked = [(w, params.label_index(lab)) for w, lab in votes.items() if lab is not None]
     asked = [(w, k) for w, k in asked if k is not None]
-    cur = model.posterior(votes) if asked else model.priors_.copy()
-    d = int(np.argmax(cur))
     def fam_of(w):
         j = params.index(w)
         return ("new", w) if j is None else int(params.cluster[j])
@@ -64,6 +62,9 @@ def ref_expected_gain(
     base = params.log_pi.copy()
     for w, k in asked:
         base += weight(w) * _ref_log_rows(model, w)[:, k]
+    cur = np.exp(base - base.max())
+    cur /= cur.sum()
+    d = int(np.argmax(cur))
     logs = [_ref_log_rows(model, w) for w in rem]
     wts = np.array([weight(w) for w in rem])
 
