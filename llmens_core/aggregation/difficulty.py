@@ -70,16 +70,23 @@ def classes(T: np.ndarray, n_classes: int) -> np.ndarray:
     return T if T.shape[1] == n_classes else T[:, :n_classes] + T[:, n_classes:]
 
 
+def _hard_loglik(theta: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """Expected log-likelihood of the hard counts ``hard`` (J, K, K) under ``theta`` (J, K, K) tempered by each
+    exponent of :data:`TEMPER_GRID`, shape (G,)."""
+    rows = hard.sum(axis=-1) > 0
+    lt = np.log(np.maximum(theta[rows], 1e-300))  # (R, K)
+    scaled = TEMPER_GRID[:, None, None] * lt[None]  # (G, R, K)
+    m = scaled.max(axis=-1, keepdims=True)
+    log_rows = scaled - (m + np.log(np.exp(scaled - m).sum(axis=-1, keepdims=True)))
+    return np.einsum("rk,grk->g", hard[rows], log_rows)
+
+
 def m_step(N: np.ndarray, class_counts: np.ndarray, structure: str, class_prior: str) -> _bayes.Fitted:
     """Parameters from soft counts over the latent states: ``N`` (J, 2K, K), ``class_counts`` (2K,)."""
     K = N.shape[-1]
     easy, hard = N[:, :K], N[:, K:]
     theta, s = _bayes.confusions(easy, structure)
-    if hard.sum() > 0:
-        fit = [float(np.sum(hard * np.log(temper(theta, t)))) for t in TEMPER_GRID]
-        t = float(TEMPER_GRID[int(np.argmax(fit))])
-    else:
-        t = 1.0
+    t = float(TEMPER_GRID[int(np.argmax(_hard_loglik(theta, hard)))]) if hard.sum() > 0 else 1.0
     pi = _bayes.class_prior(class_counts[:K] + class_counts[K:], class_prior)
     rho = float((class_counts[K:].sum() + 1.0) / (class_counts.sum() + 2.0))
     return _bayes.Fitted(theta, pi, s, hard_share=rho, temper=t)

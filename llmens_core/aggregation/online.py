@@ -285,7 +285,9 @@ class OnlineDawidSkene:
             by_structure: dict[str, _bayes.Fitted] = {}
             for c in raced:
                 if c.difficulty:  # the class prior changes pi only
-                    f = by_structure.setdefault(c.structure, self._difficulty_fit(c))
+                    if c.structure not in by_structure:
+                        by_structure[c.structure] = self._difficulty_fit(c)
+                    f = by_structure[c.structure]
                     pi = _bayes.class_prior(self._counts[1], c.class_prior)
                     self._all_fitted[c] = dataclasses.replace(f, pi=pi)
         return self._all_fitted
