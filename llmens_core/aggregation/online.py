@@ -17,6 +17,10 @@ E-step uses the chosen candidate. A cold model (no statistics) is the weak prior
 :meth:`~OnlineDawidSkene.partial_fit` its first mini-batch, when a worker answered at least half of it, is learnt
 from the batch race instead (:meth:`OnlineDawidSkene.first_batch_stats`): online EM cannot leave the basin it
 starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never races: it runs on an event loop.
+
+**Item difficulty** (:mod:`.difficulty`): the statistics also carry the hard items' part of the counts
+(``S_hard``, ``S_hard_class``), each delta's class posteriors split between easy and hard by the chosen
+candidate's difficulty twin, so that every ``+difficulty`` candidate has its M-step and its prequential score.
 """
 
 from __future__ import annotations
@@ -236,7 +240,7 @@ class OnlineDawidSkene:
             allowed = rest
         self._clusters = self._find_clusters(n, K)
         self._chosen_fit = f
-        self._splitter = self._split_model(c) if K > 2 else None
+        self._splitter = self._split_model(c) if any(a.difficulty for a in self._raced()) else None
         theta, pi = difficulty.latent(f)
         self._latent_log_theta, self._latent_log_pi = np.log(np.maximum(theta, 1e-300)), np.log(pi)
         self.confusion_, self.priors_ = f.theta, f.pi
@@ -365,9 +369,14 @@ class OnlineDawidSkene:
         pairs = [(w, lab) for w, lab in votes.items() if lab is not None and lab in self._cidx]
         if not pairs:
             return self.priors_.copy()
+        icode, wcode, lcode, extra = self._encode_item(pairs)
+        return self._batch_posterior(icode, wcode, lcode, 1, extra)[0]
+
+    def _encode_item(self, pairs: list) -> tuple:
+        """Codes ``(icode, wcode, lcode, extra)`` of one item's (worker, label) pairs (see :meth:`_encode_batch`)."""
         _, icode, wcode, lcode, extra = self._encode_batch(["i"] * len(pairs), [w for w, _ in pairs],
                                                            [lab for _, lab in pairs], grow=False)
-        return self._batch_posterior(icode, wcode, lcode, 1, extra)[0]
+        return icode, wcode, lcode, extra
 
     def _group_weights(self, groups: list) -> list[float]:
         if not len(self._rho) or len(set(groups)) == len(groups):
@@ -545,8 +554,7 @@ class OnlineDawidSkene:
         K = len(self.classes_)
         if self._splitter is None:
             return np.zeros(K)
-        _, icode, wcode, lcode, extra = self._encode_batch(["i"] * len(pairs), [w for w, _ in pairs],
-                                                           [lab for _, lab in pairs], grow=False)
+        icode, wcode, lcode, extra = self._encode_item(pairs)
         if extra or not len(icode):
             return np.zeros(K)
         c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
