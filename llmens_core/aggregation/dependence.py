@@ -119,10 +119,11 @@ def pair_stats(unit: np.ndarray, worker: np.ndarray, label: np.ndarray, n_worker
 
 def _rank_one(s: np.ndarray, w: np.ndarray, iters: int = 30) -> np.ndarray:
     """``r >= 0`` (J,) minimising ``sum w_ab (s_ab - r_a r_b)^2`` over the pairs with weight ``w > 0``."""
-    r = np.sqrt(np.clip(np.divide((w * s).sum(1), w.sum(1), out=np.zeros(len(s)), where=w.sum(1) > 0), 0, 1))
-    for _ in range(iters):
-        den = (w * r[None, :] ** 2).sum(axis=1)
-        r = np.clip(np.divide((w * s * r[None, :]).sum(axis=1), den, out=r.copy(), where=den > 0), 0.0, 1.0)
+    ws, wsum = w * s, w.sum(axis=1)
+    r = np.sqrt(np.clip(np.divide(ws.sum(axis=1), wsum, out=np.zeros(len(s)), where=wsum > 0), 0, 1))
+    for _ in range(iters):  # matrix-vector products: no (J, J) temporaries per iteration
+        den = w @ (r * r)
+        r = np.clip(np.divide(ws @ r, den, out=r.copy(), where=den > 0), 0.0, 1.0)
     return r
 
 
