@@ -380,9 +380,8 @@ class AutoDawidSkene(Aggregator):
             starts = (bool(self.multistart),)
         named_hard = [c for c in self.candidates if c.difficulty and not c.dependent]
         own = [c for c in self.candidates if not c.dependent and not c.difficulty] or [c.twin for c in named_hard]
-        hard = [_bayes.Candidate(c.structure, c.class_prior, False, True) for c in own if c.structure != "shared"]
-        raced = _bayes.candidates_for(list(dict.fromkeys(own + (hard if self.difficulty else []) + named_hard)),
-                                      votes.n_classes)
+        own_hard = [c for c in _bayes.DIFFICULTY_CANDIDATES if c.twin in own] if self.difficulty else []
+        raced = _bayes.candidates_for(list(dict.fromkeys(own + own_hard + named_hard)), votes.n_classes)
         indep = sorted((c for c in raced if not c.difficulty), key=_bayes.ALL_CANDIDATES.index)
         hard = sorted((c for c in raced if c.difficulty), key=_bayes.ALL_CANDIDATES.index)
         options = [(c, ms) for c in indep for ms in starts]
@@ -391,10 +390,10 @@ class AutoDawidSkene(Aggregator):
             folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers,
                              votes.n_classes, self.folds, self.seed)
             for c in indep:
-                raced = heldout_loglik(folds, votes.n_items, c, hint, starts)
-                per_option += [scores for scores, _, _ in raced]
-                ok += [good for _, _, good in raced]
-                n = raced[0][1]
+                per_start_mode = heldout_loglik(folds, votes.n_items, c, hint, starts)
+                per_option += [scores for scores, _, _ in per_start_mode]
+                ok += [good for _, _, good in per_start_mode]
+                n = per_start_mode[0][1]
         else:
             per_option, ok = [np.zeros(votes.n_items)], [True]
         allowed = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
@@ -406,35 +405,26 @@ class AutoDawidSkene(Aggregator):
         if len(per_start) == 2 and not selection.within_one_se(total, m2, votes.n_items, n, per_start[True],
                                                                chosen):
             chosen = per_start[True]
-        base, better = chosen, []
-        if hard:
-            first = len(options)
-            for c in hard:
-                [(scores, n, good)] = heldout_loglik(folds, votes.n_items, c, hint, starts[:1])
-                options.append((c, starts[0]))
-                P = np.concatenate([P, scores[:, None]], axis=1)
-                if good:
-                    allowed.append(len(options) - 1)
-            total, m2 = selection.moments(P)
-            group = [i for i in allowed if i >= first]
-            if group:
-                pick = selection.simplest_within(total, m2, votes.n_items, n, group)
-                twin = options.index((options[pick][0].twin, starts[0]))
-                if not any(selection.within_one_se(total, m2, votes.n_items, n, pick, i) for i in (base, twin)):
-                    better.append(pick)
+        base, first, dependent = chosen, len(options), None
+        for c in hard:
+            [(scores, n, good)] = heldout_loglik(folds, votes.n_items, c, hint, starts[:1])
+            options.append((c, starts[0]))
+            P = np.concatenate([P, scores[:, None]], axis=1)
+            if good:
+                allowed.append(len(options) - 1)
         if self.dependence:
             c, ms = options[base]
             [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
                                                  _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
             options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
             P = np.concatenate([P, scores[:, None]], axis=1)
-            total, m2 = selection.moments(P)
             if good:
                 allowed.append(len(options) - 1)
-                if not selection.within_one_se(total, m2, votes.n_items, n, len(options) - 1, base):
-                    better.append(len(options) - 1)
-        if better:
-            chosen = max(better, key=lambda i: total[i])
+                dependent = len(options) - 1
+        total, m2 = selection.moments(P)
+        chosen = selection.richer(total, m2, votes.n_items, n, base,
+                                  [i for i in allowed if first <= i and options[i][0].difficulty],
+                                  lambda i: options.index((options[i][0].twin, starts[0])), dependent)
         self.options_ = options
         self.cv_option_total_, self.cv_option_m2_ = total, m2
         self.admissible_ = [options[i] for i in allowed]

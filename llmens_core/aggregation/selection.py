@@ -15,6 +15,8 @@ what keeps the default close to majority vote (the simplest candidate) when the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from llmens_core.aggregation._bayes import (
@@ -24,7 +26,7 @@ from llmens_core.aggregation._bayes import (
     Candidate,
 )
 
-__all__ = ["choose", "moments", "simplest_within", "within_one_se"]
+__all__ = ["choose", "moments", "richer", "simplest_within", "within_one_se"]
 
 
 def moments(per_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +69,25 @@ def choose(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float,
     if n_units <= 0 or n_votes <= 0:
         return indep[0]
     chosen = ALL_CANDIDATES[simplest_within(total, m2, n_units, n_votes, [idx[c] for c in indep])]
-    better = []  # the richer versions that are more than one standard error better: the best of them is taken
+    dep = Candidate(chosen.structure, chosen.class_prior, True)
     hard = [idx[c] for c in DIFFICULTY_CANDIDATES if c in allowed]
+    return ALL_CANDIDATES[richer(total, m2, n_units, n_votes, idx[chosen], hard, lambda i: idx[ALL_CANDIDATES[i].twin],
+                                 idx[dep] if dep != chosen and dep in allowed else None)]
+
+
+def richer(total: np.ndarray, m2: np.ndarray, n_units: float, n_votes: float, base: int, hard: list[int],
+           twin: Callable[[int], int], dependent: int | None) -> int:
+    """The choice once the richer versions of the independent pick ``base`` are weighed (indices into ``total``
+    (C,) and ``m2`` (C, C)): the simplest of ``hard`` (the candidates with difficulty, simplest first) within one
+    standard error of their best qualifies when it is more than one standard error better than both ``base`` and
+    ``twin(pick)``, its twin without difficulty; ``dependent`` (``base``'s correlated-worker version, or None)
+    qualifies when it is more than one standard error better than ``base``. The better-scoring of those that
+    qualify, else ``base``. Shared by the batch race and the online criterion, so both make one choice."""
+    better = []
     if hard:
         pick = simplest_within(total, m2, n_units, n_votes, hard)
-        if not any(within_one_se(total, m2, n_units, n_votes, pick, idx[c])
-                   for c in (chosen, ALL_CANDIDATES[pick].twin)):
+        if not any(within_one_se(total, m2, n_units, n_votes, pick, i) for i in (base, twin(pick))):
             better.append(pick)
-    dep = Candidate(chosen.structure, chosen.class_prior, True)
-    if dep != chosen and dep in allowed and not within_one_se(total, m2, n_units, n_votes, idx[dep], idx[chosen]):
-        better.append(idx[dep])
-    return ALL_CANDIDATES[max(better, key=lambda i: total[i])] if better else chosen
+    if dependent is not None and not within_one_se(total, m2, n_units, n_votes, dependent, base):
+        better.append(dependent)
+    return max(better, key=lambda i: total[i]) if better else base
