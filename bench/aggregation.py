@@ -10,7 +10,7 @@ in hindsight (``best1``: among workers answering at least half of the gold items
 Bayes ``oracle`` with the true parameters.
 
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
-design constant chosen on data, the online model's ``inner_iter``, is chosen here per dataset by a gold-free
+design constant chosen on data, the online model's revisit ``window``, is chosen here per dataset by a gold-free
 criterion (agreement of one online pass with the batch decisions) on the *other* datasets only, and the
 evaluated dataset's online column uses that choice. Then small samples: 256 random items of each larger crowd
 set, five draws, default vs mv and ds (nothing is chosen there). The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
@@ -39,7 +39,7 @@ from llmens_core.aggregation import (  # noqa: E402
 from llmens_core.aggregation.evaluate import _score, read_answers, read_truth, run_online  # noqa: E402
 
 CROWD_SETS = ("bluebird", "rte", "dog", "web", "sentiment")
-INNER_ITER_CHOICES = (3, 5, 10)
+WINDOW_CHOICES = (0, 4, 8, 16)
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
@@ -203,7 +203,7 @@ def _crowdkit_ds(items, workers, labels, truth) -> float | None:
 
 
 def score_dataset(items, workers, labels, truth, oracle) -> dict:
-    """Every column of the table for one dataset (online for each inner_iter choice, with its agreement with
+    """Every column of the table for one dataset (online for each window choice, with its agreement with
     the batch decisions: the gold-free criterion of the LODO choice)."""
     row: dict = {"n": sum(1 for i in set(items) if i in truth), "oracle": oracle}
     batch = default_aggregator()
@@ -218,11 +218,11 @@ def score_dataset(items, workers, labels, truth, oracle) -> dict:
     row["ck-ds"] = _crowdkit_ds(items, workers, labels, truth)
     row["best1"] = best_single(items, workers, labels, truth)
     row["online"], row["agree"] = {}, {}
-    for inner in INNER_ITER_CHOICES:
-        model, its, proba = run_online(items, workers, labels, inner_iter=inner)
+    for window in WINDOW_CHOICES:
+        model, its, proba = run_online(items, workers, labels, window=window)
         op = [model.classes_[k] for k in proba.argmax(1)]
-        row["online"][inner] = _score(its.tolist(), op, truth)[0]
-        row["agree"][inner] = float(np.mean([decided[i] == p for i, p in zip(its.tolist(), op, strict=True)]))
+        row["online"][window] = _score(its.tolist(), op, truth)[0]
+        row["agree"][window] = float(np.mean([decided[i] == p for i, p in zip(its.tolist(), op, strict=True)]))
     return row
 
 
@@ -231,16 +231,16 @@ def _pct(x) -> str:
 
 
 def lodo_table(rows: dict[str, dict]) -> None:
-    """Print the table; the online column uses the inner_iter chosen on the other datasets."""
-    print("Leave-one-dataset-out accuracy (%); online: inner_iter chosen on the other datasets by agreement")
+    """Print the table; the online column uses the window chosen on the other datasets."""
+    print("Leave-one-dataset-out accuracy (%); online: window chosen on the other datasets by agreement")
     print("with the batch decisions (no gold). ok: default >= max(mv, ds) - 0.5.")
     head = f"{'dataset':<17}{'n':>5} {'default':>7} {'online':>6} {'mv':>5} {'ds':>5} {'ck-ds':>5} "            f"{'1coin':>5} {'best1':>5} {'oracle':>6}  ok"
     print(head)
     gaps, checks, llm_mv, llm_best, llm_n = {}, 0, 0, 0, 0
     for name, r in rows.items():
         others = [o for o in rows if o != name]
-        inner = max(INNER_ITER_CHOICES, key=lambda k: (np.mean([rows[o]["agree"][k] for o in others]), -k))
-        r["inner"], online = inner, r["online"][inner]
+        window = max(WINDOW_CHOICES, key=lambda k: (np.mean([rows[o]["agree"][k] for o in others]), -k))
+        r["window"], online = window, r["online"][window]
         ok = r["default"] >= max(r["mv"], r["ds"]) - 0.005
         checks += ok
         gaps[name] = online - r["default"]
@@ -251,9 +251,9 @@ def lodo_table(rows: dict[str, dict]) -> None:
         print(f"{name:<17}{r['n']:>5} {_pct(r['default']):>7} {_pct(online):>6} {_pct(r['mv'])} {_pct(r['ds'])} "
               f"{_pct(r['ck-ds'])} {_pct(r['onecoin'])} {_pct(r['best1'])} {_pct(r['oracle']):>6}  "
               f"{'yes' if ok else 'NO'}")
-    print("\nchosen by held-out votes / online inner_iter (LODO):")
+    print("\nchosen by held-out votes / online window (LODO):")
     for name, r in rows.items():
-        print(f"  {name:<17} {r['chosen']:<28} inner_iter={r['inner']}")
+        print(f"  {name:<17} {r['chosen']:<28} window={r['window']}")
     print(f"\ndefault >= max(mv, ds) - 0.5 on {checks}/{len(rows)} datasets; above both on "
           f"{sum(r['default'] > max(r['mv'], r['ds']) for r in rows.values())}/{len(rows)}")
     print(f"recorded LLM attributes (gpt:, real:) with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
@@ -385,10 +385,10 @@ def speed(skip_ck: bool) -> float | None:
     for _ in range(20000):
         m.posterior(votes)
     t_post = (time.perf_counter() - t0) / 20000
-    _, t_pf1 = online_pass(OnlineDawidSkene(inner_iter=1))
+    _, t_pf1 = online_pass(OnlineDawidSkene(window=0))
     print(
         f"online partial_fit: {1e6 * t_pf:.2f} us/item after the first batch (batches of {b}, 5 workers, 4 "
-        f"classes, inner_iter={m.inner_iter}); {1e6 * t_pf1:.2f} us/item with inner_iter=1; first batch of a cold "
+        f"classes, window={m.window}); {1e6 * t_pf1:.2f} us/item without the window; first batch of a cold "
         f"model (the batch race, once): {t_first:.2f} s; posterior(): {1e6 * t_post:.2f} us/item"
     )
     return None if t_ck is None else t_ck / t_ours

@@ -243,3 +243,40 @@ def test_only_a_cold_model_s_first_batch_with_a_dense_worker_is_raced():
     assert races(OnlineDawidSkene(), dense)
     warm = OnlineDawidSkene().partial_fit(it, dense, lb)
     assert warm.n_items_ == 200 and not races(warm, dense)
+
+
+@pytest.mark.parametrize("window", [0, 2, 20])
+def test_the_revisit_window_keeps_s_the_average_of_every_batch_s_latest_statistics(window):
+    """With ``kappa = 1`` the statistics are the running average of every batch's counts. A batch in the window
+    has its counts recomputed after each step, so ``t * S`` is the sum of the window's latest counts and of the
+    counts the batches that left it had when they left; with a window holding every batch, recomputing them all
+    under the final model's parameters before its last M-step gives the same sum."""
+    rng = np.random.default_rng(5)
+    it, wk, lb, _ = sample_votes(rng, make_confusions(rng, 8, 3), 900, p_vote=0.3)  # no dense worker: no race
+    it, wk, lb = _named(it, wk, lb)
+    m = OnlineDawidSkene(window=window)
+    batches = np.array_split(np.argsort(it, kind="stable"), 6)
+    for sel in batches:
+        m.partial_fit(it[sel], wk[sel], lb[sel])
+    assert len(m._window) == min(window, len(batches))
+    if window >= len(batches):
+        total = [0.0, 0.0, 0.0, 0.0]
+        for v in m._window:
+            for k, a in enumerate(m._counts_of(v.icode, v.wcode, v.lcode, v.T, v.T_hard)):
+                total[k] = total[k] + a
+        assert m._window[0].T_hard is not None  # three labels race +difficulty: the hard part is carried
+        for got, want in zip((m.S, m.S_class, m.S_hard, m.S_hard_class), total, strict=True):
+            np.testing.assert_allclose(m.t * got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_the_window_is_working_memory_not_state(rng):
+    conf = make_confusions(rng, 5, 3)
+    it, wk, lb = _named(*sample_votes(rng, conf, 600)[:3])
+    m = OnlineDawidSkene(window=4)
+    for s in range(0, len(it), 500):
+        m.partial_fit(it[s : s + 500], wk[s : s + 500], lb[s : s + 500])
+    back = OnlineDawidSkene.from_bytes(m.to_bytes())
+    assert back.window == 4 and len(back._window) == 0
+    assert back.to_bytes() == m.to_bytes()
+    with pytest.raises(ValueError, match="window"):
+        OnlineDawidSkene(window=-1)
