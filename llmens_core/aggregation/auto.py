@@ -229,8 +229,6 @@ def repeated_patterns(item, worker, label, n_items, J, K, level: float = 0.05) -
     copies of one item: a catalogue re-listing a product gets the same answers again. Frequent agreement
     (unanimous patterns) is what the model expects and is not flagged. Votes as in :func:`cv_folds`: int codes
     ``item``, ``worker``, ``label`` (V,) for ``n_items`` items, ``J`` workers, ``K`` classes."""
-    from scipy.stats import poisson
-
     d, unit_of_item = _units(item, worker, label, n_items, J, K)
     fit = fit_em(d, _bayes.Candidate("full", "learned"))
     lj = _em.log_joint(d.unit, d.worker * K + d.label, None, np.log(fit.fitted.pi), np.log(fit.fitted.theta),
@@ -241,9 +239,16 @@ def repeated_patterns(item, worker, label, n_items, J, K, level: float = 0.05) -
     _, voters, v_count = np.unique(_set_keys(item, worker, n_items, J), return_inverse=True, return_counts=True)
     expected = np.zeros(len(p_count))
     expected[pattern] = v_count[voters] * p_item
-    tail = poisson.sf(p_count - 1, expected)
-    flagged = (p_count >= 2) & (tail < level / len(p_count))
+    flagged = improbably_repeated(p_count, expected, len(p_count), level)
     return np.where(flagged[pattern], pattern, -1)
+
+
+def improbably_repeated(count: np.ndarray, expected: np.ndarray, n_patterns: int, level: float = 0.05) -> np.ndarray:
+    """The test of :func:`repeated_patterns`: is each pattern's ``count`` (P,) improbably high for a Poisson
+    count of mean ``expected`` (P,), at ``level`` with Bonferroni over ``n_patterns``? Boolean (P,)."""
+    from scipy.stats import poisson
+
+    return (count >= 2) & (poisson.sf(count - 1, expected) < level / max(n_patterns, 1))
 
 
 def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0) -> list[_Fold]:

@@ -280,3 +280,48 @@ def test_the_window_is_working_memory_not_state(rng):
     assert back.to_bytes() == m.to_bytes()
     with pytest.raises(ValueError, match="window"):
         OnlineDawidSkene(window=-1)
+
+
+def test_copies_of_learnt_items_are_not_scored_as_held_out_votes():
+    """The simulated panel's material votes with every product 10 times, as a catalogue re-listing products gives
+    them. Scored as held-out votes, the copies made one pass take ``full`` (one latent class per vote pattern
+    predicts a copy from its pattern) and end at 98.6 % on three of three shuffles; batch takes
+    ``onecoin+class-prior`` at 100 %."""
+    from agg_synth import simulated_panel_votes
+
+    from llmens_core.aggregation import default_aggregator
+    from llmens_core.aggregation.evaluate import run_online
+
+    items, workers, labels, gold = simulated_panel_votes("material")
+    copies = 10
+    ids = np.array([f"{i}~{c}" for c in range(copies) for i in items.tolist()], dtype=object)
+    wk = np.array(workers.tolist() * copies, dtype=object)
+    lb = np.array(labels.tolist() * copies, dtype=object)
+    truth = np.array([gold[i.split("~")[0]] for i in ids.tolist()], dtype=object)
+    batch = default_aggregator().fit(ids, wk, lb)
+    decided = dict(zip(batch.items_.tolist(), batch.predict().tolist(), strict=True))
+    model, its, proba = run_online(ids, wk, lb, seed=0)
+    assert model.candidate_.structure == batch.choice_.split("+")[0] == "onecoin"
+    online = dict(zip(its.tolist(), np.asarray(model.classes_, dtype=object)[proba.argmax(1)].tolist(), strict=True))
+    gold_of = dict(zip(ids.tolist(), truth.tolist(), strict=True))
+    acc = {name: np.mean([d[i] == g for i, g in gold_of.items()]) for name, d in (("batch", decided), ("online", online))}
+    assert acc["online"] >= acc["batch"] - 0.005
+
+
+@settings(max_examples=50, deadline=None)
+@given(votes=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 50)), min_size=1, max_size=40, unique=True),
+       seed=st.integers(0, 1000))
+def test_pattern_keys_are_keys_of_sets(votes, seed):
+    """Equal sets of codes give equal keys whatever their order; an item's key is that of its own codes only."""
+    from llmens_core.aggregation.online import _set_keys
+
+    icode = np.array([i for i, _ in votes])
+    code = np.array([c for _, c in votes])
+    keys = _set_keys(icode, code, 6)
+    perm = np.random.default_rng(seed).permutation(len(votes))
+    assert (_set_keys(icode[perm], code[perm], 6) == keys).all()
+    for i in range(6):
+        own = code[icode == i]
+        assert _set_keys(np.zeros(len(own), dtype=int), own, 1)[0] == keys[i]
+    sets = {frozenset(code[icode == i].tolist()) for i in range(6)}
+    assert len(set(keys.tolist())) == len(sets)
