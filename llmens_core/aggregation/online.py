@@ -18,24 +18,25 @@ E-step uses the chosen candidate. A cold model (no statistics) is the weak prior
 from the batch race instead (:meth:`OnlineDawidSkene.first_batch_stats`): online EM cannot leave the basin it
 starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never races: it runs on an event loop.
 
-**Revisit window** (``partial_fit`` only): the statistics of the last ``window`` mini-batches are recomputed under the
-current parameters after every step and replace what those batches put into ``S`` (incremental EM, Neal & Hinton
-1998, on a sliding window; each batch's weight in ``S`` is tracked through the later steps). One pass of plain
-online EM keeps the statistics its first batches got from a young model, close to majority vote's; on a sparse
-crowd (web: 177 workers, six votes per item) that left one pass 1.2-2.5 points below the batch fit (three shuffles);
-with a window of 16 batches of 256 items it ends 0.0-0.4 below. The window is counted in batches so that its cost
-per new item is ``window`` E-steps whatever the batch size: 16 keeps ``partial_fit`` near 31 us per item (20 without),
-and the agreement of one pass with the batch decisions grows with it on every dataset of ``bench/aggregation.py``, so
-the budget of 50 us sets it. The window is working memory, not state: it is not serialised, and the stream's learner,
-which folds deltas without their votes, has none.
+**Revisit window** (``partial_fit`` only): the statistics of the last ``window`` mini-batches are recomputed
+under the current parameters after every step and replace what those batches put into ``S`` (incremental EM,
+Neal & Hinton 1998, on a sliding window; each batch's weight in ``S`` is tracked through the later steps). One
+pass of plain online EM keeps the statistics its first batches got from a young model, close to majority
+vote's; on a sparse crowd (web: 177 workers, six votes per item) that left one pass 1.2-2.5 points below the
+batch fit (three shuffles); with a window of 16 batches of 256 items it ends 0.0-0.4 below. The window is
+counted in batches so that its cost per new item is ``window`` E-steps whatever the batch size: 16 keeps
+``partial_fit`` at 30-36 us per item (20-26 without), and the agreement of one pass with the batch decisions
+grows with it on every dataset of ``bench/aggregation.py``, so the budget of 50 us sets it. The window is
+working memory, not state: it is not serialised, and the stream's learner, which folds deltas without their
+votes, has none.
 
-**Copies** (``partial_fit`` only): a catalogue re-lists products, and their votes come again. A copy of an item the
-model has learnt is not held-out data, and ``full`` with one latent class per vote pattern predicts it from its
-pattern (the simulated panel with every product 25 times: -0.86 nats per vote for ``full`` against -1.43 for
-``onecoin+class-prior``, which the batch race, keeping copies in one fold, scores -1.63 and -1.30; one pass then
-ended at 93.2-98.6 % against batch's 100). So the items of a vote pattern that has come more often among the items
-learnt than the model explains (:func:`.auto.improbably_repeated`, the batch race's test) are not scored. The
-pattern counts are working memory too, bounded by :data:`MAX_PATTERNS`.
+**Copies** (``partial_fit`` only): a catalogue re-lists products, and their votes come again. A copy of an
+item the model has learnt is not held-out data, and ``full`` with one latent class per vote pattern predicts
+it from its pattern (the simulated panel with every product 25 times: -0.86 nats per vote for ``full`` against
+-1.43 for ``onecoin+class-prior``, which the batch race, keeping copies in one fold, scores -1.63 and -1.30;
+one pass then ended at 93.2-98.6 % against batch's 100). So the items of a vote pattern that has come more
+often among the items learnt than the model explains (:func:`.auto.improbably_repeated`, the batch race's
+test) are not scored. The pattern counts are working memory too, bounded by :data:`MAX_PATTERNS`.
 
 **Item difficulty** (:mod:`.difficulty`): the statistics also carry the hard items' part of the counts
 (``S_hard``, ``S_hard_class``), each delta's class posteriors split between easy and hard by the chosen

@@ -70,7 +70,6 @@ def test_one_online_pass_on_a_sparse_crowd_is_within_half_a_point_of_batch(seed)
     """web (177 workers, about six votes per item, five grades). Without the revisit window one shuffled pass
     ended 1.2 to 2.5 points below the batch fit: the statistics of its first batches kept what a young model,
     close to majority vote, made of them."""
-    import numpy as np
 
     from llmens_core.aggregation import default_aggregator
     from llmens_core.aggregation.evaluate import _score, read_answers, read_truth, run_online
