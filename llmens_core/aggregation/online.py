@@ -20,15 +20,15 @@ starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never race
 
 **Revisit window** (``partial_fit`` only): the statistics of the last ``window`` mini-batches are recomputed
 under the current parameters after every step and replace what those batches put into ``S`` (incremental EM,
-Neal & Hinton 1998, on a sliding window; each batch's weight in ``S`` is tracked through the later steps). One
-pass of plain online EM keeps the statistics its first batches got from a young model, close to majority
-vote's; on a sparse crowd (web: 177 workers, six votes per item) that left one pass 1.2-2.5 points below the
-batch fit (three shuffles); with a window of 16 batches of 256 items it ends 0.0-0.4 below. The window is
-counted in batches so that its cost per new item is ``window`` E-steps whatever the batch size: 16 keeps
-``partial_fit`` at 30-36 us per item (20-26 without), and the agreement of one pass with the batch decisions
-grows with it on every dataset of ``bench/aggregation.py``, so the budget of 50 us sets it. The window is
-working memory, not state: it is not serialised, and the stream's learner, which folds deltas without their
-votes, has none.
+Neal & Hinton 1998, on a sliding window; each batch's weight in ``S`` is tracked through the later steps; a
+cold model's first batch, learnt from the batch race, too). One pass of plain online EM keeps the statistics
+its first batches got from a young model, close to majority vote's; on a sparse crowd (web: 177 workers, six
+votes per item) that left one pass 1.2-2.5 points below the batch fit (three shuffles); with a window of 16
+batches of 256 items it ends 0.0-0.4 below. The window is counted in batches so that its cost per new item is
+``window`` E-steps whatever the batch size: 16 keeps ``partial_fit`` at 30-36 us per item (20-26 without), and
+the agreement of one pass with the batch decisions grows with it on every dataset of ``bench/aggregation.py``,
+so the budget of 50 us sets it. The window is working memory, not state: it is not serialised, and the
+stream's learner, which folds deltas without their votes, has none.
 
 **Copies** (``partial_fit`` only): a catalogue re-lists products, and their votes come again. A copy of an
 item the model has learnt is not held-out data, and ``full`` with one latent class per vote pattern predicts
@@ -143,8 +143,9 @@ class ModelParams:
 @dataclass
 class _Visit:
     """A mini-batch in the revisit window: its votes as codes (V,), its weight per unit of statistics in ``S`` when
-    it was learnt (``weight``, with the model's ``log_keep`` then), and the posteriors behind what it put there:
-    class ``T`` (n_items, K) and hard part ``T_hard`` (n_items, K) or None (K of that time)."""
+    it was learnt (``weight``, with the model's ``log_keep`` then), and what it put there: the posteriors behind it,
+    class ``T`` (n_items, K) and hard part ``T_hard`` (n_items, K) or None (K of that time), or, for the batch race's
+    first batch until its first revisit, the ``counts`` themselves (confusion, class, hard confusion, hard class)."""
 
     icode: np.ndarray
     wcode: np.ndarray
@@ -152,8 +153,9 @@ class _Visit:
     n_items: int
     weight: float
     log_keep: float
-    T: np.ndarray
+    T: np.ndarray | None
     T_hard: np.ndarray | None
+    counts: tuple | None = None
 
 
 def _set_keys(icode: np.ndarray, code: np.ndarray, n_items: int) -> np.ndarray:
@@ -168,6 +170,13 @@ def _set_keys(icode: np.ndarray, code: np.ndarray, n_items: int) -> np.ndarray:
         keys = np.zeros(n_items, dtype=np.uint64)
         np.add.at(keys, icode, x)
     return keys
+
+
+def _grown_counts(a: np.ndarray, J: int, K: int) -> np.ndarray:
+    """Counts ``a`` ((J', K', K') or (K',)) zero-padded to J workers and K classes (names are only appended)."""
+    if a.ndim == 1:
+        return np.pad(a, (0, K - a.shape[0]))
+    return np.pad(a, ((0, J - a.shape[0]), (0, K - a.shape[1]), (0, K - a.shape[2])))
 
 
 def _grown(T: np.ndarray, K: int) -> np.ndarray:
@@ -706,7 +715,7 @@ class OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
         criterion is scored once, before the batch is learnt; the E-step is then refined (``inner_iter``) and the
         revisit window recomputed. A cold model's first batch with a dense worker is learnt from the batch race
-        instead (:meth:`first_batch_stats`; it is an EM fixed point already and is not revisited)."""
+        instead (:meth:`first_batch_stats`), and revisited as the others are."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
@@ -714,17 +723,20 @@ class OnlineDawidSkene:
         n = len(items_)
         copies = self._copies(icode, wcode, lcode, n)
         if self._races_first_batch(icode, wcode, n):  # the race keeps copies in one fold itself
-            self.apply(self.first_batch_stats(items, workers, labels))
-            return self
-        self._hold_clusters = True
-        try:
-            stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n, copies)
-        finally:
-            self._hold_clusters = False
+            stats = self.first_batch_stats(items, workers, labels).aligned(self.workers_, self.classes_)
+            Tm = Th = None
+        else:
+            self._hold_clusters = True
+            try:
+                stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n, copies)
+            finally:
+                self._hold_clusters = False
         weight = self._step_size(stats.n_items) / stats.n_items if stats.n_items > 0 else 0.0
         self.apply(stats)
         if self.window > 0 and weight > 0.0:
-            self._window.append(_Visit(icode, wcode, lcode, n, weight, self._log_keep, Tm, Th))
+            counts = None if Tm is not None else (stats.confusion, stats.class_counts, stats.hard_confusion,
+                                                  stats.hard_class_counts)
+            self._window.append(_Visit(icode, wcode, lcode, n, weight, self._log_keep, Tm, Th, counts))
             while len(self._window) > self.window:
                 self._window.popleft()
             self._revisit()
@@ -757,23 +769,32 @@ class OnlineDawidSkene:
         """Recompute the window's statistics under the current parameters and replace what they put in ``S``
         (counts are linear in the posteriors: one pass over the window's votes counts the weighted differences)."""
         window = list(self._window)
-        K = len(self.classes_)
+        J, K = len(self.workers_), len(self.classes_)
         start = np.cumsum([0] + [v.n_items for v in window])
         icode = np.concatenate([v.icode + s for v, s in zip(window, start, strict=False)])
         wcode = np.concatenate([v.wcode for v in window])
         lcode = np.concatenate([v.lcode for v in window])
         n = int(start[-1])
         Tm, Th = self._latent(icode, wcode, lcode, self._batch_posterior(icode, wcode, lcode, n), n)
-        w = np.repeat([v.weight * math.exp(self._log_keep - v.log_keep) for v in window],
-                      [v.n_items for v in window])[:, None]
-        old_T = np.concatenate([_grown(v.T, K) for v in window])
-        d_T = w * (Tm - old_T)
+        weights = [v.weight * math.exp(self._log_keep - v.log_keep) for v in window]
+        w = np.repeat(weights, [v.n_items for v in window])[:, None]
+
+        def old(v, a):
+            return np.zeros((v.n_items, K)) if a is None else _grown(a, K)
+
+        d_T = w * (Tm - np.concatenate([old(v, v.T) for v in window]))
         d_hard = None
         if Th is not None or any(v.T_hard is not None for v in window):
-            old_h = np.concatenate([_grown(v.T_hard, K) if v.T_hard is not None else np.zeros((v.n_items, K))
-                                    for v in window])
-            d_hard = w * ((0.0 if Th is None else Th) - old_h)
-        conf, class_counts, hard, hard_class = self._counts_of(icode, wcode, lcode, d_T, d_hard)
+            d_hard = w * ((0.0 if Th is None else Th) - np.concatenate([old(v, v.T_hard) for v in window]))
+        moved = list(self._counts_of(icode, wcode, lcode, d_T, d_hard))
+        for v, wv in zip(window, weights, strict=True):
+            if v.counts is not None:  # the race's batch: its counts leave S as they came
+                for k, a in enumerate(v.counts):
+                    if moved[k] is None:
+                        moved[k] = np.zeros(self.S.shape if k % 2 == 0 else self.S_class.shape)
+                    moved[k] = moved[k] - wv * _grown_counts(a, J, K)
+                v.counts = None
+        conf, class_counts, hard, hard_class = moved
         self.S, self.S_class = self.S + conf, self.S_class + class_counts
         if hard is not None:
             self.S_hard, self.S_hard_class = self.S_hard + hard, self.S_hard_class + hard_class

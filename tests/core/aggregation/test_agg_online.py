@@ -245,14 +245,15 @@ def test_only_a_cold_model_s_first_batch_with_a_dense_worker_is_raced():
     assert warm.n_items_ == 200 and not races(warm, dense)
 
 
-@pytest.mark.parametrize("window", [0, 2, 20])
-def test_the_revisit_window_keeps_s_the_average_of_every_batch_s_latest_statistics(window):
+@pytest.mark.parametrize(("window", "p_vote"), [(0, 0.3), (2, 0.3), (20, 0.3), (20, 1.0)])
+def test_the_revisit_window_keeps_s_the_average_of_every_batch_s_latest_statistics(window, p_vote):
     """With ``kappa = 1`` the statistics are the running average of every batch's counts. A batch in the window
     has its counts recomputed after each step, so ``t * S`` is the sum of the window's latest counts and of the
-    counts the batches that left it had when they left; with a window holding every batch, recomputing them all
-    under the final model's parameters before its last M-step gives the same sum."""
+    counts the batches that left it had when they left; with a window holding every batch, it is the sum of the
+    window's. ``p_vote = 1``: every worker is dense, so the first batch is the batch race's, whose counts are
+    replaced as well."""
     rng = np.random.default_rng(5)
-    it, wk, lb, _ = sample_votes(rng, make_confusions(rng, 8, 3), 900, p_vote=0.3)  # no dense worker: no race
+    it, wk, lb, _ = sample_votes(rng, make_confusions(rng, 8, 3), 900, p_vote=p_vote)
     it, wk, lb = _named(it, wk, lb)
     m = OnlineDawidSkene(window=window)
     batches = np.array_split(np.argsort(it, kind="stable"), 6)
