@@ -779,25 +779,18 @@ class OnlineDawidSkene:
         weights = [v.weight * math.exp(self._log_keep - v.log_keep) for v in window]
         w = np.repeat(weights, [v.n_items for v in window])[:, None]
 
-        def old(v, a):
-            return np.zeros((v.n_items, K)) if a is None else _grown(a, K)
+        def then(v: _Visit, T: np.ndarray | None) -> np.ndarray:
+            return np.zeros((v.n_items, K)) if T is None else _grown(T, K)
 
-        d_T = w * (Tm - np.concatenate([old(v, v.T) for v in window]))
-        d_hard = None
-        if Th is not None or any(v.T_hard is not None for v in window):
-            d_hard = w * ((0.0 if Th is None else Th) - np.concatenate([old(v, v.T_hard) for v in window]))
-        moved = list(self._counts_of(icode, wcode, lcode, d_T, d_hard))
+        d_T = w * (Tm - np.concatenate([then(v, v.T) for v in window]))
+        d_hard = w * ((0.0 if Th is None else Th) - np.concatenate([then(v, v.T_hard) for v in window]))
+        moved = self._counts_of(icode, wcode, lcode, d_T, d_hard)
         for v, wv in zip(window, weights, strict=True):
             if v.counts is not None:  # the race's batch: its counts leave S as they came
-                for k, a in enumerate(v.counts):
-                    if moved[k] is None:
-                        moved[k] = np.zeros(self.S.shape if k % 2 == 0 else self.S_class.shape)
-                    moved[k] = moved[k] - wv * _grown_counts(a, J, K)
+                moved = tuple(m - wv * _grown_counts(a, J, K) for m, a in zip(moved, v.counts, strict=True))
                 v.counts = None
-        conf, class_counts, hard, hard_class = moved
-        self.S, self.S_class = self.S + conf, self.S_class + class_counts
-        if hard is not None:
-            self.S_hard, self.S_hard_class = self.S_hard + hard, self.S_hard_class + hard_class
+        self.S, self.S_class = self.S + moved[0], self.S_class + moved[1]
+        self.S_hard, self.S_hard_class = self.S_hard + moved[2], self.S_hard_class + moved[3]
         for v, a, b in zip(window, start[:-1], start[1:], strict=True):
             v.T, v.T_hard = Tm[a:b], None if Th is None else Th[a:b]
         self._refresh()
