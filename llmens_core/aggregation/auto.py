@@ -205,17 +205,17 @@ class _Fold:
     scored: np.ndarray
 
 
-def _set_keys(item: np.ndarray, code: np.ndarray, n_items: int, n_codes: int) -> np.ndarray:
-    """A 64-bit key per item (I,) of the set of ``code`` (V,) values it has (a random-projection hash: equal sets
-    give equal keys; distinct ones collide with probability ~2**-64 per pair)."""
-    salt = np.random.default_rng(0x5EED).integers(0, 2**63, size=n_codes, dtype=np.uint64) | np.uint64(1)
-    order = np.argsort(item, kind="stable")
-    sorted_item = item[order]
+def set_keys(item: np.ndarray, code: np.ndarray, n_items: int) -> np.ndarray:
+    """A 64-bit key per item (n_items,) of the set of non-negative ints ``code`` (V,) it has (0 without any): a sum
+    of splitmix64 hashes, so equal sets give equal keys whatever the codes' range (the online model's keys stay
+    valid as workers and classes are added); distinct sets collide with probability ~2**-64 per pair."""
+    x = code.astype(np.uint64)
     keys = np.zeros(n_items, dtype=np.uint64)
-    if len(item):
-        starts = np.flatnonzero(np.r_[True, sorted_item[1:] != sorted_item[:-1]])
-        with np.errstate(over="ignore"):
-            keys[sorted_item[starts]] = np.add.reduceat(salt[code[order]], starts)
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        np.add.at(keys, item, x ^ (x >> np.uint64(31)))
     return keys
 
 
@@ -234,9 +234,9 @@ def repeated_patterns(item, worker, label, n_items, J, K, level: float = 0.05) -
     lj = _em.log_joint(d.unit, d.worker * K + d.label, None, np.log(fit.fitted.pi), np.log(fit.fitted.theta),
                        d.n_units)
     p_item = np.exp(_em.softmax_rows(lj)[1])[unit_of_item]
-    _, pattern, p_count = np.unique(_set_keys(item, worker * K + label, n_items, J * K), return_inverse=True,
+    _, pattern, p_count = np.unique(set_keys(item, worker * K + label, n_items), return_inverse=True,
                                     return_counts=True)
-    _, voters, v_count = np.unique(_set_keys(item, worker, n_items, J), return_inverse=True, return_counts=True)
+    _, voters, v_count = np.unique(set_keys(item, worker, n_items), return_inverse=True, return_counts=True)
     expected = np.zeros(len(p_count))
     expected[pattern] = v_count[voters] * p_item
     flagged = improbably_repeated(p_count, expected, len(p_count), level)

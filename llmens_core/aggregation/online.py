@@ -57,7 +57,7 @@ import orjson
 from llmens_core.aggregation import _bayes, _em, dependence, difficulty, selection
 from llmens_core.aggregation._stats import SufficientStats, clamped_stats
 from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
-from llmens_core.aggregation.auto import improbably_repeated
+from llmens_core.aggregation.auto import improbably_repeated, set_keys
 
 __all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"]
 
@@ -156,20 +156,6 @@ class _Visit:
     T: np.ndarray | None
     T_hard: np.ndarray | None
     counts: tuple | None = None
-
-
-def _set_keys(icode: np.ndarray, code: np.ndarray, n_items: int) -> np.ndarray:
-    """A 64-bit key per item (n_items,) of the set of non-negative ints ``code`` (V,) it has: a sum of splitmix64
-    hashes, so keys stay equal as workers and classes are added (distinct sets collide with probability ~2**-64)."""
-    x = code.astype(np.uint64)
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-        keys = np.zeros(n_items, dtype=np.uint64)
-        np.add.at(keys, icode, x)
-    return keys
 
 
 def _grown_counts(a: np.ndarray, J: int, K: int) -> np.ndarray:
@@ -501,6 +487,12 @@ class OnlineDawidSkene:
     def _batch_posterior(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
         """Class posteriors (n_items, K) under the chosen candidate (over (class, difficulty) when it has
         difficulty, then summed); ``extra`` workers get the prior rows."""
+        lt = self._batch_log_joint(icode, wcode, lcode, n_items, extra)
+        return difficulty.classes(_em.softmax_rows(lt)[0], len(self.classes_))
+
+    def _batch_log_joint(self, icode, wcode, lcode, n_items, extra=()) -> np.ndarray:
+        """Log joint of the votes and each latent state (n_items, Z) under the chosen candidate (see
+        :meth:`_batch_posterior`)."""
         K = len(self.classes_)
         log_theta = self._latent_log_theta
         code, rho = self._cluster, self._rho
@@ -513,8 +505,7 @@ class OnlineDawidSkene:
             code = np.concatenate([code, len(rho) + np.arange(len(extra))])
             rho = np.concatenate([rho, np.zeros(len(extra))])
         c = dependence.vote_weights(icode, wcode, dependence.Clusters(code, rho))
-        lt = _em.log_joint(icode, wcode * K + lcode, c, self._latent_log_pi, log_theta, n_items)
-        return difficulty.classes(_em.softmax_rows(lt)[0], K)
+        return _em.log_joint(icode, wcode * K + lcode, c, self._latent_log_pi, log_theta, n_items)
 
     def predict_proba_batch(self, items, workers, labels) -> tuple[np.ndarray, np.ndarray]:
         """Posteriors for many items at once: ``(items (I,), proba (I, K))``; unknown workers use the prior, labels
@@ -548,13 +539,13 @@ class OnlineDawidSkene:
                 per_unit[:, col[cand]] = by_prior[cand.class_prior]
         return per_unit
 
-    def _criterion(self, icode, wcode, lcode, n_items, copies=None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-        """Held-out scores of a batch: two-fold cross-validation inside the batch, each half scored by the
-        candidates after one online step on the other half (nothing of the scored half was learnt); per-candidate
-        sums (C,), product sums (C, C), votes scored, and the pair agreement counts (2, J, J). Items flagged in
-        ``copies`` (n_items,) are learnt from but not scored. The model is left unchanged."""
+    def _criterion(self, icode, wcode, lcode, n_items, T, copies=None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """Held-out scores of a batch whose class posteriors under the current model are ``T`` (n_items, K):
+        two-fold cross-validation inside the batch, each half scored by the candidates after one online step on the
+        other half (nothing of the scored half was learnt); per-candidate sums (C,), product sums (C, C), votes
+        scored, and the pair agreement counts (2, J, J). Items flagged in ``copies`` (n_items,) are learnt from but
+        not scored. The model is left unchanged."""
         half = np.random.default_rng(self.version).permutation(n_items) % 2
-        T = self._batch_posterior(icode, wcode, lcode, n_items)
         scored = np.bincount(icode, minlength=n_items)[icode] >= 2
         if copies is not None:
             scored &= ~copies[icode]
@@ -596,14 +587,14 @@ class OnlineDawidSkene:
         return Tm, difficulty.split(Tm, icode, wcode * K + lcode, c, self._splitter)[:, K:]
 
     def _counts_of(self, icode, wcode, lcode, Tm, Th) -> tuple:
-        """(confusion (J, K, K), class (K,), hard confusion or None, hard class or None) on the current layout;
+        """(confusion (J, K, K), class (K,), hard confusion, hard class; zero without ``Th``) on the current layout;
         ``Tm`` and ``Th`` (n_items, K') may have fewer columns than there now are classes."""
         J, K = len(self.workers_), len(self.classes_)
         wl = wcode * K + lcode
         Tm = _grown(Tm, K)
         conf = _em.confusion_counts(icode, wl, Tm, J)
         if Th is None:
-            return conf, Tm.sum(axis=0), None, None
+            return conf, Tm.sum(axis=0), np.zeros_like(conf), np.zeros(K)
         Th = _grown(Th, K)
         return conf, Tm.sum(axis=0), _em.confusion_counts(icode, wl, Th, J), Th.sum(axis=0)
 
@@ -621,7 +612,7 @@ class OnlineDawidSkene:
         T = self._batch_posterior(icode, wcode, lcode, n)
         self._hold_clusters = True
         try:
-            crit = self._criterion(icode, wcode, lcode, n)
+            crit = self._criterion(icode, wcode, lcode, n, T)
         finally:
             self._hold_clusters = False
         return self._stats_from(icode, wcode, lcode, T, n, crit)
@@ -721,14 +712,16 @@ class OnlineDawidSkene:
             self.version += 1
             return self
         n = len(items_)
-        copies = self._copies(icode, wcode, lcode, n)
+        posterior, log_norm = _em.softmax_rows(self._batch_log_joint(icode, wcode, lcode, n))
+        copies = self._copies(icode, wcode, lcode, n, log_norm)
         if self._races_first_batch(icode, wcode, n):  # the race keeps copies in one fold itself
             stats = self.first_batch_stats(items, workers, labels).aligned(self.workers_, self.classes_)
             Tm = Th = None
         else:
             self._hold_clusters = True
             try:
-                stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n, copies)
+                stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n,
+                                                    difficulty.classes(posterior, len(self.classes_)), copies)
             finally:
                 self._hold_clusters = False
         weight = self._step_size(stats.n_items) / stats.n_items if stats.n_items > 0 else 0.0
@@ -742,23 +735,21 @@ class OnlineDawidSkene:
             self._revisit()
         return self
 
-    def _copies(self, icode, wcode, lcode, n_items: int) -> np.ndarray:
+    def _copies(self, icode, wcode, lcode, n_items: int, log_norm: np.ndarray) -> np.ndarray:
         """Count the batch's vote patterns and voter sets, and flag (n_items,) the items whose pattern has come more
-        often among the items counted than the current model explains: the pattern's probability under it, times
-        the items with the same voters, as the mean of a Poisson count (see the module docstring)."""
-        K = len(self.classes_)
+        often among the items counted than the current model explains: the pattern's probability under it
+        (``exp(log_norm)``, (n_items,): the log joint's normaliser), times the items with the same voters, as the
+        mean of a Poisson count (see the module docstring)."""
         voted = np.bincount(icode, minlength=n_items) > 0
-        pattern = _set_keys(icode, (wcode.astype(np.int64) << 20) + lcode, n_items)[voted].tolist()
-        voters = _set_keys(icode, wcode, n_items)[voted].tolist()
+        pattern = set_keys(icode, (wcode.astype(np.int64) << 20) + lcode, n_items)[voted].tolist()
+        voters = set_keys(icode, wcode, n_items)[voted].tolist()
         if len(self._patterns) + len(pattern) > MAX_PATTERNS:
             self._patterns.clear()
             self._voter_sets.clear()
         for counts, keys in ((self._patterns, pattern), (self._voter_sets, voters)):
             for k in keys:
                 counts[k] = counts.get(k, 0) + 1
-        c = dependence.vote_weights(icode, wcode, dependence.Clusters(self._cluster, self._rho))
-        log_p = _em.softmax_rows(_em.log_joint(icode, wcode * K + lcode, c, self._latent_log_pi,
-                                               self._latent_log_theta, n_items))[1][voted]
+        log_p = log_norm[voted]
         count = np.fromiter((self._patterns[k] for k in pattern), dtype=float, count=len(pattern))
         same_voters = np.fromiter((self._voter_sets[k] for k in voters), dtype=float, count=len(voters))
         flagged = np.zeros(n_items, dtype=bool)
@@ -783,7 +774,9 @@ class OnlineDawidSkene:
             return np.zeros((v.n_items, K)) if T is None else _grown(T, K)
 
         d_T = w * (Tm - np.concatenate([then(v, v.T) for v in window]))
-        d_hard = w * ((0.0 if Th is None else Th) - np.concatenate([then(v, v.T_hard) for v in window]))
+        d_hard = None  # binary labels race no difficulty: no hard part to move
+        if Th is not None or any(v.T_hard is not None for v in window):
+            d_hard = w * ((0.0 if Th is None else Th) - np.concatenate([then(v, v.T_hard) for v in window]))
         moved = self._counts_of(icode, wcode, lcode, d_T, d_hard)
         for v, wv in zip(window, weights, strict=True):
             if v.counts is not None:  # the race's batch: its counts leave S as they came
@@ -825,12 +818,11 @@ class OnlineDawidSkene:
                                model.class_counts_, model.n_items_with_votes_, model.cv_total_, model.cv_m2_,
                                model.cv_votes_, model.pair_stats_, model.hard_counts_, model.hard_class_counts_)
 
-    def _refined_stats(self, icode, wcode, lcode, n, copies=None) -> tuple[SufficientStats, np.ndarray, np.ndarray | None]:
-        """The batch's statistics after up to ``inner_iter`` E-steps, and the posteriors they come from (class and
-        hard part, as :meth:`_latent` returns them); ``copies`` as in :meth:`_criterion`. The model is left
-        unchanged."""
-        crit = self._criterion(icode, wcode, lcode, n, copies)
-        T = self._batch_posterior(icode, wcode, lcode, n)
+    def _refined_stats(self, icode, wcode, lcode, n, T, copies=None) -> tuple[SufficientStats, np.ndarray, np.ndarray | None]:
+        """The batch's statistics after up to ``inner_iter`` E-steps from its class posteriors ``T`` (n, K) under the
+        current model, and the posteriors they come from (class and hard part, as :meth:`_latent` returns them);
+        ``copies`` as in :meth:`_criterion`. The model is left unchanged."""
+        crit = self._criterion(icode, wcode, lcode, n, T, copies)
         latent = self._latent(icode, wcode, lcode, T, n)
         stats = self._stats_of(icode, wcode, lcode, *latent, crit)
         if self.inner_iter > 1 and stats.n_items > 0:

@@ -314,7 +314,7 @@ def test_copies_of_learnt_items_are_not_scored_as_held_out_votes():
        seed=st.integers(0, 1000))
 def test_pattern_keys_are_keys_of_sets(votes, seed):
     """Equal sets of codes give equal keys whatever their order; an item's key is that of its own codes only."""
-    from llmens_core.aggregation.online import _set_keys
+    from llmens_core.aggregation.auto import set_keys as _set_keys
 
     icode = np.array([i for i, _ in votes])
     code = np.array([c for _, c in votes])
