@@ -324,7 +324,7 @@ def _online_columns(P: np.ndarray, options: list, allowed: list[int], chosen: in
     return out
 
 
-CV_ITEMS = 1000
+CV_ITEMS = 500
 """Held-out item evaluations a candidate's score averages at least, by repeating the split (:func:`cv_repeats`)."""
 CV_FITS = 5000
 """Bound on repeats x items x EM starts per candidate: the cost of repeating (:func:`cv_repeats`)."""

@@ -15,6 +15,18 @@ from llmens_core.llm.config import EndpointConfig
 from tests.core.adaptive_reference import RefPolicy, ref_expected_gain, ref_informativeness
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_split():
+    """These tests check the policy's maths on whatever model training gives; averaging the race over several
+    splits (:data:`~llmens_core.aggregation.auto.MAX_REPEATS`) only multiplied the cost of training their hundreds
+    of small models (the two hypothesis tests: 59 -> 293 s)."""
+    from llmens_core.aggregation import auto
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(auto, "MAX_REPEATS", 1)
+        yield
+
+
 def ep(name, price, family=None, enabled=True):
     return EndpointConfig(name=name, base_url="http://127.0.0.1:1/v1", model=name, family=family,
                           price_in_per_1k=price, price_out_per_1k=price, enabled=enabled)
