@@ -57,10 +57,11 @@ def decide(
 
 
 class StatsAccumulator:
-    """Votes of decided items per attribute, turned into one statistics delta per flush.
+    """Votes of decided items per attribute, taken as one mini-batch per flush.
 
-    Items are kept as votes and the E-step runs vectorised at flush time (``batch_stats``) under the
-    model current then: cheaper than merging per-item statistics, and online EM wants the newest parameters.
+    The stream sends the votes to the attribute's learner (:meth:`take_votes`), which learns them with
+    ``partial_fit``; :meth:`take` turns them into a statistics delta under a given model instead (an E-step, for a
+    caller that folds deltas itself).
     """
 
     def __init__(self, flush_items: int = 256):
@@ -81,13 +82,15 @@ class StatsAccumulator:
         self._n[attribute] += 1
         return self._n[attribute] >= self.flush_items
 
+    def take_votes(self, attribute: str) -> tuple[list, list, list] | None:
+        """Remove one attribute's pending items and return their votes in long format (items, workers, labels)."""
+        self._n.pop(attribute, None)
+        return self._pending.pop(attribute, None)
+
     def take(self, attribute: str, model: OnlineDawidSkene) -> SufficientStats | None:
         """Remove one attribute's pending items and return their statistics under ``model``."""
-        batch = self._pending.pop(attribute, None)
-        self._n.pop(attribute, None)
-        if batch is None:
-            return None
-        return model.batch_stats(*batch)
+        batch = self.take_votes(attribute)
+        return None if batch is None else model.batch_stats(*batch)
 
     def attributes(self) -> list[str]:
         return list(self._pending)

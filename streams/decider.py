@@ -210,10 +210,11 @@ class ProductDecider:
         return votes, reason
 
     async def flush_stats(self, attribute: str) -> None:
-        """Send the statistics gathered for ``attribute`` to its learner (mini-batch)."""
-        stats = self.w.stats.take(attribute, self.w.registry.get(attribute))
-        if stats is not None and stats.n_items > 0:
-            await self.outputs.stats(attribute, {"stats": stats.to_dict()})
+        """Send the votes of the items decided since the last flush to ``attribute``'s learner (one mini-batch)."""
+        batch = self.w.stats.take_votes(attribute)
+        if batch is not None and batch[0]:
+            items, workers, labels = batch
+            await self.outputs.stats(attribute, {"votes": {"items": items, "workers": workers, "labels": labels}})
             self.w.counters["stats_sent"] += 1
 
     async def revise(self) -> None:

@@ -82,6 +82,6 @@ class Outputs:
         self._sent["votes"].inc()
 
     async def stats(self, attribute: str, record: dict) -> None:
-        """One ``ds-stats`` record (a statistics delta or gold items) for the attribute's learner."""
+        """One ``ds-stats`` record (a flush's votes or gold items) for the attribute's learner."""
         await self.channels.stats.send(key=attribute.encode(), value=orjson.dumps({"attribute": attribute, **record}))
         self._sent["stats"].inc()

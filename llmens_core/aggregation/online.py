@@ -16,7 +16,12 @@ pairs is accumulated the same way and gives the correlated-worker clusters (:mod
 E-step uses the chosen candidate. A cold model (no statistics) is the weak prior: majority vote. In
 :meth:`~OnlineDawidSkene.partial_fit` its first mini-batch, when a worker answered at least half of it, is learnt
 from the batch race instead (:meth:`OnlineDawidSkene.first_batch_stats`): online EM cannot leave the basin it
-starts in. The stream's delta (:meth:`~OnlineDawidSkene.batch_stats`) never races: it runs on an event loop.
+starts in. **A young model races again**: up to :data:`YOUNG_ITEMS` items it keeps their votes, and each time they
+have grown by :data:`YOUNG_GROWTH` it starts again from the race on all of them, so that a stream of small batches
+ends in the basin the batch race finds on its data, not in the one a 16-item first batch suggested. The stream's
+learner runs these races in another thread (``partial_fit(race=False)``, :meth:`~OnlineDawidSkene.young_race`,
+:meth:`~OnlineDawidSkene.adopt_race`) and goes on learning meanwhile; :meth:`~OnlineDawidSkene.batch_stats`, an
+E-step delta for callers that fold deltas themselves, never races.
 
 **Revisit window** (``partial_fit`` only): the statistics of the last ``window`` mini-batches are recomputed
 under the current parameters after every step and replace what those batches put into ``S`` (incremental EM,
@@ -27,8 +32,8 @@ votes per item) that left one pass 1.2-2.5 points below the batch fit (three shu
 batches of 256 items it ends 0.0-0.4 below. The window is counted in batches so that its cost per new item is
 ``window`` E-steps whatever the batch size: 16 keeps ``partial_fit`` at 30-36 us per item (20-26 without), and
 the agreement of one pass with the batch decisions grows with it on every dataset of ``bench/aggregation.py``,
-so the budget of 50 us sets it. The window is working memory, not state: it is not serialised, and the
-stream's learner, which folds deltas without their votes, has none.
+so the budget of 50 us sets it. The window is working memory, not state: it is not serialised (the stream's
+learner keeps its own copy of each model, with its window, and a new learner after a rebalance starts without).
 
 **Copies** (``partial_fit`` only): a catalogue re-lists products, and their votes come again. A copy of an
 item the model has learnt is not held-out data, and ``full`` with one latent class per vote pattern predicts
@@ -59,10 +64,17 @@ from llmens_core.aggregation._stats import SufficientStats, clamped_stats
 from llmens_core.aggregation._votes import _as_1d, abstain_mask, factorize
 from llmens_core.aggregation.auto import improbably_repeated, set_keys
 
-__all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "clamped_stats"]
+__all__ = ["ModelParams", "OnlineDawidSkene", "SufficientStats", "YoungRace", "clamped_stats"]
 
 _FORMAT = 3
 _C = len(_bayes.ALL_CANDIDATES)
+YOUNG_ITEMS = 4096
+"""Items up to which a young model with a dense worker races again as its data grows (bounds the race's cost)."""
+YOUNG_GROWTH = 1.5
+"""A young model races again once its items have grown by this factor since its last race. A cost, judged by agreement
+with the batch fit (no gold): the races cost about ``YOUNG_GROWTH / (YOUNG_GROWTH - 1)`` (3) times one race on all
+the items; doubling left 16-item batches of the shipped real-LLM gender votes in another basin than the batch fit's
+(32 of 53 items raced), and 1.25 (5 times) agreed no better than 1.5 on any dataset of ``bench/aggregation.py``."""
 MAX_PATTERNS = 1 << 18
 """Distinct vote patterns counted for the copy test before the counts start again (bounds the working memory)."""
 _DERIVED = ("_ready", "_counts", "_all_fitted", "candidate_", "_clusters", "_clusters_key", "confusion_", "priors_",
@@ -158,6 +170,32 @@ class _Visit:
     counts: tuple | None = None
 
 
+def _objects(names: list) -> np.ndarray:
+    """``names`` as a 1-d object array (tuples stay elements)."""
+    out = np.empty(len(names), dtype=object)
+    out[:] = names
+    return out
+
+
+@dataclass(frozen=True)
+class YoungRace:
+    """A young model's race (:meth:`OnlineDawidSkene.young_race`): the model's names and candidates, and the codes of
+    the votes of its first ``covered`` batches (icode, wcode, lcode, n_items). Calling it returns what
+    :meth:`OnlineDawidSkene.adopt_race` takes."""
+
+    classes: list
+    workers: list
+    families: dict
+    candidates: tuple
+    batch: tuple
+    covered: int
+
+    def __call__(self) -> tuple:
+        racer = OnlineDawidSkene(self.classes, families=self.families, candidates=self.candidates)
+        racer.add_workers(self.workers)
+        return racer._race_stats(*self.batch), self.covered, self.batch
+
+
 def _grown_counts(a: np.ndarray, J: int, K: int) -> np.ndarray:
     """Counts ``a`` ((J', K', K') or (K',)) zero-padded to J workers and K classes (names are only appended)."""
     if a.ndim == 1:
@@ -209,6 +247,8 @@ class OnlineDawidSkene:
         self._patterns: dict[int, int] = {}  # copy test: vote pattern -> items, voter set -> items
         self._voter_sets: dict[int, int] = {}
         self._log_keep = 0.0  # sum of log(1 - eta) over the steps taken: a visit's weight decays with it
+        self._young: list[tuple] | None = None  # a young model's batches as codes since a cold start (None: not young)
+        self._raced_items = 0  # items of the young model's last race
         self.candidates = tuple(c if isinstance(c, _bayes.Candidate) else _bayes.Candidate.parse(c)
                                 for c in candidates)
         self.families: dict = dict(families) if isinstance(families, Mapping) else {}
@@ -556,7 +596,7 @@ class OnlineDawidSkene:
             test = ~train & scored
             if not train.any() or not test.any():
                 continue
-            self.apply(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
+            self._fold(self._stats_from(icode[train], wcode[train], lcode[train], T, n_items))
             per_unit += self._heldout_scores(icode[test], wcode[test], lcode[test], n_items)
             self._restore(snap)
         pairs = dependence.pair_stats(icode, wcode, lcode, len(self.workers_))
@@ -664,6 +704,10 @@ class OnlineDawidSkene:
 
     def apply(self, stats: SufficientStats) -> int:
         """Fold a (merged) delta in as one online step; returns the new ``version``."""
+        self._young = None  # statistics from elsewhere: the model no longer holds the votes of all it learnt
+        return self._fold(stats)
+
+    def _fold(self, stats: SufficientStats) -> int:
         self.add_classes(c for c in stats.classes if c not in self._cidx)
         self.add_workers(w for w in stats.workers if w not in self._widx)
         b = stats.n_items
@@ -702,58 +746,149 @@ class OnlineDawidSkene:
          self.pairs, self.q, self.t, self.n_items_, self.version, self._log_keep), derived = st
         self.__dict__.update(derived)
 
-    def partial_fit(self, items, workers, labels) -> OnlineDawidSkene:
+    def partial_fit(self, items, workers, labels, *, race: bool = True) -> OnlineDawidSkene:
         """One online-EM step on a mini-batch of long-format votes (new workers and classes are added). The
         criterion is scored once, before the batch is learnt; the E-step is then refined (``inner_iter``) and the
-        revisit window recomputed. A cold model's first batch with a dense worker is learnt from the batch race
-        instead (:meth:`first_batch_stats`), and revisited as the others are."""
+        revisit window recomputed.
+
+        A cold model's first batch with a dense worker is learnt from the batch race instead
+        (:meth:`first_batch_stats`), and while the model is young (at most :data:`YOUNG_ITEMS` items) every item it
+        learnt is raced again each time they have grown by :data:`YOUNG_GROWTH`. With ``race=False`` no race runs
+        here: the batch is one plain step and the young model's race is left to :meth:`young_race` and
+        :meth:`adopt_race` (the stream's learner runs it in another thread while it goes on learning)."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
             return self
-        n = len(items_)
+        self._learn(icode, wcode, lcode, len(items_), race=race)
+        return self
+
+    def _learn(self, icode, wcode, lcode, n: int, *, race: bool, count_copies: bool = True) -> None:
+        """:meth:`partial_fit` on a batch of codes (``count_copies=False``: its patterns were counted already)."""
         posterior, log_norm = _em.softmax_rows(self._batch_log_joint(icode, wcode, lcode, n))
-        copies = self._copies(icode, wcode, lcode, n, log_norm)
-        if self._races_first_batch(icode, wcode, n):  # the race keeps copies in one fold itself
-            stats = self.first_batch_stats(items, workers, labels).aligned(self.workers_, self.classes_)
-            Tm = Th = None
-        else:
-            self._hold_clusters = True
-            try:
-                stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n,
-                                                    difficulty.classes(posterior, len(self.classes_)), copies)
-            finally:
-                self._hold_clusters = False
+        copies = self._copies(icode, wcode, lcode, n, log_norm, count=count_copies)
+        first = self._races_first_batch(icode, wcode, n)
+        batch = (icode, wcode, lcode, n)
+        young = self._young_codes(batch) if race else None
+        if young is not None or (race and first):  # the race keeps copies in one fold itself
+            if young is not None:
+                batch = young
+                self._forget()
+            self._learn_raced(batch, self._race_stats(*batch))
+            return
+        self._hold_clusters = True
+        try:
+            stats, Tm, Th = self._refined_stats(icode, wcode, lcode, n,
+                                                difficulty.classes(posterior, len(self.classes_)), copies)
+        finally:
+            self._hold_clusters = False
         weight = self._step_size(stats.n_items) / stats.n_items if stats.n_items > 0 else 0.0
-        self.apply(stats)
+        self._fold(stats)
+        if first:
+            self._young, self._raced_items = [batch], 0
+        elif self._young is not None:
+            self._young.append(batch)
+            if sum(b[3] for b in self._young) > YOUNG_ITEMS:
+                self._young = None
+        self._visit(batch, weight, Tm, Th, None)
+
+    def _learn_raced(self, batch: tuple, stats: SufficientStats) -> None:
+        """Fold the race's statistics of ``batch`` (codes) into a cold model; the batch is the young model's votes."""
+        weight = self._step_size(stats.n_items) / stats.n_items if stats.n_items > 0 else 0.0
+        self._fold(stats)
+        self._young, self._raced_items = [batch], batch[3]
+        self._visit(batch, weight, None, None,
+                    (stats.confusion, stats.class_counts, stats.hard_confusion, stats.hard_class_counts))
+
+    def _visit(self, batch: tuple, weight: float, Tm, Th, counts: tuple | None) -> None:
+        """Add the batch just learnt to the revisit window and revisit it (``counts``: the race's, else None)."""
         if self.window > 0 and weight > 0.0:
-            counts = None if Tm is not None else (stats.confusion, stats.class_counts, stats.hard_confusion,
-                                                  stats.hard_class_counts)
-            self._window.append(_Visit(icode, wcode, lcode, n, weight, self._log_keep, Tm, Th, counts))
+            self._window.append(_Visit(*batch, weight, self._log_keep, Tm, Th, counts))
             while len(self._window) > self.window:
                 self._window.popleft()
             self._revisit()
-        return self
 
-    def _copies(self, icode, wcode, lcode, n_items: int, log_norm: np.ndarray) -> np.ndarray:
-        """Count the batch's vote patterns and voter sets, and flag (n_items,) the items whose pattern has come more
+    def _race_stats(self, icode, wcode, lcode, n_items: int) -> SufficientStats:
+        """:meth:`first_batch_stats` of a batch of codes, aligned with this model's workers and classes."""
+        del n_items
+        stats = self.first_batch_stats(icode, _objects(self.workers_)[wcode], _objects(self.classes_)[lcode])
+        return stats.aligned(self.workers_, self.classes_)
+
+    def young_race(self) -> YoungRace | None:
+        """When a race of the young model's items is due (see :meth:`partial_fit`), the race as a picklable job
+        that reads nothing of this model, so that another thread or process may run it while this model learns on;
+        its result goes to :meth:`adopt_race`. None when no race is due."""
+        batch = self._young_codes()
+        if batch is None:
+            return None
+        return YoungRace(list(self.classes_), list(self.workers_), dict(self.families), self.candidates, batch,
+                         len(self._young))
+
+    def adopt_race(self, result: tuple) -> bool:
+        """Start again from a race that :meth:`young_race` ran, then learn the batches learnt since, as
+        :meth:`partial_fit` with ``race=False`` did; False (and nothing changes) when the model is no longer the
+        young model the race began from."""
+        stats, covered, batch = result
+        if self._young is None or len(self._young) < covered or sum(b[3] for b in self._young[:covered]) != batch[3]:
+            return False
+        later = self._young[covered:]
+        self._forget()
+        self._learn_raced(batch, stats.aligned(self.workers_, self.classes_))
+        for b in later:
+            self._learn(*b, race=False, count_copies=False)
+        return True
+
+    def _young_codes(self, batch: tuple = ()) -> tuple | None:
+        """The codes (icode, wcode, lcode, n_items) of every item the young model learnt, and of ``batch``, when they
+        are due a race: at least :data:`YOUNG_GROWTH` times the last race's items, at most :data:`YOUNG_ITEMS`, and a
+        worker answered at least half of them (:meth:`_races_first_batch`). None otherwise."""
+        if self._young is None:
+            return None
+        batches = self._young + ([batch] if batch else [])
+        start = np.cumsum([0] + [b[3] for b in batches])
+        total = int(start[-1])
+        if not YOUNG_GROWTH * self._raced_items <= total <= YOUNG_ITEMS:
+            return None
+        ic = np.concatenate([b[0] + s for b, s in zip(batches, start, strict=False)])
+        wc = np.concatenate([b[1] for b in batches])
+        lc = np.concatenate([b[2] for b in batches])
+        pairs = np.unique(wc * total + ic)
+        if not (np.bincount(pairs // total) >= 0.5 * total).any():
+            return None
+        return ic, wc, lc, total
+
+    def _forget(self) -> None:
+        """Back to a cold model's statistics (names, families, ``version`` and the copy test's counts are kept)."""
+        J, K = len(self.workers_), len(self.classes_)
+        self.S, self.S_hard = np.zeros((J, K, K)), np.zeros((J, K, K))
+        self.S_class, self.S_hard_class = np.zeros(K), np.zeros(K)
+        self.score, self.score_m2, self.score_votes = np.zeros(_C), np.zeros((_C, _C)), 0.0
+        self.pairs = np.zeros((2, J, J))
+        self.t = self.q = self.n_items_ = 0.0
+        self._log_keep = 0.0
+        self._window.clear()
+        self._young = None
+
+    def _copies(self, icode, wcode, lcode, n_items: int, log_norm: np.ndarray, *, count: bool = True) -> np.ndarray:
+        """Count the batch's vote patterns and voter sets (unless ``count`` is False), and flag (n_items,) the items whose pattern has come more
         often among the items counted than the current model explains: the pattern's probability under it
         (``exp(log_norm)``, (n_items,): the log joint's normaliser), times the items with the same voters, as the
         mean of a Poisson count (see the module docstring)."""
         voted = np.bincount(icode, minlength=n_items) > 0
         pattern = set_keys(icode, (wcode.astype(np.int64) << 20) + lcode, n_items)[voted].tolist()
         voters = set_keys(icode, wcode, n_items)[voted].tolist()
-        if len(self._patterns) + len(pattern) > MAX_PATTERNS:
-            self._patterns.clear()
-            self._voter_sets.clear()
-        for counts, keys in ((self._patterns, pattern), (self._voter_sets, voters)):
-            for k in keys:
-                counts[k] = counts.get(k, 0) + 1
+        if count:
+            if len(self._patterns) + len(pattern) > MAX_PATTERNS:
+                self._patterns.clear()
+                self._voter_sets.clear()
+            for counts, keys in ((self._patterns, pattern), (self._voter_sets, voters)):
+                for k in keys:
+                    counts[k] = counts.get(k, 0) + 1
         log_p = log_norm[voted]
-        count = np.fromiter((self._patterns[k] for k in pattern), dtype=float, count=len(pattern))
-        same_voters = np.fromiter((self._voter_sets[k] for k in voters), dtype=float, count=len(voters))
+        seen = np.fromiter((self._patterns.get(k, 1) for k in pattern), dtype=float, count=len(pattern))
+        same_voters = np.fromiter((self._voter_sets.get(k, 1) for k in voters), dtype=float, count=len(voters))
         flagged = np.zeros(n_items, dtype=bool)
-        flagged[voted] = improbably_repeated(count, same_voters * np.exp(log_p), len(self._patterns))
+        flagged[voted] = improbably_repeated(seen, same_voters * np.exp(log_p), len(self._patterns))
         return flagged
 
     def _revisit(self) -> None:
@@ -828,7 +963,7 @@ class OnlineDawidSkene:
         if self.inner_iter > 1 and stats.n_items > 0:
             snap = self._state()
             for _ in range(self.inner_iter - 1):
-                self.apply(stats)
+                self._fold(stats)
                 T_new = self._batch_posterior(icode, wcode, lcode, n)
                 latent = self._latent(icode, wcode, lcode, T_new, n)
                 stats = self._stats_of(icode, wcode, lcode, *latent, crit)

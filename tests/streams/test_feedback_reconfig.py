@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from streams.harness.stack import LocalStack
-from tests.streams.pipeline_kit import demo_events, expected_keys, fast_sim
+from tests.streams.pipeline_kit import demo_events, expected_keys, fast_sim, settled_model
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +33,6 @@ def wait_for(check: Callable[[], Any], timeout_s: float = 30.0, what: str = "con
             return last
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
-
-
-def settled_model(s: LocalStack, quiet_s: float = 2.0) -> dict:
-    """``/model`` once every statistics delta the worker sent is applied and nothing changed for ``quiet_s``."""
-    last, since = None, time.monotonic()
-    deadline = since + 30
-    while time.monotonic() < deadline:
-        c = s.worker_json(0, "/counters")["worker"]
-        model = s.worker_json(0, "/model")
-        state = (c.get("stats_sent", 0), c.get("stats_applied", 0), {a: m["version"] for a, m in model.items()})
-        if state != last or state[0] != state[1]:
-            last, since = state, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return model
-        time.sleep(0.2)
-    raise AssertionError(f"model never settled: {last}")
 
 
 def test_gold_feedback_teaches_the_learner_is_scored_and_bad_feedback_is_dead_lettered(tmp_path, broker,

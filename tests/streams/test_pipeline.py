@@ -16,6 +16,7 @@ from tests.streams.pipeline_kit import (
     demo_events,
     expected_keys,
     fast_sim,
+    settled_model,
     wait_until_every_worker_has_partitions,
 )
 
@@ -34,9 +35,10 @@ def test_each_asked_attribute_decided_once_and_ensemble_beats_every_single_model
     events, gold = demo_events()
     with stack(tmp_path, broker, topic_prefix, settings_overrides={"aggregation": {"revise_seconds": 1.0}}) as s:
         s.publish(events)
-        decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=3.0)
+        s.decisions(expected_keys(events), timeout_s=120)
+        model = settled_model(s)  # the learner has learnt every decided item
+        decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=3.0)  # with the revisions it made
         counters = s.worker_json(0, "/counters")
-        model = s.worker_json(0, "/model")
     first = [d for d in decisions if d["revision"] == 0]
     keys = decision_keys(first)
     assert set(keys) == expected_keys(events) and max(keys.values()) == 1
@@ -193,9 +195,10 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
     assert pooled["ensemble"] >= pooled["majority_vote"] - 0.005, pooled
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11 open: the stream's model depends on its flush timing, and some "
-                   "runs decide one color_family item worse than majority vote (0.989 vs 1.0; batch: 1.0); "
-                   "passed 1 of 2 runs on 2026-12-04")
+@pytest.mark.xfail(strict=False, reason="issue 11 open: the stream races like the batch default, which is one item "
+                   "below majority vote on material (0.875 vs 0.906; bench/aggregation.py's gpt:material row); runs "
+                   "where the race lands before the last read end there (1 of 2 on 2026-12-06); some runs decide one "
+                   "color_family item worse (0.989 vs 1.0; batch: 1.0)")
 def test_replay_of_recorded_gpt_runs_is_at_or_above_majority_vote(tmp_path, broker, topic_prefix):
     predictions = shared_data("llm_predictions", "predictions.jsonl")
     products = shared_data("llm_predictions", "products.jsonl")

@@ -1,0 +1,71 @@
+"""The learner's maths without a broker: records learnt in order, votes merged, races run aside and adopted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from llmens_core.aggregation import OnlineDawidSkene
+from llmens_core.scoring import real_llm_votes
+from streams.learner import RaceRunner, _adopt_finished_races, learn_records
+
+
+def _votes_record(items, workers, labels, attribute: str = "gender") -> dict:
+    return {"attribute": attribute, "votes": {"items": list(items), "workers": list(workers), "labels": list(labels)}}
+
+
+def _flushes(size: int, seed: int = 0) -> list[dict]:
+    """The shipped real-LLM gender votes as a stream of ``size``-item vote records, in a shuffled order."""
+    (it, wk, lb), _ = real_llm_votes()["gender"]
+    it, wk, lb = (np.asarray(x, dtype=object) for x in (it, wk, lb))
+    uniq = np.unique(it)[np.random.default_rng(seed).permutation(len(np.unique(it)))]
+    records = []
+    for start in range(0, len(uniq), size):
+        sel = np.isin(it, uniq[start:start + size])
+        records.append(_votes_record(it[sel], wk[sel], lb[sel]))
+    return records
+
+
+def test_records_are_learnt_in_order_votes_merged_and_a_bad_one_skipped():
+    """Consecutive vote records are one mini-batch (a learner that fell behind takes fewer, larger steps); a gold
+    record is learnt in its place; a statistics record (what workers sent before votes) is still folded; a record
+    that cannot be learnt is counted and skipped, and the others are learnt."""
+    first, second, third = _flushes(16)[:3]
+    model, counters = OnlineDawidSkene(), {}
+    stats = OnlineDawidSkene().batch_stats(*third["votes"].values())
+    gold = {"attribute": "gender", "gold": [{"votes": {"minilm": "men", "qwen-0.5b": "unisex"}, "label": "men"}]}
+    broken = {"attribute": "gender", "votes": {"items": ["a", "b"], "workers": ["minilm"], "labels": ["men"]}}
+    data = learn_records(model, [first, broken, second, gold, {"attribute": "gender", "stats": stats.to_dict()}],
+                         counters)
+    assert model.version == 3  # the two vote records as one step, the gold record, the statistics
+    assert counters == {"stats_applied": 3, "gold_records_applied": 1, "gold_items_applied": 1, "records_skipped": 1}
+    assert model.n_items_ == 32 + 1 + stats.n_items
+    assert OnlineDawidSkene.from_bytes(data).version == model.version
+
+
+async def test_the_learner_races_a_young_model_aside_and_ends_in_the_batch_basin():
+    """16-item flushes of the shipped real-LLM gender votes, learnt as the learner does: each record a plain step at
+    once, the young model's race in the race process, adopted when done. The published models end where the batch race's
+    are (92.5 %; 49 % learnt as plain steps alone), and every adoption is a newer version."""
+    (it, wk, lb), gold = real_llm_votes()["gender"]
+    model, races, published = OnlineDawidSkene(), RaceRunner(), []
+    own = {"gender": model}
+    try:
+        for record in _flushes(16):
+            published.append(OnlineDawidSkene.from_bytes(learn_records(model, [record])))
+            races.start("gender", model)
+            for _, data in await _adopt_finished_races(own, races, None):
+                published.append(OnlineDawidSkene.from_bytes(data))
+        while races.running:
+            await asyncio.sleep(0.05)
+            for _, data in await _adopt_finished_races(own, races, None):
+                published.append(OnlineDawidSkene.from_bytes(data))
+    finally:
+        races.close()
+    versions = [m.version for m in published]
+    assert versions == sorted(set(versions)) and len(published) > len(_flushes(16))
+    last = published[-1]
+    items, proba = last.predict_proba_batch(it, wk, lb)
+    decided = dict(zip(items.tolist(), (last.classes_[k] for k in proba.argmax(1)), strict=True))
+    assert np.mean([decided[i] == g for i, g in gold.items()]) > 0.9
