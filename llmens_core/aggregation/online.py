@@ -19,7 +19,7 @@ from the batch race instead (:meth:`OnlineDawidSkene.first_batch_stats`): online
 starts in. **A young model races again**: up to :data:`YOUNG_ITEMS` items it keeps their votes, and each time they
 have grown by :data:`YOUNG_GROWTH` it starts again from the race on all of them, so that a stream of small batches
 ends in the basin the batch race finds on its data, not in the one a 16-item first batch suggested. The stream's
-learner runs these races in another thread (``partial_fit(race=False)``, :meth:`~OnlineDawidSkene.young_race`,
+learner runs these races aside, in another process (``partial_fit(race=False)``, :meth:`~OnlineDawidSkene.young_race`,
 :meth:`~OnlineDawidSkene.adopt_race`) and goes on learning meanwhile; :meth:`~OnlineDawidSkene.batch_stats`, an
 E-step delta for callers that fold deltas themselves, never races.
 
@@ -755,7 +755,7 @@ class OnlineDawidSkene:
         (:meth:`first_batch_stats`), and while the model is young (at most :data:`YOUNG_ITEMS` items) every item it
         learnt is raced again each time they have grown by :data:`YOUNG_GROWTH`. With ``race=False`` no race runs
         here: the batch is one plain step and the young model's race is left to :meth:`young_race` and
-        :meth:`adopt_race` (the stream's learner runs it in another thread while it goes on learning)."""
+        :meth:`adopt_race` (the stream's learner runs it in another process while it goes on learning)."""
         items_, icode, wcode, lcode, _ = self._encode_batch(items, workers, labels, grow=True)
         if not len(self.classes_):
             self.version += 1
