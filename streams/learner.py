@@ -181,13 +181,16 @@ def _timed(job: Callable[[], tuple]) -> tuple:
     return job(), time.perf_counter() - started
 
 
-async def _adopt_finished_races(own: dict[str, OnlineDawidSkene], races: RaceRunner,
+async def _adopt_finished_races(own: dict[str, OnlineDawidSkene], races: RaceRunner, registry: ModelRegistry,
                                 counters: dict | None) -> list[tuple[str, bytes]]:
-    """(attribute, serialised model) for each finished race its model adopted; starts the next race if one is due."""
+    """(attribute, serialised model) for each finished race its model adopted; starts the next race if one is due.
+
+    A race is dropped when another learner has published a newer version since (a rebalance moved the attribute):
+    only the learner that owns the records publishes over it."""
     adopted = []
     for attribute, result, seconds in races.finished():
         model = own.get(attribute)
-        if model is None or result is None:
+        if model is None or result is None or registry.get(attribute).version > model.version:
             continue
 
         def adopt(m: OnlineDawidSkene = model, r: tuple = result) -> bytes | None:
@@ -233,7 +236,7 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            futures = [await publish(a, data) for a, data in await _adopt_finished_races(own, races, counters)]
+            futures = [await publish(a, data) for a, data in await _adopt_finished_races(own, races, registry, counters)]
             by_attribute: dict[str, list[dict]] = {}
             for msgs in batches.values():
                 for msg in msgs:

@@ -7,8 +7,10 @@ import asyncio
 import numpy as np
 
 from llmens_core.aggregation import OnlineDawidSkene
+from llmens_core.schema import AttributeSchema
 from llmens_core.scoring import real_llm_votes
 from streams.learner import RaceRunner, _adopt_finished_races, learn_records
+from streams.models import ModelRegistry
 
 
 def _votes_record(items, workers, labels, attribute: str = "gender") -> dict:
@@ -44,28 +46,44 @@ def test_records_are_learnt_in_order_votes_merged_and_a_bad_one_skipped():
     assert OnlineDawidSkene.from_bytes(data).version == model.version
 
 
+async def _run_races(own, races, registry, published=None) -> list:
+    adopted = await _adopt_finished_races(own, races, registry, None)
+    while races.running:
+        await asyncio.sleep(0.05)
+        adopted += await _adopt_finished_races(own, races, registry, None)
+    if published is not None:
+        published.extend(OnlineDawidSkene.from_bytes(data) for _, data in adopted)
+    return adopted
+
+
 async def test_the_learner_races_a_young_model_aside_and_ends_in_the_batch_basin():
     """16-item flushes of the shipped real-LLM gender votes, learnt as the learner does: each record a plain step at
-    once, the young model's race in the race process, adopted when done. The published models end where the batch race's
-    are (92.5 %; 49 % learnt as plain steps alone), and every adoption is a newer version."""
+    once, the young model's race in the race process, adopted when done. The published models end where the batch
+    race's are (92.5 %; 49 % learnt as plain steps alone), and every adoption is a newer version. A race whose
+    attribute another learner has published a newer version of since is dropped."""
     (it, wk, lb), gold = real_llm_votes()["gender"]
     model, races, published = OnlineDawidSkene(), RaceRunner(), []
-    own = {"gender": model}
+    own, registry = {"gender": model}, ModelRegistry(AttributeSchema({}))
+    registry.offer("gender", OnlineDawidSkene())  # version 0: no other learner has published
     try:
         for record in _flushes(16):
             published.append(OnlineDawidSkene.from_bytes(learn_records(model, [record])))
             races.start("gender", model)
-            for _, data in await _adopt_finished_races(own, races, None):
-                published.append(OnlineDawidSkene.from_bytes(data))
-        while races.running:
-            await asyncio.sleep(0.05)
-            for _, data in await _adopt_finished_races(own, races, None):
-                published.append(OnlineDawidSkene.from_bytes(data))
+            published.extend(OnlineDawidSkene.from_bytes(data)
+                              for _, data in await _adopt_finished_races(own, races, registry, None))
+        await _run_races(own, races, registry, published)
+        versions = [m.version for m in published]
+        assert versions == sorted(set(versions)) and len(published) > len(_flushes(16))
+        last = published[-1]
+        items, proba = last.predict_proba_batch(it, wk, lb)
+        decided = dict(zip(items.tolist(), (last.classes_[k] for k in proba.argmax(1)), strict=True))
+        assert np.mean([decided[i] == g for i, g in gold.items()]) > 0.9
+
+        young = own["gender"] = OnlineDawidSkene()
+        learn_records(young, _flushes(16)[:1])  # a cold model's first dense batch: a race is due
+        registry.offer("gender", last)  # another learner's newer version
+        races.start("gender", young)
+        assert races.running
+        assert await _run_races(own, races, registry) == [] and young.version == 1
     finally:
         races.close()
-    versions = [m.version for m in published]
-    assert versions == sorted(set(versions)) and len(published) > len(_flushes(16))
-    last = published[-1]
-    items, proba = last.predict_proba_batch(it, wk, lb)
-    decided = dict(zip(items.tolist(), (last.classes_[k] for k in proba.argmax(1)), strict=True))
-    assert np.mean([decided[i] == g for i, g in gold.items()]) > 0.9
