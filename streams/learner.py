@@ -254,6 +254,8 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
                 await fut  # delivered before the records learnt into them are committed
             if batches:
                 await consumer.commit()
+            if counters is not None:
+                counters["races_running"] = len(races.running)
     finally:
         races.close()
         await consumer.stop()

@@ -66,16 +66,17 @@ def wait_until_every_worker_has_partitions(stack, workers: int, timeout_s: float
         time.sleep(0.2)
 
 
-def settled_model(s, quiet_s: float = 2.0) -> dict:
-    """Worker 0's ``/model`` once its learner has learnt every record the worker sent and nothing changed for
-    ``quiet_s``."""
+def settled_model(s, quiet_s: float = 2.0, *, races: bool = False) -> dict:
+    """Worker 0's ``/model`` once its learner has learnt every record the worker sent (and, with ``races``, has no
+    young model's race running) and nothing changed for ``quiet_s``."""
     last, since = None, time.monotonic()
     deadline = since + 120  # a young model races as its data grows: seconds per step
     while time.monotonic() < deadline:
         c = s.worker_json(0, "/counters")["worker"]
         model = s.worker_json(0, "/model")
-        state = (c.get("stats_sent", 0), c.get("stats_applied", 0), {a: m["version"] for a, m in model.items()})
-        if state != last or state[0] != state[1]:
+        state = (c.get("stats_sent", 0), c.get("stats_applied", 0), races and c.get("races_running", 0),
+                 {a: m["version"] for a, m in model.items()})
+        if state != last or state[0] != state[1] or state[2]:
             last, since = state, time.monotonic()
         elif time.monotonic() - since >= quiet_s:
             return model
