@@ -28,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +45,7 @@ from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
 from streams.models import ModelRegistry
 
 log = logging.getLogger("llmens.learner")
+_PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 __all__ = ["RaceRunner", "learn_records", "run_learner"]
 
@@ -142,7 +146,7 @@ class RaceRunner:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_lower_priority)
+                                             initializer=_race_process_init)
         self.running[attribute] = asyncio.get_running_loop().run_in_executor(self._pool, _timed, job)
 
     def finished(self) -> list[tuple[str, tuple | None, float]]:
@@ -171,9 +175,14 @@ class RaceRunner:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _lower_priority() -> None:
+def _race_process_init() -> None:
+    """Lower the race process's priority, and (Linux) have it killed with the worker: a race left running after the
+    worker stopped would only take CPU from whatever runs next."""
     with contextlib.suppress(OSError):
         os.nice(10)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _timed(job: Callable[[], tuple]) -> tuple:

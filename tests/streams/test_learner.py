@@ -87,3 +87,44 @@ async def test_the_learner_races_a_young_model_aside_and_ends_in_the_batch_basin
         assert await _run_races(own, races, registry) == [] and young.version == 1
     finally:
         races.close()
+
+
+_DIES_WITH_PARENT = """
+import asyncio, os, sys, time
+from llmens_core.aggregation import OnlineDawidSkene
+from streams.learner import RaceRunner, learn_records
+from tests.streams.test_learner import _flushes
+
+async def main():
+    runner, model = RaceRunner(), OnlineDawidSkene()
+    learn_records(model, _flushes(16)[:1])
+    runner.start("gender", model)
+    while not os.popen(f"pgrep -P {os.getpid()}").read().split():
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    print(" ".join(os.popen(f"pgrep -P {os.getpid()}").read().split()), flush=True)
+    os._exit(0)  # the worker dies without closing the runner
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_race_process_dies_with_its_worker(tmp_path):
+    """A worker killed mid-race must not leave its race process behind (it would hold CPU, or wait forever)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "worker.py"
+    script.write_text(_DIES_WITH_PARENT)
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, check=True).stdout.split()
+    assert out, "the race process never started"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in out):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in out)
