@@ -77,7 +77,7 @@ def learn_records(model: OnlineDawidSkene, records: list[dict], counters: dict |
             model.partial_fit(items, workers, labels, race=False)
             count("stats_applied", len(pending))
         except Exception as exc:  # noqa: BLE001
-            _skip({"attribute": f"{len(pending)} vote records"}, exc, count)
+            _skip(f"{len(pending)} vote records", exc, count)
         pending.clear()
 
     for d in records:
@@ -89,7 +89,7 @@ def learn_records(model: OnlineDawidSkene, records: list[dict], counters: dict |
                 pending.append(v)
                 continue
         except Exception as exc:  # noqa: BLE001 - a record that cannot be learnt must not stop learning
-            _skip(d, exc, count)
+            _skip(d.get("attribute"), exc, count)
             continue
         learn_pending()
         try:
@@ -102,13 +102,13 @@ def learn_records(model: OnlineDawidSkene, records: list[dict], counters: dict |
                 model.apply(SufficientStats.from_dict(d["stats"]))
                 count("stats_applied")
         except Exception as exc:  # noqa: BLE001
-            _skip(d, exc, count)
+            _skip(d.get("attribute"), exc, count)
     learn_pending()
     return model.to_bytes()
 
 
-def _skip(record: dict, exc: Exception, count: Callable[[str], None]) -> None:
-    log.error("ignoring a ds-stats record of %s that cannot be learnt: %r", record.get("attribute"), exc)
+def _skip(what: object, exc: Exception, count: Callable[[str], None]) -> None:
+    log.error("ignoring a ds-stats record of %s that cannot be learnt: %r", what, exc)
     count("records_skipped")
 
 
@@ -237,7 +237,7 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
     await producer.start()
 
     async def publish(attribute: str, data: bytes) -> asyncio.Future:
-        registry.offer_bytes(attribute, data)
+        registry.offer(attribute, await asyncio.to_thread(OnlineDawidSkene.from_bytes, data))  # its M-step off the loop
         if on_publish is not None:
             on_publish(attribute, registry.get(attribute).summary())
         return await producer.send(model_topic, key=attribute.encode(), value=data)

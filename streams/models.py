@@ -12,6 +12,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+import orjson
+
 from llmens_core.aggregation import OnlineDawidSkene, default_online
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.schema import AttributeSchema
@@ -71,7 +73,12 @@ class ModelRegistry:
         return True
 
     def offer_bytes(self, attribute: str, data: bytes) -> bool:
+        """:meth:`offer` of a serialised model; one not newer than the held one (e.g. this worker's learner's own
+        version, read back from ``ds-model``) is skipped before its M-step."""
         try:
+            cur = self._models.get(attribute)
+            if cur is not None and cur.version >= orjson.loads(data)["version"]:
+                return False
             return self.offer(attribute, OnlineDawidSkene.from_bytes(data))
         except Exception as exc:  # noqa: BLE001 - a bad model record must not stop the worker
             log.error("ignoring undecodable model for %s: %s", attribute, exc)
