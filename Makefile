@@ -24,8 +24,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
+# Two test processes: the tests of the session broker run in one (one broker per session), the rest in the other.
+TEST_PROCESSES ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmens_core streams tests bench

@@ -68,3 +68,11 @@ def pytest_runtest_makereport(item, call):
         b = item.funcargs.get("broker")
         if b is not None:
             rep.sections.append((f"{b.name} broker log (tail)", b.tail_log()))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (``make test`` runs two processes), every test of the session broker runs in one process,
+    so the session starts one broker; the other process takes the tests that need none."""
+    for item in items:
+        if "broker" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("broker"))
