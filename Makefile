@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench drills venv clean real-llms real-llms-stop demo-real test-real
+.PHONY: demo test test-integration test-unit lint bench drills venv clean real-llms real-llms-stop demo-real test-real
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
-# Two test processes: the tests of the session broker run in one (one broker per session), the rest in the other.
-TEST_PROCESSES ?= 2
+# Side by side: the broker's tests in one session (one broker; they mostly wait on it), the others in two
+# pytest-xdist processes. Each prints its report when it ends.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadgroup
+	@echo "make test: the broker's tests and the others run side by side; each prints its report when it ends"
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-integration test-unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q -m integration
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not integration" -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmens_core streams tests bench

@@ -18,10 +18,10 @@ A ``ds-stats`` record is one of
 The learner trains its own copy of each model off the event loop (``asyncio.to_thread``), one plain step per poll,
 and publishes it at once; a young model's race (:meth:`~llmens_core.aggregation.OnlineDawidSkene.young_race`) runs
 aside in a child process (:class:`RaceRunner`) and is adopted, with the steps learnt meanwhile, when it is done. The
-worker's registry adopts each published model as a new object, so decisions never read a model being trained. The
-copy keeps the votes that ``partial_fit`` remembers (the young model's items, the window), which a published model
-does not carry; when another learner has published a newer version (a rebalance moved the partition), the copy
-starts again from it.
+worker's registry adopts each published model as a new object, so decisions never read a model being trained. When
+another learner has published a newer version (a restart or a rebalance moved the partition), the copy starts again
+from it: a young model's record carries its votes (``to_bytes``), so the new owner goes on racing it as it grows; the
+revisit window is not carried and starts empty.
 """
 
 from __future__ import annotations

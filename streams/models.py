@@ -73,16 +73,22 @@ class ModelRegistry:
         return True
 
     def offer_bytes(self, attribute: str, data: bytes) -> bool:
-        """:meth:`offer` of a serialised model; one not newer than the held one (e.g. this worker's learner's own
-        version, read back from ``ds-model``) is skipped before its M-step."""
+        """:meth:`offer` of a serialised model (see :meth:`decode_newer`)."""
+        model = self.decode_newer(attribute, data)
+        return model is not None and self.offer(attribute, model)
+
+    def decode_newer(self, attribute: str, data: bytes) -> OnlineDawidSkene | None:
+        """The model serialised in ``data`` when it is newer than the one held, else None: one not newer (e.g. this
+        worker's learner's own version, read back from ``ds-model``) is skipped before its M-step. Changes nothing,
+        so that it may run in a thread (a young model's record also rebuilds its copy-test counts)."""
         try:
             cur = self._models.get(attribute)
             if cur is not None and cur.version >= orjson.loads(data)["version"]:
-                return False
-            return self.offer(attribute, OnlineDawidSkene.from_bytes(data))
+                return None
+            return OnlineDawidSkene.from_bytes(data)
         except Exception as exc:  # noqa: BLE001 - a bad model record must not stop the worker
             log.error("ignoring undecodable model for %s: %s", attribute, exc)
-            return False
+            return None
 
     def items(self):
         return self._models.items()
@@ -128,7 +134,8 @@ async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: st
             for _tp, msgs in batches.items():
                 for msg in msgs:
                     attr = msg.key.decode() if msg.key else None
-                    if attr and registry.offer_bytes(attr, msg.value) and on_model:
+                    model = await asyncio.to_thread(registry.decode_newer, attr, msg.value) if attr else None
+                    if model is not None and registry.offer(attr, model) and on_model:
                         on_model(attr, registry.get(attr))
             if not registry.ready.is_set():
                 positions = [await consumer.position(tp) for tp in tps]

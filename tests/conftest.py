@@ -70,9 +70,10 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append((f"{b.name} broker log (tail)", b.tail_log()))
 
 
+@pytest.hookimpl(tryfirst=True)  # before the mark plugin deselects by -m
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist (``make test`` runs two processes), every test of the session broker runs in one process,
-    so the session starts one broker; the other process takes the tests that need none."""
+    """Mark every test of the session broker ``integration``: ``make test`` runs ``-m integration`` (one broker)
+    and ``-m "not integration"`` as two sessions side by side, and a test must not land in the one without it."""
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("broker"))
+            item.add_marker(pytest.mark.integration)

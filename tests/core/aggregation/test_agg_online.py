@@ -277,6 +277,33 @@ def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
     assert one_pass() < 0.85
 
 
+def test_a_young_model_handed_over_through_its_record_goes_on_racing(monkeypatch):
+    """A learner that takes a model over (a restart, a rebalance) reads it from its record. A young model's record
+    carries its votes, so the new learner races it as it grows as the old one would have: handed over after 32 items
+    of the shipped real-LLM gender votes, one pass of 16-item batches still ends in the batch race's basin. Without
+    the votes the model learns on by plain steps and ends far below."""
+    from llmens_core.aggregation import online
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), gold = real_llm_votes()["gender"]
+
+    def one_pass(handover_at: int) -> float:
+        m = OnlineDawidSkene()
+        for k, batch in enumerate(_shuffled_batches(it, wk, lb, 16)):
+            if k == handover_at:
+                record = m.to_bytes()
+                m = OnlineDawidSkene.from_bytes(record)
+                assert m.to_bytes() == record  # the votes and the counts rebuilt from them read back exactly
+            m.partial_fit(*batch)
+        items, proba = m.predict_proba_batch(it, wk, lb)
+        decided = dict(zip(items.tolist(), (m.classes_[k] for k in proba.argmax(1)), strict=True))
+        return float(np.mean([decided[i] == g for i, g in gold.items()]))
+
+    assert one_pass(handover_at=2) > 0.9
+    monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", 0)  # a record too big to carry them
+    assert one_pass(handover_at=2) < 0.85
+
+
 def test_a_race_run_aside_and_adopted_late_ends_where_the_inline_race_does():
     """The stream's learner learns each batch with ``race=False`` and runs the young model's race in another thread
     (:meth:`young_race`), adopting it when done, after more batches (:meth:`adopt_race`). The statistics end as

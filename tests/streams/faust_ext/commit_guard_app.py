@@ -23,7 +23,9 @@ from streams.faust_ext.transport import install_transport
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 tansu = os.environ.get("LLMENS_TEST_TANSU") == "1"
 slow = os.environ.get("LLMENS_TEST_SLOW") == "1"
+# faust's worker serves its web views even with web_enabled=False: on a free port, not 6066 (two runs at once)
 app = faust.App(f"{prefix}copier", broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                web_bind="127.0.0.1", web_port=int(os.environ.get("LLMENS_TEST_WEB_PORT", "0")),
                 datadir=tempfile.mkdtemp(prefix="commit-guard-"), topic_partitions=1,
                 **LOCAL_BROKER_FAUST_SETTINGS, **(TANSU_FAUST_SETTINGS if tansu else {}))
 transport = install_transport(app, commit_guard=os.environ.get("LLMENS_TEST_GUARD", "1") == "1", tansu=tansu)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from streams.faust_ext.commit_guard import GuardedConsumer, mark_finished, next_commit
 from streams.faust_ext.transport import install_transport
-from streams.harness.processes import stop_process_group
+from streams.harness.processes import free_port, stop_process_group
 from streams.harness.stack import read_topic
 
 APP = Path(__file__).with_name("commit_guard_app.py")
@@ -263,7 +263,7 @@ def _start(broker, prefix: str, log: Path, *, slow: bool, guard: bool = True,
            drop_head: bool = False) -> subprocess.Popen:
     env = {**os.environ, "LLMENS_TEST_SLOW": "1" if slow else "0", "LLMENS_TEST_GUARD": "1" if guard else "0",
            "LLMENS_TEST_TANSU": "1" if broker.name == "Tansu" else "0",
-           "LLMENS_TEST_DROP_HEAD": "1" if drop_head else "0"}
+           "LLMENS_TEST_DROP_HEAD": "1" if drop_head else "0", "LLMENS_TEST_WEB_PORT": str(free_port())}
     bootstrap = broker.bootstrap
     return subprocess.Popen([sys.executable, str(APP), bootstrap, prefix], env=env, stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
