@@ -24,8 +24,8 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
-# Side by side: the broker's tests in one session (one broker; they mostly wait on it), the others in two
-# pytest-xdist processes. Each prints its report when it ends.
+# Two pytest sessions side by side: the broker's tests (one broker; they mostly wait on it) and the others.
+# Each prints its report when it ends.
 test: $(STAMP)
 	@echo "make test: the broker's tests and the others run side by side; each prints its report when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-integration test-unit
@@ -34,7 +34,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration" -n 2
+	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmens_core streams tests bench
