@@ -82,7 +82,7 @@ MAX_PATTERNS = 1 << 18
 YOUNG_RECORD_BYTES = 384 * 1024
 """Most bytes of a young model's votes carried by :meth:`OnlineDawidSkene.to_bytes` (zlib, base64), so that a model
 record stays well under Kafka's default 1 MB message limit; a young model with more votes is serialised as a grown one
-(about 4,096 items of 10 LLMs fit)."""
+(4,096 items of 10 LLMs with 12 labels take 46 KB)."""
 _DERIVED = ("_ready", "_counts", "_all_fitted", "candidate_", "_clusters", "_clusters_key", "confusion_", "priors_",
             "_log_theta", "_log_pi", "_cluster", "_rho", "_lt_rows", "_params", "_chosen_fit", "_splitter",
             "_latent_log_theta", "_latent_log_pi")
