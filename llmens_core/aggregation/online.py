@@ -255,6 +255,7 @@ class OnlineDawidSkene:
         self._log_keep = 0.0  # sum of log(1 - eta) over the steps taken: a visit's weight decays with it
         self._young: list[tuple] | None = None  # a young model's batches as codes since a cold start (None: not young)
         self._raced_items = 0  # items of the young model's last race
+        self._young_uncounted = False  # read from a record: the copy test has not counted the young votes yet
         self.candidates = tuple(c if isinstance(c, _bayes.Candidate) else _bayes.Candidate.parse(c)
                                 for c in candidates)
         self.families: dict = dict(families) if isinstance(families, Mapping) else {}
@@ -710,6 +711,7 @@ class OnlineDawidSkene:
 
     def apply(self, stats: SufficientStats) -> int:
         """Fold a (merged) delta in as one online step; returns the new ``version``."""
+        self._count_young()
         self._young = None  # statistics from elsewhere: the model no longer holds the votes of all it learnt
         return self._fold(stats)
 
@@ -865,6 +867,7 @@ class OnlineDawidSkene:
 
     def _forget(self) -> None:
         """Back to a cold model's statistics (names, families, ``version`` and the copy test's counts are kept)."""
+        self._count_young()
         J, K = len(self.workers_), len(self.classes_)
         self.S, self.S_hard = np.zeros((J, K, K)), np.zeros((J, K, K))
         self.S_class, self.S_hard_class = np.zeros(K), np.zeros(K)
@@ -880,6 +883,7 @@ class OnlineDawidSkene:
         often among the items counted than the current model explains: the pattern's probability under it
         (``exp(log_norm)``, (n_items,): the log joint's normaliser), times the items with the same voters, as the
         mean of a Poisson count (see the module docstring)."""
+        self._count_young()
         voted, pattern, voters = self._pattern_keys(icode, wcode, lcode, n_items)
         if count:
             self._count_patterns(pattern, voters)
@@ -918,8 +922,9 @@ class OnlineDawidSkene:
         return packed if len(packed) <= YOUNG_RECORD_BYTES else None
 
     def _read_young(self, packed: str) -> None:
-        """Restore the young model's votes from :meth:`_young_record`; the copy test's counts are theirs (a young
-        model has counted every item it learnt, and holds them all)."""
+        """Restore the young model's votes from :meth:`_young_record`. The copy test's counts are theirs (a young
+        model has counted every item it learnt, and holds them all), counted when first needed
+        (:meth:`_count_young`): the workers' copies of a model never learn, and would count each version for nothing."""
         raw = zlib.decompress(base64.b64decode(packed))
         n_batches = int(np.frombuffer(raw, dtype="<i8", count=1)[0])
         head = np.frombuffer(raw, dtype="<i8", count=2 + 2 * n_batches)
@@ -931,8 +936,15 @@ class OnlineDawidSkene:
         self._raced_items = raced
         self._patterns.clear()
         self._voter_sets.clear()
-        for icode, wcode, lcode, n in self._young:
-            self._count_patterns(*self._pattern_keys(icode, wcode, lcode, n)[1:])
+        self._young_uncounted = True
+
+    def _count_young(self) -> None:
+        """Count the votes of a young model read from its record for the copy test, once: before the counts are read
+        or the votes are dropped."""
+        if self._young_uncounted:
+            self._young_uncounted = False
+            for icode, wcode, lcode, n in self._young:
+                self._count_patterns(*self._pattern_keys(icode, wcode, lcode, n)[1:])
 
     def _revisit(self) -> None:
         """Recompute the window's statistics under the current parameters and replace what they put in ``S``
