@@ -14,7 +14,8 @@ import orjson
 
 from llmens_core.events import NOT_PRESENT
 
-__all__ = ["demo_gold", "gold_labels", "majority", "real_llm_votes", "recorded_attributes", "score_decisions"]
+__all__ = ["demo_gold", "gold_labels", "latest_decisions", "majority", "real_llm_votes", "recorded_attributes",
+           "score_decisions"]
 
 
 def gold_labels(products: Iterable[Mapping]) -> dict[tuple[str, str], str]:
@@ -73,17 +74,23 @@ def majority(votes: Mapping[str, str | None]) -> str | None:
     return next(lab for lab, c in counts.items() if c == best)
 
 
+def latest_decisions(decisions: Iterable[Mapping]) -> dict[tuple[str, int, str], Mapping]:
+    """The latest revision of each (product, version, attribute) decision (a later record wins a tie)."""
+    latest: dict[tuple, Mapping] = {}
+    for d in decisions:
+        key = (d["product_id"], d["version"], d["attribute"])
+        if key not in latest or d.get("revision", 0) >= latest[key].get("revision", 0):
+            latest[key] = d
+    return latest
+
+
 def score_decisions(decisions: Iterable[Mapping], gold: Mapping[tuple[str, str], str]) -> dict[str, dict]:
     """Per attribute: accuracy of ``ensemble``, ``majority_vote`` and each LLM on items with gold, and ``n``.
 
     An LLM that abstained on an item counts as wrong for that item (it gave no usable answer).
     Only the latest revision of each (product, version, attribute) is scored.
     """
-    latest: dict[tuple, Mapping] = {}
-    for d in decisions:
-        key = (d["product_id"], d["version"], d["attribute"])
-        if key not in latest or d.get("revision", 0) >= latest[key].get("revision", 0):
-            latest[key] = d
+    latest = latest_decisions(decisions)
     right: dict[str, Counter] = defaultdict(Counter)
     total: Counter = Counter()
     llms: dict[str, set] = defaultdict(set)

@@ -212,7 +212,7 @@ def test_replay_of_recorded_gpt_runs_ends_at_the_batch_default_s_decisions(tmp_p
                        "attributes": sorted(asked[p["product_id"]])})
         gold_src.append(p)
     from llmens_core.aggregation import default_aggregator
-    from llmens_core.scoring import gold_labels
+    from llmens_core.scoring import gold_labels, latest_decisions
 
     gold = gold_labels(gold_src)
     with LocalStack(tmp_path, broker=broker, topic_prefix=topic_prefix, replay=predictions,
@@ -223,11 +223,7 @@ def test_replay_of_recorded_gpt_runs_ends_at_the_batch_default_s_decisions(tmp_p
         settled_model(s, races=True)
         decisions = s.decisions(expected_keys(events), timeout_s=120, settle_s=4.0)
     assert set(decision_keys(d for d in decisions if d["revision"] == 0)) == expected_keys(events)
-    latest = {}
-    for d in decisions:
-        key = (d["product_id"], d["attribute"])
-        if key not in latest or d["revision"] > latest[key]["revision"]:
-            latest[key] = d
+    latest = {(pid, attribute): d for (pid, _, attribute), d in latest_decisions(decisions).items()}
     votes = collections.defaultdict(list)
     for line in predictions.read_bytes().splitlines():
         r = orjson.loads(line)
