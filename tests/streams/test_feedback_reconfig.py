@@ -111,6 +111,7 @@ def test_gold_feedback_teaches_the_learner_is_scored_and_bad_feedback_is_dead_le
 def _four_model_sim() -> dict:
     sim = fast_sim()
     models = sim["models"][:4]
+    models[2].update(accuracy=0.45)  # the LLM to be replaced is poor: the votes tell the LLMs apart, not ``pooled``
     new = models[3]  # a fourth model the workers are not configured with at first; very accurate
     new.update(name="sim-new", family="sim-new", accuracy=0.97, none_bias=None, confusions={}, class_bias={})
     sim["models"] = models
@@ -142,7 +143,7 @@ def test_llms_added_and_removed_in_a_running_worker_without_restart(tmp_path, br
         served = sim_served(s)
         s.publish(second)
         decisions = s.decisions(expected_keys(first) | expected_keys(second), timeout_s=60)
-        model = settled_model(s)
+        model = settled_model(s, races=True)
         counters = s.worker_json(0, "/counters")
         served_after = sim_served(s)
         assert s.procs[0].pid == pid and s.procs[0].poll() is None  # the same worker process throughout
@@ -159,8 +160,9 @@ def test_llms_added_and_removed_in_a_running_worker_without_restart(tmp_path, br
     assert w["config_reloads"] == 1 and w["config_reload_errors"] == 1
     assert w["llms_added"] == 1 and w["llms_removed"] == 1
     # the new LLM is in every attribute's model. Where the chosen candidate tells LLMs apart (``pooled`` gives
-    # them all one accuracy, and may win on 80 items), it earned its weight from its votes: accuracy 0.97 in the
-    # simulator against the prior's 0.7, and more weight than the 0.78 one it replaced
+    # them all one accuracy; it won every attribute once when the replaced LLM was 0.78 accurate and the model was
+    # read before the races ended), it earned its weight from its votes: accuracy 0.97 in the simulator against the
+    # prior's 0.7, and more weight than the 0.45 one it replaced
     attributes = {x["attribute"] for x in later}
     assert all(d in model[at]["weight"] for at in attributes), {at: model[at]["workers"] for at in attributes}
     apart = [at for at in attributes if model[at]["candidate"].split("+")[0] != "pooled"]
