@@ -12,7 +12,7 @@ A ``ds-stats`` record is one of
   :meth:`~llmens_core.aggregation.OnlineDawidSkene.partial_fit`, the same step as the library's online model
   (the cold model's race, the young model's races as its data grows, the revisit window, the copy test);
 - ``{"attribute", "gold": [...]}``: human-verified items from the feedback agent, learnt with the posterior clamped
-  to the gold label (a young model stays young: it folds the gold again after each race it adopts);
+  to the gold label (:meth:`~llmens_core.aggregation.OnlineDawidSkene.learn_gold`: a young model stays young);
 - ``{"attribute", "stats": {...}}``: a statistics delta, as workers sent before votes (folded as it comes).
 
 The learner trains its own copy of each model off the event loop (``asyncio.to_thread``), one plain step per poll,
@@ -94,8 +94,7 @@ def learn_records(model: OnlineDawidSkene, records: list[dict], counters: dict |
         learn_pending()
         try:
             if "gold" in d:
-                stats = model.gold_stats((g["votes"], g["label"]) for g in d["gold"])
-                model.apply(stats, gold=True)
+                stats = model.learn_gold((g["votes"], g["label"]) for g in d["gold"])
                 count("gold_records_applied")
                 count("gold_items_applied", stats.n_items)
             else:

@@ -254,7 +254,7 @@ class OnlineDawidSkene:
         self._voter_sets: dict[int, int] = {}
         self._log_keep = 0.0  # sum of log(1 - eta) over the steps taken: a visit's weight decays with it
         self._young: list[tuple] | None = None  # a young model's batches as codes since a cold start (None: not young)
-        self._young_gold: list[tuple[int, SufficientStats]] = []  # gold folded while young: (batches before it, stats)
+        self._young_gold: list[tuple[int, list]] = []  # gold learnt while young: (batches before it, its items)
         self._raced_items = 0  # items of the young model's last race
         self._young_uncounted = False  # read from a record: the copy test has not counted the young votes yet
         self.candidates = tuple(c if isinstance(c, _bayes.Candidate) else _bayes.Candidate.parse(c)
@@ -710,20 +710,26 @@ class OnlineDawidSkene:
         g = np.maximum(np.minimum(1.0, (n - 1.0 + self.t0) ** -self.kappa), self.eta_min)
         return float(-np.expm1(np.log1p(-np.minimum(g, 1.0 - 1e-16)).sum())) if (g < 1).all() else 1.0
 
-    def apply(self, stats: SufficientStats, *, gold: bool = False) -> int:
-        """Fold a (merged) delta in as one online step; returns the new ``version``.
-
-        Statistics from elsewhere end a young model's youth: it no longer holds the votes of all it learnt. Gold
-        statistics (:meth:`gold_stats`, ``gold=True``) do not: a young model keeps them and folds them again after
-        each race it adopts, in the place they came. Gold for 8 of the first 32 items of the shipped real-LLM gender
-        votes, ending youth, took one pass from 92.5 % to 32-77 % (three shuffles)."""
-        if gold and self._young is not None:
-            self._young_gold.append((len(self._young), stats))
-        else:
-            self._count_young()
-            self._young = None
-            self._young_gold = []
+    def apply(self, stats: SufficientStats) -> int:
+        """Fold a (merged) delta in as one online step; returns the new ``version``. Statistics from elsewhere end a
+        young model's youth: it no longer holds the votes of all it learnt (gold: :meth:`learn_gold`)."""
+        self._count_young()
+        self._young, self._young_gold = None, []
         return self._fold(stats)
+
+    def learn_gold(self, items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]]) -> SufficientStats:
+        """Learn gold-labelled ``(votes, gold)`` items as one online step (:meth:`gold_stats`); returns their
+        statistics. A young model stays young: it keeps the items, and learns them again after each race it adopts,
+        in the place they came. Gold for 8 of the first 32 items of the shipped real-LLM gender votes, folded with
+        :meth:`apply` (which ends youth), took one pass of 16-item batches from 92.5 % to 32-77 % (three shuffles)."""
+        items = [(dict(votes), gold) for votes, gold in items]
+        stats = self.gold_stats(items)
+        if self._young is None:
+            self.apply(stats)
+        else:
+            self._young_gold.append((len(self._young), items))
+            self._fold(stats)
+        return stats
 
     def _fold(self, stats: SufficientStats) -> int:
         self.add_classes(c for c in stats.classes if c not in self._cidx)
@@ -861,11 +867,11 @@ class OnlineDawidSkene:
             self._refold_gold(gold, k)
         return True
 
-    def _refold_gold(self, gold: list[tuple[int, SufficientStats]], batches: int) -> None:
-        """Fold again the young model's gold that came after its first ``batches`` batches (see :meth:`apply`)."""
-        for at, stats in gold:
+    def _refold_gold(self, gold: list[tuple[int, list]], batches: int) -> None:
+        """Learn again the young model's gold that came after its first ``batches`` batches (see :meth:`learn_gold`)."""
+        for at, items in gold:
             if at == batches:
-                self.apply(stats, gold=True)
+                self.learn_gold(items)
 
     def _young_codes(self, batch: tuple = ()) -> tuple | None:
         """The codes (icode, wcode, lcode, n_items) of every item the young model learnt, and of ``batch``, when they
@@ -943,11 +949,14 @@ class OnlineDawidSkene:
         return packed if len(packed) <= YOUNG_RECORD_BYTES else None
 
     def _young_fields(self) -> dict:
-        """The young model's part of :meth:`to_bytes`: its votes and the gold it keeps (none when not carried)."""
+        """The young model's part of :meth:`to_bytes`: its votes and the gold it keeps, when together they take at
+        most :data:`YOUNG_RECORD_BYTES` (else none: the model is written as a grown one)."""
         young = self._young_record()
-        if young is None:
+        gold = [{"at": at, "items": [{"gold": g, "votes": [[w, v] for w, v in votes.items()]} for votes, g in items]}
+                for at, items in self._young_gold]
+        if young is None or len(young) + len(orjson.dumps(gold)) > YOUNG_RECORD_BYTES:
             return {"young": None}
-        return {"young": young, "young_gold": [[at, g.to_dict()] for at, g in self._young_gold]}
+        return {"young": young, "young_gold": gold}
 
     def _read_young(self, packed: str) -> None:
         """Restore the young model's votes from :meth:`_young_record`. The copy test's counts are theirs (a young
@@ -1121,7 +1130,8 @@ class OnlineDawidSkene:
         m.version, m.t, m.q, m.n_items_ = d["version"], d["t"], d["q"], d["n_items"]
         if d.get("young"):
             m._read_young(d["young"])
-            m._young_gold = [(at, SufficientStats.from_dict(g)) for at, g in d.get("young_gold", ())]
+            m._young_gold = [(g["at"], [(dict(map(tuple, x["votes"])), x["gold"]) for x in g["items"]])
+                             for g in d.get("young_gold", ())]
         m._refresh()
         return m
 

@@ -323,8 +323,10 @@ def test_gold_keeps_a_young_model_young_through_its_races_and_its_record():
         for k, batch in enumerate(_shuffled_batches(it, wk, lb, 16)):
             if k == 2:
                 labelled = [i for i in dict.fromkeys(seen) if i in gold][:8]
-                stats = m.gold_stats((votes_of[i], gold[i]) for i in labelled)
-                m.apply(stats, gold=keep_young)
+                if keep_young:
+                    m.learn_gold((votes_of[i], gold[i]) for i in labelled)
+                else:  # as gold was once learnt: statistics from elsewhere
+                    m.apply(m.gold_stats((votes_of[i], gold[i]) for i in labelled))
                 record = m.to_bytes()
                 m = OnlineDawidSkene.from_bytes(record)  # a handover after the gold: the record carries it
                 assert m.to_bytes() == record
