@@ -199,7 +199,7 @@ class YoungRace:
     def __call__(self) -> tuple:
         racer = OnlineDawidSkene(self.classes, families=self.families, candidates=self.candidates)
         racer.add_workers(self.workers)
-        return racer._race_stats(*self.batch), self.covered, self.batch
+        return racer._race_stats(*self.batch[:3]), self.covered, self.batch
 
 
 def _grown_counts(a: np.ndarray, J: int, K: int) -> np.ndarray:
@@ -799,7 +799,7 @@ class OnlineDawidSkene:
             if young is not None:
                 batch, gold = young, [(1, g) for _, g in self._young_gold]
                 self._forget()
-            self._learn_raced(batch, self._race_stats(*batch))
+            self._learn_raced(batch, self._race_stats(*batch[:3]))
             self._refold_gold(gold, 1)
             return
         self._hold_clusters = True
@@ -834,9 +834,8 @@ class OnlineDawidSkene:
                 self._window.popleft()
             self._revisit()
 
-    def _race_stats(self, icode, wcode, lcode, n_items: int) -> SufficientStats:
+    def _race_stats(self, icode, wcode, lcode) -> SufficientStats:
         """:meth:`first_batch_stats` of a batch of codes, aligned with this model's workers and classes."""
-        del n_items
         stats = self.first_batch_stats(icode, _objects(self.workers_)[wcode], _objects(self.classes_)[lcode])
         return stats.aligned(self.workers_, self.classes_)
 
