@@ -11,7 +11,8 @@ dataset on a free port.
 
 Each mode (full, adaptive) runs its own online model per attribute (``default_online``) learning as it goes:
 products are processed in chunks of ``--chunk`` concurrently; after each chunk the decided items' votes are
-turned into statistics under the current model (``StatsAccumulator``) and applied. Every attribute of the
+learnt with ``partial_fit``, as the stream's learner learns them (a young model's races run inline here, and are
+adopted at once; the learner runs them aside). Every attribute of the
 dataset has a (cold) model from the start, as the stream's ``ModelRegistry.get`` creates one on first use.
 Full asks every LLM at once; adaptive asks ``AdaptivePolicy.plan(pid, models, attrs)`` stage by stage (only the
 attributes still unsettled) until ``unsettled`` is empty (``--rule gain``, the default), or with ``--rule
@@ -145,9 +146,9 @@ class Learner:
 
     def flush(self) -> None:
         for a in self.acc.attributes():
-            st = self.acc.take(a, self.models[a])
-            if st is not None:
-                self.models[a].apply(st)
+            votes = self.acc.take_votes(a)
+            if votes is not None:
+                self.models[a].partial_fit(*votes)
 
 
 async def run_full(gw: Gateway, products, learner: Learner, chunk: int):
@@ -164,7 +165,7 @@ async def run_full(gw: Gateway, products, learner: Learner, chunk: int):
                 d, _ = decide(p.product_id, 1, a, by.get(a, {}), learner.models[a], reason="complete")
                 decisions.append(d.model_dump())
             learner.add(p.product_id, by)
-        learner.flush()
+        await asyncio.to_thread(learner.flush)  # races take seconds of CPU
     return decisions, calls
 
 
@@ -186,7 +187,7 @@ async def run_adaptive(gw: Gateway, products, learner: Learner, policy: Adaptive
                               reason="complete" if why == "explore" else "adaptive", asked=asked)
                 decisions.append(d.model_dump())
             learner.add(p.product_id, by)
-        learner.flush()
+        await asyncio.to_thread(learner.flush)
     return decisions, calls, dict(reasons), asked_by
 
 
@@ -262,7 +263,7 @@ def main() -> None:
                     help="products (with gold) of the real recording; default the shipped OA-Mine demo catalogue")
     ap.add_argument("--limit", type=int, default=None, help="products per dataset (default: all)")
     ap.add_argument("--chunk", type=int, default=32, help="products in flight; the model learns between chunks")
-    ap.add_argument("--flush", type=int, default=1, help="StatsAccumulator flush_items")
+    ap.add_argument("--flush", type=int, default=1, help="items per attribute learnt in one partial_fit (at most one chunk's)")
     ap.add_argument("--rule", choices=("gain", "confidence"), default="gain",
                     help="stopping rule: expected accuracy gain (default) or the previous max-posterior target")
     ap.add_argument("--target", type=float, default=0.95, help="confidence_target (--rule confidence)")

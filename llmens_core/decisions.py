@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
+from llmens_core.aggregation import OnlineDawidSkene
 from llmens_core.events import AttributeDecision, LabelVote
 
 __all__ = ["StatsAccumulator", "all_failed", "decide", "votes_by_attribute"]
@@ -60,8 +60,7 @@ class StatsAccumulator:
     """Votes of decided items per attribute, taken as one mini-batch per flush.
 
     The stream sends the votes to the attribute's learner (:meth:`take_votes`), which learns them with
-    ``partial_fit``; :meth:`take` turns them into a statistics delta under a given model instead (an E-step, for a
-    caller that folds deltas itself).
+    ``partial_fit``; a caller that folds deltas itself takes their E-step with the model's ``batch_stats``.
     """
 
     def __init__(self, flush_items: int = 256):
@@ -86,11 +85,6 @@ class StatsAccumulator:
         """Remove one attribute's pending items and return their votes in long format (items, workers, labels)."""
         self._n.pop(attribute, None)
         return self._pending.pop(attribute, None)
-
-    def take(self, attribute: str, model: OnlineDawidSkene) -> SufficientStats | None:
-        """Remove one attribute's pending items and return their statistics under ``model``."""
-        batch = self.take_votes(attribute)
-        return None if batch is None else model.batch_stats(*batch)
 
     def attributes(self) -> list[str]:
         return list(self._pending)
