@@ -343,6 +343,27 @@ def test_gold_keeps_a_young_model_young_through_its_races_and_its_record():
     assert one_pass(keep_young=False) < 0.85
 
 
+def test_a_young_record_carries_its_gold_within_the_votes_bound(monkeypatch):
+    """The gold a young model keeps shares :data:`YOUNG_RECORD_BYTES` with its votes: a record whose votes fit but
+    whose votes and gold do not is written as a grown model's, so that no record outgrows a Kafka message."""
+    import orjson
+
+    from llmens_core.aggregation import online
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), gold = real_llm_votes()["gender"]
+    m = OnlineDawidSkene().partial_fit(*next(_shuffled_batches(it, wk, lb, 32)), race=False)
+    votes_only = orjson.loads(m.to_bytes())["young"]
+    assert votes_only
+    labelled = [i for i in dict.fromkeys(np.asarray(it, dtype=object)[: 40].tolist()) if i in gold][:4]
+    assert len(labelled) == 4
+    m.learn_gold(({w: v for x, w, v in zip(it, wk, lb, strict=True) if x == i}, gold[i]) for i in labelled)
+    record = orjson.loads(m.to_bytes())
+    assert record["young"] == votes_only and sum(len(g["items"]) for g in record["young_gold"]) == len(labelled)
+    monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", len(votes_only))
+    assert orjson.loads(m.to_bytes())["young"] is None
+
+
 def test_a_race_run_aside_and_adopted_late_ends_where_the_inline_race_does():
     """The stream's learner learns each batch with ``race=False`` and runs the young model's race in another thread
     (:meth:`young_race`), adopting it when done, after more batches (:meth:`adopt_race`). The statistics end as
