@@ -713,9 +713,13 @@ class OnlineDawidSkene:
     def apply(self, stats: SufficientStats) -> int:
         """Fold a (merged) delta in as one online step; returns the new ``version``. Statistics from elsewhere end a
         young model's youth: it no longer holds the votes of all it learnt (gold: :meth:`learn_gold`)."""
+        self._end_youth()
+        return self._fold(stats)
+
+    def _end_youth(self) -> None:
+        """Drop the young model's votes and gold (counted for the copy test first, when read from a record)."""
         self._count_young()
         self._young, self._young_gold = None, []
-        return self._fold(stats)
 
     def learn_gold(self, items: Iterable[tuple[Mapping[Hashable, Hashable | None], Hashable]]) -> SufficientStats:
         """Learn gold-labelled ``(votes, gold)`` items as one online step (:meth:`gold_stats`); returns their
@@ -815,7 +819,7 @@ class OnlineDawidSkene:
         elif self._young is not None:
             self._young.append(batch)
             if sum(b[3] for b in self._young) > YOUNG_ITEMS:
-                self._young, self._young_gold = None, []
+                self._end_youth()
         self._visit(batch, weight, Tm, Th, None)
 
     def _learn_raced(self, batch: tuple, stats: SufficientStats) -> None:
@@ -893,7 +897,7 @@ class OnlineDawidSkene:
 
     def _forget(self) -> None:
         """Back to a cold model's statistics (names, families, ``version`` and the copy test's counts are kept)."""
-        self._count_young()
+        self._end_youth()
         J, K = len(self.workers_), len(self.classes_)
         self.S, self.S_hard = np.zeros((J, K, K)), np.zeros((J, K, K))
         self.S_class, self.S_hard_class = np.zeros(K), np.zeros(K)
@@ -902,7 +906,6 @@ class OnlineDawidSkene:
         self.t = self.q = self.n_items_ = 0.0
         self._log_keep = 0.0
         self._window.clear()
-        self._young, self._young_gold = None, []
 
     def _copies(self, icode, wcode, lcode, n_items: int, log_norm: np.ndarray, *, count: bool = True) -> np.ndarray:
         """Count the batch's vote patterns and voter sets (unless ``count`` is False), and flag (n_items,) the items whose pattern has come more
@@ -951,9 +954,11 @@ class OnlineDawidSkene:
         """The young model's part of :meth:`to_bytes`: its votes and the gold it keeps, when together they take at
         most :data:`YOUNG_RECORD_BYTES` (else none: the model is written as a grown one)."""
         young = self._young_record()
+        if young is None:
+            return {"young": None}
         gold = [{"at": at, "items": [{"gold": g, "votes": [[w, v] for w, v in votes.items()]} for votes, g in items]}
                 for at, items in self._young_gold]
-        if young is None or len(young) + len(orjson.dumps(gold)) > YOUNG_RECORD_BYTES:
+        if len(young) + len(orjson.dumps(gold)) > YOUNG_RECORD_BYTES:
             return {"young": None}
         return {"young": young, "young_gold": gold}
 

@@ -256,6 +256,21 @@ def _shuffled_batches(it, wk, lb, size: int, seed: int = 0):
         yield it[sel], wk[sel], lb[sel]
 
 
+def _gold_accuracy(m: OnlineDawidSkene, it, wk, lb, gold: dict) -> float:
+    """Accuracy of ``m``'s decisions on the votes against ``gold`` (item -> label)."""
+    items, proba = m.predict_proba_batch(it, wk, lb)
+    decided = dict(zip(items.tolist(), (m.classes_[k] for k in proba.argmax(1)), strict=True))
+    return float(np.mean([decided[i] == g for i, g in gold.items()]))
+
+
+def _votes_by_item(it, wk, lb) -> dict:
+    """item -> {worker: label} of long-format votes."""
+    votes = collections.defaultdict(dict)
+    for i, w, label in zip(it, wk, lb, strict=True):
+        votes[i][w] = label
+    return votes
+
+
 def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
     """The first-batch race on 16 items of the shipped real-LLM gender votes cannot see the one right model's basin
     yet; raced again as its items grow by half, one pass of 16-item batches ends in the batch race's basin (92.5 %).
@@ -269,9 +284,7 @@ def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
         m = OnlineDawidSkene()
         for batch in _shuffled_batches(it, wk, lb, 16):
             m.partial_fit(*batch)
-        items, proba = m.predict_proba_batch(it, wk, lb)
-        decided = dict(zip(items.tolist(), (m.classes_[k] for k in proba.argmax(1)), strict=True))
-        return float(np.mean([decided[i] == g for i, g in gold.items()]))
+        return _gold_accuracy(m, it, wk, lb, gold)
 
     assert one_pass() > 0.9
     monkeypatch.setattr(online, "YOUNG_ITEMS", 0)
@@ -296,9 +309,7 @@ def test_a_young_model_handed_over_through_its_record_goes_on_racing(monkeypatch
                 m = OnlineDawidSkene.from_bytes(record)
                 assert m.to_bytes() == record  # the votes and the counts rebuilt from them read back exactly
             m.partial_fit(*batch)
-        items, proba = m.predict_proba_batch(it, wk, lb)
-        decided = dict(zip(items.tolist(), (m.classes_[k] for k in proba.argmax(1)), strict=True))
-        return float(np.mean([decided[i] == g for i, g in gold.items()]))
+        return _gold_accuracy(m, it, wk, lb, gold)
 
     assert one_pass(handover_at=2) > 0.9
     monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", 0)  # a record too big to carry them
@@ -314,9 +325,7 @@ def test_gold_keeps_a_young_model_young_through_its_races_and_its_record():
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), gold = real_llm_votes()["gender"]
-    votes_of = collections.defaultdict(dict)
-    for i, w, label in zip(it, wk, lb, strict=True):
-        votes_of[i][w] = label
+    votes_of = _votes_by_item(it, wk, lb)
 
     def one_pass(keep_young: bool) -> float:
         m, seen = OnlineDawidSkene(), []
@@ -335,9 +344,7 @@ def test_gold_keeps_a_young_model_young_through_its_races_and_its_record():
             job = m.young_race()
             if job is not None:
                 m.adopt_race(job())
-        items, proba = m.predict_proba_batch(it, wk, lb)
-        decided = dict(zip(items.tolist(), (m.classes_[k] for k in proba.argmax(1)), strict=True))
-        return float(np.mean([decided[i] == g for i, g in gold.items()]))
+        return _gold_accuracy(m, it, wk, lb, gold)
 
     assert one_pass(keep_young=True) > 0.9
     assert one_pass(keep_young=False) < 0.85
@@ -357,7 +364,8 @@ def test_a_young_record_carries_its_gold_within_the_votes_bound(monkeypatch):
     assert votes_only
     labelled = [i for i in dict.fromkeys(np.asarray(it, dtype=object)[: 40].tolist()) if i in gold][:4]
     assert len(labelled) == 4
-    m.learn_gold(({w: v for x, w, v in zip(it, wk, lb, strict=True) if x == i}, gold[i]) for i in labelled)
+    votes_of = _votes_by_item(it, wk, lb)
+    m.learn_gold((votes_of[i], gold[i]) for i in labelled)
     record = orjson.loads(m.to_bytes())
     assert record["young"] == votes_only and sum(len(g["items"]) for g in record["young_gold"]) == len(labelled)
     monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", len(votes_only))
