@@ -5,14 +5,17 @@ attribute of the real local LLMs' votes shipped in ``llmens_core/data`` (``real:
 worlds generated here (a panel of three base models x three correlated runs plus one strong independent model;
 a dense asymmetric panel; a sparse crowd; a sparse binary crowd with a rare positive class; the simulated
 panel's votes with every product repeated). Columns: ``default`` (batch), ``online`` (one shuffled pass),
-``mv``, textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the best single worker
+``mv`` (ties to the first label in order), ``mv~`` (its ties split evenly: the expected accuracy of random
+tie-breaks, which no naming of the labels changes), textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the best single worker
 in hindsight (``best1``: among workers answering at least half of the gold items) and, on synthetic worlds, the
 Bayes ``oracle`` with the true parameters.
 
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
 design constant chosen on data, the online model's revisit ``window``, is chosen here per dataset by a gold-free
 criterion (agreement of one online pass with the batch decisions) on the *other* datasets only, and the
-evaluated dataset's online column uses that choice. Then small samples: 256 random items of each larger crowd
+evaluated dataset's online column uses that choice. Each row below the bar is then compared with majority vote
+item by item (an exact sign test on the items only one of them decides right): on a few dozen gold items one
+item is several points, and the bar alone cannot tell a loss from chance. Then small samples: 256 random items of each larger crowd
 set, five draws, default vs mv and ds (nothing is chosen there). The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
 seconds / ours>`` on 1,000,000 synthetic answers.
 """
@@ -36,7 +39,14 @@ from llmens_core.aggregation import (  # noqa: E402
     OnlineDawidSkene,
     default_aggregator,
 )
-from llmens_core.aggregation.evaluate import _score, read_answers, read_truth, run_online  # noqa: E402
+from llmens_core.aggregation.evaluate import (  # noqa: E402
+    _score,
+    majority_tie_split,
+    read_answers,
+    read_truth,
+    run_online,
+    sign_test,
+)
 from llmens_core.aggregation.online import YOUNG_ITEMS  # noqa: E402
 
 CROWD_SETS = ("bluebird", "rte", "dog", "web", "sentiment")
@@ -216,6 +226,11 @@ def score_dataset(items, workers, labels, truth, oracle) -> dict:
         est = METHODS[name]()
         p = est.fit_predict(items, workers, labels)
         row[name] = _score(est.items_.tolist(), p.tolist(), truth)[0]
+        if name == "mv":
+            right = {i: (decided[i] == truth[i], lab == truth[i]) for i, lab in zip(est.items_.tolist(), p.tolist(),
+                                                                                    strict=True) if i in truth}
+            row["vs_mv"] = (sum(d and not m for d, m in right.values()), sum(m and not d for d, m in right.values()))
+    row["mv~"] = majority_tie_split(items, labels, truth)
     row["ck-ds"] = _crowdkit_ds(items, workers, labels, truth)
     row["best1"] = best_single(items, workers, labels, truth)
     row["online"], row["agree"] = {}, {}
@@ -235,7 +250,8 @@ def lodo_table(rows: dict[str, dict]) -> None:
     """Print the table; the online column uses the window chosen on the other datasets."""
     print("Leave-one-dataset-out accuracy (%); online: window chosen on the other datasets by agreement")
     print("with the batch decisions (no gold). ok: default >= max(mv, ds) - 0.5.")
-    head = f"{'dataset':<17}{'n':>5} {'default':>7} {'online':>6} {'mv':>5} {'ds':>5} {'ck-ds':>5} "            f"{'1coin':>5} {'best1':>5} {'oracle':>6}  ok"
+    head = (f"{'dataset':<17}{'n':>5} {'default':>7} {'online':>6} {'mv':>5} {'mv~':>5} {'ds':>5} {'ck-ds':>5} "
+            f"{'1coin':>5} {'best1':>5} {'oracle':>6}  ok")
     print(head)
     gaps, checks, llm_mv, llm_best, llm_n = {}, 0, 0, 0, 0
     for name, r in rows.items():
@@ -249,8 +265,8 @@ def lodo_table(rows: dict[str, dict]) -> None:
             llm_n += 1
             llm_mv += r["default"] > r["mv"]
             llm_best += r["best1"] is not None and r["default"] >= r["best1"]
-        print(f"{name:<17}{r['n']:>5} {_pct(r['default']):>7} {_pct(online):>6} {_pct(r['mv'])} {_pct(r['ds'])} "
-              f"{_pct(r['ck-ds'])} {_pct(r['onecoin'])} {_pct(r['best1'])} {_pct(r['oracle']):>6}  "
+        print(f"{name:<17}{r['n']:>5} {_pct(r['default']):>7} {_pct(online):>6} {_pct(r['mv'])} {_pct(r['mv~'])} "
+              f"{_pct(r['ds'])} {_pct(r['ck-ds'])} {_pct(r['onecoin'])} {_pct(r['best1'])} {_pct(r['oracle']):>6}  "
               f"{'yes' if ok else 'NO'}")
     print("\nchosen by held-out votes / online window (LODO):")
     for name, r in rows.items():
@@ -259,6 +275,16 @@ def lodo_table(rows: dict[str, dict]) -> None:
           f"{sum(r['default'] > max(r['mv'], r['ds']) for r in rows.values())}/{len(rows)}")
     print(f"recorded LLM attributes (gpt:, real:) with >= 50 gold items: default > mv on {llm_mv}/{llm_n}, >= best single on "
           f"{llm_best}/{llm_n}")
+    print("\nRows below the bar against majority vote, item by item: wins / losses = items only the default / only"
+          "\nmajority vote decides right, p = exact sign test; mv~ = majority vote with its ties split evenly.")
+    for name, r in rows.items():
+        if r["default"] < max(r["mv"], r["ds"]) - 0.005:
+            wins, losses = r["vs_mv"]
+            print(f"  {name:<17} default {_pct(r['default']).strip()}, mv {_pct(r['mv']).strip()}, "
+                  f"mv~ {_pct(r['mv~']).strip()}: {wins} wins / {losses} losses, p = {sign_test(wins, losses):.3f}")
+    worse = [n for n, r in rows.items() if r["vs_mv"][1] > r["vs_mv"][0] and sign_test(*r["vs_mv"]) < 0.05]
+    print(f"rows where default is below majority vote by a sign test at 0.05: {len(worse)}/{len(rows)}"
+          + (f" ({', '.join(worse)})" if worse else ""))
     worst = max(gaps, key=lambda k: abs(gaps[k]))
     print(f"online - batch (points): max |gap| {100 * max(abs(g) for g in gaps.values()):.2f} ({worst}); "
           + ", ".join(f"{k} {100 * g:+.1f}" for k, g in gaps.items()))

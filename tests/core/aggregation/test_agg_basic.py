@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 from agg_synth import make_confusions, sample_votes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmens_core.aggregation import (
     METHODS,
@@ -18,6 +20,7 @@ from llmens_core.aggregation import (
     WeightedMajorityVote,
     default_aggregator,
 )
+from llmens_core.aggregation.evaluate import majority_tie_split, sign_test
 
 ALL = [
     MajorityVote,
@@ -211,3 +214,35 @@ def test_fit_votes(tmp_path):
     assert g.version == 1 and g.n_items_ == 60
     assert g.predict({"m1|x": "a", "m1|y": "a", "m2|x": "a"}) == "a"
     assert models["empty"].workers_ == ["m1|x"]
+
+
+def test_majority_tie_split_is_majority_vote_without_ties_and_fair_with_them():
+    items = ["a", "a", "a", "b", "b", "c", "c"]
+    labels = ["x", "x", "y", "y", "y", "x", "y"]  # a: x wins, b: y wins, c: a tie
+    truth = {"a": "x", "b": "x", "c": "y"}
+    assert majority_tie_split(items, labels, truth) == pytest.approx((1 + 0 + 0.5) / 3)
+    mv = MajorityVote().fit(items, ["w1", "w2", "w3", "w1", "w2", "w1", "w2"], labels)
+    assert dict(zip(mv.items_, mv.predict()))["c"] == "x"  # MajorityVote: ties to the first label in order
+    renamed = {"x": "z", "y": "y"}
+    assert majority_tie_split(items, [renamed[x] for x in labels], {i: renamed[t] for i, t in truth.items()}) \
+        == pytest.approx(0.5)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from("pqrs")), min_size=1, max_size=40),
+       st.permutations("pqrs"))
+def test_majority_tie_split_does_not_depend_on_label_names(votes, perm):
+    rename = dict(zip("pqrs", perm, strict=True))
+    items = [str(i) for i, _ in votes]
+    labels = [lab for _, lab in votes]
+    truth = {str(i): "p" for i, _ in votes}
+    before = majority_tie_split(items, labels, truth)
+    after = majority_tie_split(items, [rename[x] for x in labels], {i: rename[t] for i, t in truth.items()})
+    assert after == pytest.approx(before)
+    assert 0.0 <= before <= 1.0
+
+
+def test_sign_test():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(3, 1) == sign_test(1, 3) == pytest.approx(0.625)
+    assert sign_test(10, 0) == pytest.approx(2 / 1024)
+    assert sign_test(2, 0) == 0.5  # two items: a loss that chance explains half the time
