@@ -110,7 +110,9 @@ def evaluate(
     Returns one dict per method, ``{"method", "accuracy", "items_scored", "seconds"}``, ``default`` first when
     ``methods`` is ``None``. ``families``: ``"prefix"`` gives ``default`` and ``online`` the name part before ``|`` as a
     family *hint* (dependence is still measured from the votes); ``"none"`` / ``"auto"``: no hint.
-    ``seconds`` is fit (and predict) time, CSV reading excluded.
+    ``seconds`` is fit (and predict) time, CSV reading excluded. The ``mv`` row also carries
+    ``accuracy_ties_split`` (:func:`majority_tie_split`): majority vote breaks ties by label order, and the
+    share of a dataset's ties its label names happen to win is no property of the method.
     """
     from llmens_core.aggregation import METHODS
 
@@ -138,4 +140,6 @@ def evaluate(
         secs = time.perf_counter() - t0
         acc, n = _score(pred_items, pred, truth)
         out.append({"method": name, "accuracy": acc, "items_scored": n, "seconds": secs})
+        if name == "mv":
+            out[-1]["accuracy_ties_split"] = majority_tie_split(items, labels, truth)
     return out

@@ -58,8 +58,11 @@ def evaluate(
     from rich.table import Table
 
     table = Table(title=f"{answers.parent.name}: {answers.name} vs {truth.name}")
-    for col in ("method", "accuracy", "items scored", "seconds"):
+    for col in ("method", "accuracy", "ties split", "items scored", "seconds"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
-        table.add_row(r["method"], f"{r['accuracy']:.4f}", str(r["items_scored"]), f"{r['seconds']:.3f}")
+        split = f"{r['accuracy_ties_split']:.4f}" if "accuracy_ties_split" in r else ""
+        table.add_row(r["method"], f"{r['accuracy']:.4f}", split, str(r["items_scored"]), f"{r['seconds']:.3f}")
+    if any("accuracy_ties_split" in r for r in rows):
+        typer.echo("ties split: majority vote's accuracy with its ties broken at random (expected), not by label order")
     Console().print(table)

@@ -184,7 +184,10 @@ def test_evaluate_and_cli(tmp_path, rng):
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.output.strip().splitlines()]
     assert [x["method"] for x in lines] == ["mv", "online"]
-    assert set(lines[0]) == {"method", "accuracy", "items_scored", "seconds"}
+    assert set(lines[0]) == {"method", "accuracy", "items_scored", "seconds", "accuracy_ties_split"}
+    assert lines[0]["accuracy_ties_split"] == pytest.approx(majority_tie_split(
+        [f"i{i}" for i in it], [f"c{lab}" for lab in lb], {f"i{i}": f"c{k}" for i, k in enumerate(z)}))
+    assert set(lines[1]) == {"method", "accuracy", "items_scored", "seconds"}
 
 
 def test_fit_votes(tmp_path):
