@@ -73,17 +73,20 @@ def majority_tie_split(items, labels, truth: dict) -> float:
 
     A tied item counts ``1 / t`` when the truth is one of its ``t`` tied labels. ``MajorityVote`` breaks ties by
     label order, so its score depends on how the labels happen to be named (on the shared data it wins 50 of 65
-    tied rte items, where chance is 32.5); this is the score no naming can change."""
+    tied rte items, where chance is 32.5); this is the score no naming can change. An item whose every vote
+    abstains ties all the labels seen."""
     counts: dict[str, dict] = {}
     for i, lab in zip(items, labels, strict=True):
-        if lab is not None and str(i) in truth:
+        if str(i) in truth:
             c = counts.setdefault(str(i), {})
-            c[str(lab)] = c.get(str(lab), 0) + 1
+            if lab is not None:
+                c[str(lab)] = c.get(str(lab), 0) + 1
+    seen = {str(lab) for lab in labels if lab is not None}
     credit = []
     for i, c in counts.items():
-        top = max(c.values())
-        tied = [lab for lab, n in c.items() if n == top]
-        credit.append((truth[i] in tied) / len(tied))
+        top = max(c.values(), default=0)
+        tied = [lab for lab, n in c.items() if n == top] if c else sorted(seen)
+        credit.append((truth[i] in tied) / max(len(tied), 1))
     return float(np.mean(credit)) if credit else float("nan")
 
 

@@ -226,6 +226,7 @@ def test_majority_tie_split_is_majority_vote_without_ties_and_fair_with_them():
     assert majority_tie_split(items, labels, truth) == pytest.approx((1 + 0 + 0.5) / 3)
     mv = MajorityVote().fit(items, ["w1", "w2", "w3", "w1", "w2", "w1", "w2"], labels)
     assert dict(zip(mv.items_, mv.predict()))["c"] == "x"  # MajorityVote: ties to the first label in order
+    assert majority_tie_split(items + ["d"], labels + [None], {**truth, "d": "x"}) == pytest.approx(2 / 4)
     renamed = {"x": "z", "y": "y"}
     assert majority_tie_split(items, [renamed[x] for x in labels], {i: renamed[t] for i, t in truth.items()}) \
         == pytest.approx(0.5)
