@@ -6,18 +6,18 @@ worlds generated here (a panel of three base models x three correlated runs plus
 a dense asymmetric panel; a sparse crowd; a sparse binary crowd with a rare positive class; the simulated
 panel's votes with every product repeated). Columns: ``default`` (batch), ``online`` (one shuffled pass),
 ``mv`` (ties to the first label in order), ``mv~`` (its ties split evenly: the expected accuracy of random
-tie-breaks, which no naming of the labels changes), textbook ``ds``, crowd-kit DS (``ck-ds``, when installed), our ``1coin`` (IWMV), the best single worker
-in hindsight (``best1``: among workers answering at least half of the gold items) and, on synthetic worlds, the
-Bayes ``oracle`` with the true parameters.
+tie-breaks, which no naming of the labels changes), textbook ``ds``, crowd-kit DS (``ck-ds``, when installed),
+our ``1coin`` (IWMV), the best single worker in hindsight (``best1``: among workers answering at least half of
+the gold items) and, on synthetic worlds, the Bayes ``oracle`` with the true parameters.
 
 Protocol: the default uses no gold at all (its choices are made per dataset by held-out votes). The one
 design constant chosen on data, the online model's revisit ``window``, is chosen here per dataset by a gold-free
 criterion (agreement of one online pass with the batch decisions) on the *other* datasets only, and the
 evaluated dataset's online column uses that choice. Each row below the bar is then compared with majority vote
 item by item (an exact sign test on the items only one of them decides right): on a few dozen gold items one
-item is several points, and the bar alone cannot tell a loss from chance. Then small samples: 256 random items of each larger crowd
-set, five draws, default vs mv and ds (nothing is chosen there). The last line is ``ds_speedup_vs_crowdkit=<crowd-kit
-seconds / ours>`` on 1,000,000 synthetic answers.
+item is several points, and the bar alone cannot tell a loss from chance. Then small samples: 256 random items
+of each larger crowd set, five draws, default vs mv and ds (nothing is chosen there). The last line is
+``ds_speedup_vs_crowdkit=<crowd-kit seconds / ours>`` on 1,000,000 synthetic answers.
 """
 
 from __future__ import annotations
