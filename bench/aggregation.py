@@ -230,7 +230,7 @@ def score_dataset(items, workers, labels, truth, oracle) -> dict:
             right = {i: (decided[i] == truth[i], lab == truth[i]) for i, lab in zip(est.items_.tolist(), p.tolist(),
                                                                                     strict=True) if i in truth}
             row["vs_mv"] = (sum(d and not m for d, m in right.values()), sum(m and not d for d, m in right.values()))
-    row["mv~"] = majority_tie_split(items, labels, truth)
+            row["mv~"] = majority_tie_split(est, truth)
     row["ck-ds"] = _crowdkit_ds(items, workers, labels, truth)
     row["best1"] = best_single(items, workers, labels, truth)
     row["online"], row["agree"] = {}, {}

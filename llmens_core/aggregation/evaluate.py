@@ -68,25 +68,19 @@ def _score(pred_items, pred_labels, truth: dict) -> tuple[float, int]:
     return (float(np.mean(ok)) if ok else float("nan")), len(ok)
 
 
-def majority_tie_split(items, labels, truth: dict) -> float:
-    """Majority vote's expected accuracy when its ties are broken uniformly at random, on the items with truth.
+def majority_tie_split(mv, truth: dict) -> float:
+    """Majority vote's expected accuracy when its ties are broken uniformly at random, on the items with truth;
+    ``mv`` a fitted :class:`~.majority.MajorityVote`, whose vote shares decide the ties.
 
-    A tied item counts ``1 / t`` when the truth is one of its ``t`` tied labels. ``MajorityVote`` breaks ties by
-    label order, so its score depends on how the labels happen to be named (on the shared data it wins 50 of 65
-    tied rte items, where chance is 32.5); this is the score no naming can change. An item whose every vote
-    abstains ties all the labels seen."""
-    counts: dict[str, dict] = {}
-    for i, lab in zip(items, labels, strict=True):
-        if str(i) in truth:
-            c = counts.setdefault(str(i), {})
-            if lab is not None:
-                c[str(lab)] = c.get(str(lab), 0) + 1
-    seen = {str(lab) for lab in labels if lab is not None}
-    credit = []
-    for i, c in counts.items():
-        top = max(c.values(), default=0)
-        tied = [lab for lab, n in c.items() if n == top] if c else sorted(seen)
-        credit.append((truth[i] in tied) / max(len(tied), 1))
+    A tied item counts ``1 / t`` when the truth is one of its ``t`` tied labels (an item whose every vote abstains
+    ties all the labels). ``MajorityVote`` breaks ties by label order, so its score depends on how the labels
+    happen to be named (on the shared data it wins 50 of 65 tied rte items, where chance is 32.5); this is the
+    score no naming can change."""
+    p = mv.predict_proba()
+    tied = p == p.max(axis=1, keepdims=True)
+    cidx = {str(c): k for k, c in enumerate(mv.classes_.tolist())}
+    credit = [tied[r, cidx[truth[str(i)]]] / tied[r].sum() if truth[str(i)] in cidx else 0.0
+              for r, i in enumerate(mv.items_.tolist()) if str(i) in truth]
     return float(np.mean(credit)) if credit else float("nan")
 
 
@@ -144,5 +138,5 @@ def evaluate(
         acc, n = _score(pred_items, pred, truth)
         out.append({"method": name, "accuracy": acc, "items_scored": n, "seconds": secs})
         if name == "mv":
-            out[-1]["accuracy_ties_split"] = majority_tie_split(items, labels, truth)
+            out[-1]["accuracy_ties_split"] = majority_tie_split(model, truth)
     return out

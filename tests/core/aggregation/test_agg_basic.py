@@ -185,7 +185,7 @@ def test_evaluate_and_cli(tmp_path, rng):
     lines = [json.loads(x) for x in res.output.strip().splitlines()]
     assert [x["method"] for x in lines] == ["mv", "online"]
     assert set(lines[0]) == {"method", "accuracy", "items_scored", "seconds", "accuracy_ties_split"}
-    assert lines[0]["accuracy_ties_split"] == pytest.approx(majority_tie_split(
+    assert lines[0]["accuracy_ties_split"] == pytest.approx(_tie_split(
         [f"i{i}" for i in it], [f"c{lab}" for lab in lb], {f"i{i}": f"c{k}" for i, k in enumerate(z)}))
     assert set(lines[1]) == {"method", "accuracy", "items_scored", "seconds"}
 
@@ -219,16 +219,21 @@ def test_fit_votes(tmp_path):
     assert models["empty"].workers_ == ["m1|x"]
 
 
+def _tie_split(items, labels, truth) -> float:
+    """:func:`majority_tie_split` of plain majority vote on these votes (one worker per vote: MV counts them all)."""
+    return majority_tie_split(MajorityVote().fit(items, [f"w{k}" for k in range(len(items))], labels), truth)
+
+
 def test_majority_tie_split_is_majority_vote_without_ties_and_fair_with_them():
     items = ["a", "a", "a", "b", "b", "c", "c"]
     labels = ["x", "x", "y", "y", "y", "x", "y"]  # a: x wins, b: y wins, c: a tie
     truth = {"a": "x", "b": "x", "c": "y"}
-    assert majority_tie_split(items, labels, truth) == pytest.approx((1 + 0 + 0.5) / 3)
+    assert _tie_split(items, labels, truth) == pytest.approx((1 + 0 + 0.5) / 3)
     mv = MajorityVote().fit(items, ["w1", "w2", "w3", "w1", "w2", "w1", "w2"], labels)
     assert dict(zip(mv.items_, mv.predict()))["c"] == "x"  # MajorityVote: ties to the first label in order
-    assert majority_tie_split(items + ["d"], labels + [None], {**truth, "d": "x"}) == pytest.approx(2 / 4)
+    assert _tie_split(items + ["d"], labels + [None], {**truth, "d": "x"}) == pytest.approx(2 / 4)
     renamed = {"x": "z", "y": "y"}
-    assert majority_tie_split(items, [renamed[x] for x in labels], {i: renamed[t] for i, t in truth.items()}) \
+    assert _tie_split(items, [renamed[x] for x in labels], {i: renamed[t] for i, t in truth.items()}) \
         == pytest.approx(0.5)
 
 
@@ -239,8 +244,8 @@ def test_majority_tie_split_does_not_depend_on_label_names(votes, perm):
     items = [str(i) for i, _ in votes]
     labels = [lab for _, lab in votes]
     truth = {str(i): "p" for i, _ in votes}
-    before = majority_tie_split(items, labels, truth)
-    after = majority_tie_split(items, [rename[x] for x in labels], {i: rename[t] for i, t in truth.items()})
+    before = _tie_split(items, labels, truth)
+    after = _tie_split(items, [rename[x] for x in labels], {i: rename[t] for i, t in truth.items()})
     assert after == pytest.approx(before)
     assert 0.0 <= before <= 1.0
 
