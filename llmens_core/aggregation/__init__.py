@@ -1,13 +1,32 @@
 """Aggregation engine: majority vote, IWMV / one-coin, Dawid-Skene, and the default, pure numpy.
 
 All estimators take long-format votes ``fit(items, workers, labels)`` (1-D array-likes of hashables, label
-``None`` = abstention) and expose learned parameters as trailing-underscore attributes.
+``None`` = abstention) and expose learned parameters as trailing-underscore attributes. The default
+(:func:`default_aggregator`, batch; :func:`default_online`, the stream's) is a Bayesian Dawid-Skene that chooses,
+per dataset and attribute and without gold, between majority vote's model, one-coin, full-confusion models and
+their correlated-worker and item-difficulty versions, by held-out vote likelihood. No constant in it was chosen by
+accuracy. ``METHODS`` maps method names (as in ``llmens evaluate --method``) to factories.
 
-The default (:func:`default_aggregator`, batch; :func:`default_online`, the stream's) is a Bayesian
-Dawid-Skene that chooses, per dataset and attribute and without gold, between majority vote's model, one-coin,
-full-confusion models and their correlated-worker corrections by held-out vote likelihood (see
-:mod:`.auto`, :mod:`.selection`, :mod:`.dependence`). No constant in it was chosen by accuracy.
-``METHODS`` maps method names (as in ``llmens evaluate --method``) to factories.
+The parts, data flowing downwards (each module imports only those above it)::
+
+    _votes, _em, _base       votes as integer codes; vectorised E-step pieces; the fit/predict interface
+    majority, onecoin,       the baselines: majority vote (the one tie rule), IWMV, textbook Dawid-Skene
+      dawid_skene
+    _bayes                   candidates (structure x class prior x dependence x difficulty), their M-steps
+                             with empirical-Bayes priors, held-out vote log-likelihood
+    dependence, difficulty   correlated workers from residual agreement; hard items (tempered confusions)
+    selection                the one-standard-error rule: the choice, shared by batch and online
+    auto                     the batch default: cross-validated race of the candidates (AutoDawidSkene)
+    _stats                   mergeable sufficient statistics, the stream's deltas (SufficientStats)
+    params                   ModelParams, the read-only snapshot a policy predicts with
+    model                    StatisticsModel: statistics -> every candidate's parameters -> the choice
+    posterior                PosteriorModel: posteriors and E-step statistics (what a deciding worker needs)
+    criterion                the online criterion: prequential held-out scores of a new batch
+    copies, window, youth    the learner's working memory: copies of items learnt, the revisit window,
+                             a young model's votes and its races
+    record                   the model's record: bytes in, bytes out, within Kafka's message size
+    online                   OnlineDawidSkene: the online learner (steps, partial_fit, gold, races)
+    evaluate, offline        scoring against gold (``llmens evaluate``), fitting recorded votes (``llmens fit``)
 """
 
 from __future__ import annotations
@@ -17,11 +36,13 @@ from collections.abc import Callable
 
 from llmens_core.aggregation._base import Aggregator, NotFittedError
 from llmens_core.aggregation._bayes import ALL_CANDIDATES, CANDIDATE_NAMES, Candidate
+from llmens_core.aggregation._stats import SufficientStats, clamped_stats
 from llmens_core.aggregation.auto import AutoDawidSkene
 from llmens_core.aggregation.dawid_skene import DawidSkene
 from llmens_core.aggregation.majority import MajorityVote, WeightedMajorityVote
 from llmens_core.aggregation.onecoin import OneCoinDawidSkene
-from llmens_core.aggregation.online import ModelParams, OnlineDawidSkene, SufficientStats, clamped_stats
+from llmens_core.aggregation.online import OnlineDawidSkene
+from llmens_core.aggregation.params import ModelParams
 
 __all__ = [
     "ALL_CANDIDATES",

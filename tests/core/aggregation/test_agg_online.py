@@ -275,7 +275,7 @@ def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
     """The first-batch race on 16 items of the shipped real-LLM gender votes cannot see the one right model's basin
     yet; raced again as its items grow by half, one pass of 16-item batches ends in the batch race's basin (92.5 %).
     Without the young races it ends below (77 % on this shuffle)."""
-    from llmens_core.aggregation import online
+    from llmens_core.aggregation import youth
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), gold = real_llm_votes()["gender"]
@@ -287,7 +287,7 @@ def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
         return _gold_accuracy(m, it, wk, lb, gold)
 
     assert one_pass() > 0.9
-    monkeypatch.setattr(online, "YOUNG_ITEMS", 0)
+    monkeypatch.setattr(youth, "YOUNG_ITEMS", 0)
     assert one_pass() < 0.85
 
 
@@ -296,7 +296,7 @@ def test_a_young_model_handed_over_through_its_record_goes_on_racing(monkeypatch
     carries its votes, so the new learner races it as it grows as the old one would have: handed over after 32 items
     of the shipped real-LLM gender votes, one pass of 16-item batches still ends in the batch race's basin. Without
     the votes the model learns on by plain steps and ends far below."""
-    from llmens_core.aggregation import online
+    from llmens_core.aggregation import record
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), gold = real_llm_votes()["gender"]
@@ -312,7 +312,7 @@ def test_a_young_model_handed_over_through_its_record_goes_on_racing(monkeypatch
         return _gold_accuracy(m, it, wk, lb, gold)
 
     assert one_pass(handover_at=2) > 0.9
-    monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", 0)  # a record too big to carry them
+    monkeypatch.setattr(record, "YOUNG_RECORD_BYTES", 0)  # a record too big to carry them
     assert one_pass(handover_at=2) < 0.85
 
 
@@ -355,7 +355,7 @@ def test_a_young_record_carries_its_gold_within_the_votes_bound(monkeypatch):
     whose votes and gold do not is written as a grown model's, so that no record outgrows a Kafka message."""
     import orjson
 
-    from llmens_core.aggregation import online
+    from llmens_core.aggregation import record as record_codec
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), gold = real_llm_votes()["gender"]
@@ -368,7 +368,7 @@ def test_a_young_record_carries_its_gold_within_the_votes_bound(monkeypatch):
     m.learn_gold((votes_of[i], gold[i]) for i in labelled)
     record = orjson.loads(m.to_bytes())
     assert record["young"] == votes_only and sum(len(g["items"]) for g in record["young_gold"]) == len(labelled)
-    monkeypatch.setattr(online, "YOUNG_RECORD_BYTES", len(votes_only))
+    monkeypatch.setattr(record_codec, "YOUNG_RECORD_BYTES", len(votes_only))
     assert orjson.loads(m.to_bytes())["young"] is None
 
 

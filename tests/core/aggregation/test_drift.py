@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from llmens_core.aggregation import default_online, online
+from llmens_core.aggregation import default_online, youth
 
 K = 4
 CLASSES = [f"c{k}" for k in range(K)]
@@ -25,7 +25,7 @@ CLASSES = [f"c{k}" for k in range(K)]
 def old_from_the_start(monkeypatch):
     """These tests are about the step sizes of a model that has learnt thousands of items, not about its basin: a
     young model's races (16 of them, one each time its items grow by half, up to 4,096) cost 15 s here."""
-    monkeypatch.setattr(online, "YOUNG_ITEMS", 0)
+    monkeypatch.setattr(youth, "YOUNG_ITEMS", 0)
 
 
 def _votes(rng, z, acc):
