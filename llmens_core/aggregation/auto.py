@@ -39,7 +39,7 @@ choice (the warm start of the online model, :meth:`~.online.OnlineDawidSkene.fro
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,6 +62,22 @@ class _Units:
     n_units: int
     n_workers: int
     n_classes: int
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
+    """What is derived from these votes once for every candidate fitted on them (pair statistics, clusters)."""
+
+    def pairs(self) -> dependence.PairStats:
+        """The agreement counts of every worker pair on these units (:func:`.dependence.pair_stats`)."""
+        if "pairs" not in self.derived:
+            self.derived["pairs"] = dependence.pair_stats(self.unit, self.worker, self.label, self.n_workers,
+                                                          self.mult)
+        return self.derived["pairs"]
+
+    def clusters(self, hint: np.ndarray | None) -> dependence.Clusters:
+        """The correlated-worker clusters of these votes (:func:`.dependence.find_clusters`)."""
+        key = ("clusters", None if hint is None else hint.tobytes())
+        if key not in self.derived:
+            self.derived[key] = dependence.find_clusters(self.pairs(), self.n_classes, hint)
+        return self.derived[key]
 
 
 def _units(item, worker, label, n_items, J, K, compress=True) -> tuple[_Units, np.ndarray]:
@@ -172,22 +188,22 @@ def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = Non
 
 
 def _clusters_of(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None
-                 ) -> tuple[dependence.Clusters, np.ndarray | None, dependence.PairStats]:
+                 ) -> tuple[dependence.Clusters, np.ndarray | None]:
     """The clusters a candidate fits with (independent, or found from the agreement counts by
-    :func:`.dependence.find_clusters` for a dependent one), their vote weights (V,) or None, and the counts."""
-    pairs = dependence.pair_stats(d.unit, d.worker, d.label, d.n_workers, d.mult)
+    :func:`.dependence.find_clusters` for a dependent one) and their vote weights (V,) or None. The counts and the
+    clusters are derived once per set of votes, whatever the candidates fitted on them."""
     if not cand.dependent:
-        return dependence.INDEPENDENT(d.n_workers), None, pairs
-    clusters = dependence.find_clusters(pairs, d.n_classes, hint)
-    return clusters, dependence.vote_weights(d.unit, d.worker, clusters), pairs
+        return dependence.INDEPENDENT(d.n_workers), None
+    clusters = d.clusters(hint)
+    return clusters, dependence.vote_weights(d.unit, d.worker, clusters)
 
 
 def fit_candidate(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None, tol: float = 1e-7,
                   multistart: bool = False) -> tuple[_Fit, dependence.Clusters, dependence.PairStats]:
     """Fit one candidate; a dependent one fits with its clusters' vote weights (:func:`_clusters_of`)."""
-    clusters, weights, pairs = _clusters_of(d, cand, hint)
+    clusters, weights = _clusters_of(d, cand, hint)
     fit = best_fit(d, cand, weights, tol=tol) if multistart else fit_em(d, cand, weights, tol=tol)
-    return fit, clusters, pairs
+    return fit, clusters, d.pairs()
 
 
 @dataclass
@@ -291,7 +307,7 @@ def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequenc
     both modes, and items with the same held-out votes are scored once."""
     per_item, n, ok = {ms: np.zeros(n_items) for ms in starts}, 0, dict.fromkeys(starts, True)
     for fold in folds:
-        clusters, weights, _ = _clusters_of(fold.train, cand, hint)
+        clusters, weights = _clusters_of(fold.train, cand, hint)
         majority = fit_em(fold.train, cand, weights, tol=1e-6)
         un, wk, lb, sc = fold.unit, fold.worker, fold.label, fold.scored
         n_units = len(fold.mult)
@@ -345,6 +361,19 @@ def cv_repeats(n_items: int, n_starts: int) -> int:
 
 def _choice_name(cand: _bayes.Candidate, multistart: bool) -> str:
     return cand.name + ("+multistart" if multistart else "")
+
+
+def _independent_pick(P: np.ndarray, options: list, allowed: list[int], starts: tuple, n_items: int, n) -> int:
+    """The one-standard-error pick among the admissible independent ``options`` scored in ``P`` (I, options), per
+    start mode; the best of :func:`em_starts`' pick replaces the majority-start one only when it is more than one
+    standard error better."""
+    total, m2 = selection.moments(P)
+    per_start = {ms: selection.simplest_within(total, m2, n_items, n, group)
+                 for ms in starts if (group := [i for i in allowed if options[i][1] == ms])}
+    chosen = per_start.get(False, per_start.get(True))
+    if len(per_start) == 2 and not selection.within_one_se(total, m2, n_items, n, per_start[True], chosen):
+        chosen = per_start[True]
+    return chosen
 
 
 class AutoDawidSkene(Aggregator):
@@ -411,51 +440,24 @@ class AutoDawidSkene(Aggregator):
             starts = (False, True) if n_dense else (False,)
         else:
             starts = (bool(self.multistart),)
-        named_hard = [c for c in self.candidates if c.difficulty and not c.dependent]
-        own = [c for c in self.candidates if not c.dependent and not c.difficulty] or [c.twin for c in named_hard]
-        own_hard = [c for c in _bayes.DIFFICULTY_CANDIDATES if c.twin in own] if self.difficulty else []
-        raced = _bayes.candidates_for(list(dict.fromkeys(own + own_hard + named_hard)), votes.n_classes)
-        indep = sorted((c for c in raced if not c.difficulty), key=_bayes.ALL_CANDIDATES.index)
-        hard = sorted((c for c in raced if c.difficulty), key=_bayes.ALL_CANDIDATES.index)
+        indep, hard = self._raced_candidates(votes.n_classes)
         options = [(c, ms) for c in indep for ms in starts]
-        per_option, ok, n = [], [], 0
+        per_option, ok, n, folds = [np.zeros(votes.n_items)], [True], 0, []
         if len(options) > 1 or self.dependence or hard:
-            n_starts = n_dense + 1 if True in starts else 1
-            repeats = cv_repeats(votes.n_items, n_starts) if self.repeats is None else self.repeats
+            repeats = cv_repeats(votes.n_items, n_dense + 1 if True in starts else 1) if self.repeats is None \
+                else self.repeats
             folds = cv_folds(votes.item, votes.worker, votes.label, votes.n_items, votes.n_workers,
                              votes.n_classes, self.folds, self.seed, repeats)
+            per_option, ok = [], []
             for c in indep:
                 per_start_mode = heldout_loglik(folds, votes.n_items, c, hint, starts)
                 per_option += [scores for scores, _, _ in per_start_mode]
                 ok += [good for _, _, good in per_start_mode]
                 n = per_start_mode[0][1]
-        else:
-            per_option, ok = [np.zeros(votes.n_items)], [True]
         allowed = [i for i, good in enumerate(ok) if good] or [0]  # the simplest one is the safety net
         P = np.stack(per_option, axis=1)
-        total, m2 = selection.moments(P)
-        per_start = {ms: selection.simplest_within(total, m2, votes.n_items, n, group)
-                     for ms in starts if (group := [i for i in allowed if options[i][1] == ms])}
-        chosen = per_start.get(False, per_start.get(True))
-        if len(per_start) == 2 and not selection.within_one_se(total, m2, votes.n_items, n, per_start[True],
-                                                               chosen):
-            chosen = per_start[True]
-        base, first, dependent = chosen, len(options), None
-        for c in hard:
-            [(scores, n, good)] = heldout_loglik(folds, votes.n_items, c, hint, starts[:1])
-            options.append((c, starts[0]))
-            P = np.concatenate([P, scores[:, None]], axis=1)
-            if good:
-                allowed.append(len(options) - 1)
-        if self.dependence:
-            c, ms = options[base]
-            [(scores, n, good)] = heldout_loglik(folds, votes.n_items,
-                                                 _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
-            options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
-            P = np.concatenate([P, scores[:, None]], axis=1)
-            if good:
-                allowed.append(len(options) - 1)
-                dependent = len(options) - 1
+        base, first = _independent_pick(P, options, allowed, starts, votes.n_items, n), len(options)
+        P, n, dependent = self._race_richer(folds, votes.n_items, hint, hard, options, allowed, P, n, base, starts)
         total, m2 = selection.moments(P)
         chosen = selection.richer(total, m2, votes.n_items, n, base,
                                   [i for i in allowed if first <= i and options[i][0].difficulty],
@@ -466,6 +468,39 @@ class AutoDawidSkene(Aggregator):
         self.cv_votes_ = float(n)
         self.cv_scores_ = {_choice_name(*o): float(t) / max(n, 1) for o, t in zip(options, self.cv_option_total_)}
         return chosen, P
+
+    def _raced_candidates(self, n_classes: int) -> tuple[list[_bayes.Candidate], list[_bayes.Candidate]]:
+        """The independent candidates raced and those with item difficulty, each simplest first."""
+        named_hard = [c for c in self.candidates if c.difficulty and not c.dependent]
+        own = [c for c in self.candidates if not c.dependent and not c.difficulty] or [c.twin for c in named_hard]
+        own_hard = [c for c in _bayes.DIFFICULTY_CANDIDATES if c.twin in own] if self.difficulty else []
+        raced = _bayes.candidates_for(list(dict.fromkeys(own + own_hard + named_hard)), n_classes)
+        indep = sorted((c for c in raced if not c.difficulty), key=_bayes.ALL_CANDIDATES.index)
+        hard = sorted((c for c in raced if c.difficulty), key=_bayes.ALL_CANDIDATES.index)
+        return indep, hard
+
+    def _race_richer(self, folds, n_items: int, hint, hard: list, options: list, allowed: list, P: np.ndarray,
+                     n, base: int, starts: tuple) -> tuple[np.ndarray, float, int | None]:
+        """Score the candidates with difficulty and the pick ``base``'s dependent version, appending them to
+        ``options``, ``allowed`` (when admissible) and the scores ``P`` (I, options); returns ``P``, the votes scored
+        and the dependent version's index (None when not admissible or not raced)."""
+        dependent = None
+        for c in hard:
+            [(scores, n, good)] = heldout_loglik(folds, n_items, c, hint, starts[:1])
+            options.append((c, starts[0]))
+            P = np.concatenate([P, scores[:, None]], axis=1)
+            if good:
+                allowed.append(len(options) - 1)
+        if self.dependence:
+            c, ms = options[base]
+            [(scores, n, good)] = heldout_loglik(folds, n_items,
+                                                 _bayes.Candidate(c.structure, c.class_prior, True), hint, (ms,))
+            options.append((_bayes.Candidate(c.structure, c.class_prior, True), ms))
+            P = np.concatenate([P, scores[:, None]], axis=1)
+            if good:
+                allowed.append(len(options) - 1)
+                dependent = len(options) - 1
+        return P, n, dependent
 
     def _fit_identifiable(self, d: _Units, chosen: int, hint, n_items: int):
         """Fit option ``chosen`` on all the votes; while that fit is not identifiable, the next choice among the

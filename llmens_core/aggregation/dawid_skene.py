@@ -13,6 +13,15 @@ from llmens_core.aggregation._votes import Votes, resolve_families
 __all__ = ["DawidSkene"]
 
 
+def _weighted_vote_shares(unit: np.ndarray, label: np.ndarray, c: np.ndarray, U: int, K: int) -> np.ndarray:
+    """Majority vote's start for EM: each unit's share of the votes (V,) weighted by ``c`` per class, (U, K)."""
+    scores = np.zeros((U, K))
+    for k in range(K):
+        scores[:, k] = np.bincount(unit, weights=c * (label == k), minlength=U)
+    tot = scores.sum(axis=1, keepdims=True)
+    return np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
+
+
 class DawidSkene(Aggregator):
     """Dawid-Skene (1979): class prior ``priors_`` (K,), one confusion matrix per worker ``confusion_`` (J, K, K)
     indexed [worker, true class, given label]; EM from a majority-vote start until the relative change of the
@@ -74,6 +83,20 @@ class DawidSkene(Aggregator):
         self.compress = compress
 
     # ------------------------------------------------------------------ fit
+    def _confusion_prior(self, N: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """The Dirichlet pseudo-counts of every confusion row for this M-step, (J, K, K) or (K, K), per
+        ``pooled_prior`` (the counts ``N`` (J, K, K) give the empirical-Bayes ones)."""
+        if self.pooled_prior == "sparse":
+            # hierarchical prior: sparse workers -> their own one-coin matrix, dense ones -> population matrix
+            return _em.sparse_onecoin_prior(N, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength)
+        if self.pooled_prior == "onecoin":
+            # shrink each worker's full matrix towards its own one-coin (symmetric) matrix
+            return _em.onecoin_prior(N, self.prior_accuracy, self.prior_strength)
+        if self.pooled_prior:
+            # empirical-Bayes prior: shrink each worker towards the population confusion matrix
+            return self.prior_strength * _em.normalise_rows(N.sum(axis=0) + alpha)
+        return alpha
+
     def _fit(self, votes: Votes) -> None:
         I, J, K = votes.n_items, votes.n_workers, votes.n_classes  # noqa: E741
         self.families_ = resolve_families(self.families, votes.workers)
@@ -94,12 +117,7 @@ class DawidSkene(Aggregator):
         has_votes = np.bincount(unit, minlength=U) > 0
         m_eff = mult * has_votes  # units without votes carry no information
 
-        # majority-vote start (family-pooled when families are given)
-        scores = np.zeros((U, K))
-        for k in range(K):
-            scores[:, k] = np.bincount(unit, weights=c * (label == k), minlength=U)
-        tot = scores.sum(axis=1, keepdims=True)
-        T = np.where(tot > 0, scores / np.where(tot > 0, tot, 1.0), 1.0 / K)
+        T = _weighted_vote_shares(unit, label, c, U, K)  # the start (family-pooled when families are given)
 
         ll_old = -np.inf
         self.n_iter_ = 0
@@ -107,20 +125,7 @@ class DawidSkene(Aggregator):
             # M-step
             Tm = T * m_eff[:, None]
             N = _em.confusion_counts(unit, wl, Tm, J)
-            if self.pooled_prior == "sparse":
-                # hierarchical prior: sparse workers -> their own one-coin matrix, dense ones -> population matrix
-                a_it = _em.sparse_onecoin_prior(
-                    N, alpha, self.prior_accuracy, self.prior_strength, self.sparse_strength
-                )
-            elif self.pooled_prior == "onecoin":
-                # shrink each worker's full matrix towards its own one-coin (symmetric) matrix
-                a_it = _em.onecoin_prior(N, self.prior_accuracy, self.prior_strength)
-            elif self.pooled_prior:
-                # empirical-Bayes prior: shrink each worker towards the population confusion matrix
-                pooled = _em.normalise_rows(N.sum(axis=0) + alpha)
-                a_it = self.prior_strength * pooled
-            else:
-                a_it = alpha
+            a_it = self._confusion_prior(N, alpha)
             theta = _em.normalise_rows(N + a_it)
             pi = (
                 np.full(K, 1.0 / K)
