@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+from llmens_core.aggregation import MajorityVote
 from llmens_core.events import NOT_PRESENT
 
 __all__ = ["demo_gold", "gold_labels", "latest_decisions", "majority", "real_llm_votes", "recorded_attributes",
@@ -66,12 +67,14 @@ def recorded_attributes(predictions: Path) -> dict[str, set[str]]:
 
 
 def majority(votes: Mapping[str, str | None]) -> str | None:
-    """Plain majority of the non-abstaining votes; ties go to the label seen first in sorted LLM order."""
-    counts = Counter(votes[k] for k in sorted(votes) if votes[k] is not None)
-    if not counts:
+    """:class:`~llmens_core.aggregation.MajorityVote` on one item's votes (LLM -> label, ``None`` abstains): the label
+    given most often, a tie to the first of the tied labels in sorted order (MajorityVote's one tie rule); ``None``
+    when every vote abstains."""
+    pairs = [(llm, label) for llm, label in votes.items() if label is not None]
+    if not pairs:
         return None
-    best = max(counts.values())
-    return next(lab for lab, c in counts.items() if c == best)
+    fitted = MajorityVote().fit(["item"] * len(pairs), [llm for llm, _ in pairs], [label for _, label in pairs])
+    return fitted.predict()[0]
 
 
 def latest_decisions(decisions: Iterable[Mapping]) -> dict[tuple[str, int, str], Mapping]:

@@ -23,7 +23,13 @@ def _scores_to_proba(scores: np.ndarray) -> np.ndarray:
 
 
 class MajorityVote(Aggregator):
-    """Plain majority vote. ``predict_proba`` is the share of votes per class, shape (I, K).
+    """Plain majority vote: the project's one majority vote (the demo, the benches, ``llmens evaluate`` and
+    :func:`llmens_core.scoring.majority` all use it). ``predict_proba`` is the share of votes per class, shape (I, K).
+
+    **Tie rule**: a tie goes to the first of the tied labels in ``classes_`` order, which is sorted order (numbers
+    before strings when both occur) unless ``classes`` fixes it. It is deterministic, and so it depends on the labels'
+    names; :func:`~llmens_core.aggregation.evaluate.majority_tie_split` scores the same votes with ties split evenly,
+    the expected accuracy of random tie-breaks, which no naming changes.
 
     ``skills_`` (J,) is each worker's agreement with the majority label (for inspection).
     """
