@@ -178,13 +178,12 @@ of workers, as many candidate groups) costs a few rank-one fits a round, not one
 workers has at most 16 candidate groups: every one is refitted."""
 
 
-def _best_group(s, se, w, free, tested, penalty: float) -> np.ndarray | None:
+def _best_group(s, se, w, free, tested, penalty: float, r: np.ndarray) -> np.ndarray | None:
     """The candidate group (:func:`_groups`) whose pairs, left out of the rank-one fit, lower the squared
     standardised residual most beyond ``penalty`` per pair left out; None when no group does. The gain of leaving a
     group out is first computed with the reliabilities of the fit on every free pair held fixed (the group's own
     squared residuals: one pass for all the groups), and the :data:`REFIT_GROUPS` groups of largest such gain are
-    refitted without their pairs, as the test asks."""
-    r = _rank_one(s, np.where(free, w, 0.0))
+    refitted without their pairs, as the test asks. ``r`` (J,) is the rank-one fit on the free pairs."""
     z2 = np.where(free, ((s - np.outer(r, r)) / se) ** 2, 0.0)
     base = float(z2.sum()) / 2.0
     groups, (held, n_free) = _groups(s, tested, (z2, free.astype(float)))
@@ -222,15 +221,20 @@ def residual_dependence(stats: PairStats, n_classes: int, max_rounds: int = 10) 
     se = np.sqrt(np.maximum(A * (1.0 - A), 1.0 / nn) / nn) * K / (K - 1)
     z_crit = NormalDist().inv_cdf(1.0 - SIGNIFICANCE / max(1, int(tested.sum()) // 2))
     flagged = tested & (stats.obs >= stats.n * (1.0 - 1e-12))  # exact copies are dependent from the start
+    r = None  # the rank-one fit on the pairs not flagged, once they stop changing
     for _ in range(max_rounds):
         free = tested & ~flagged
-        if not free.any() or not _z(s, se, free, _rank_one(s, np.where(free, stats.n, 0.0))).max() > z_crit:
+        r = _rank_one(s, np.where(free, stats.n, 0.0)) if free.any() else None
+        if r is None or not _z(s, se, free, r).max() > z_crit:
             break
-        group = _best_group(s, se, stats.n, free, tested, z_crit**2)
+        group = _best_group(s, se, stats.n, free, tested, z_crit**2, r)
         if group is None:
             break
         flagged |= group
-    r = _rank_one(s, np.where(tested & ~flagged, stats.n, 0.0))
+    else:
+        r = None
+    if r is None:
+        r = _rank_one(s, np.where(tested & ~flagged, stats.n, 0.0))
     fit = np.outer(r, r)
     strength = np.clip(np.divide(s - fit, 1.0 - fit, out=np.zeros((J, J)), where=fit < 1.0), 0.0, 1.0)
     return flagged & (strength > 0), strength

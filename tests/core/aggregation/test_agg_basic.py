@@ -156,7 +156,7 @@ def test_evaluate_and_cli(tmp_path, rng):
     from streams.cli._app import app
 
     conf = make_confusions(rng, 5, 3)
-    it, wk, lb, z = sample_votes(rng, conf, 300)
+    it, wk, lb, z = sample_votes(rng, conf, 150)
     _write(
         tmp_path / "a.csv",
         ["item", "worker", "label"],
@@ -167,7 +167,7 @@ def test_evaluate_and_cli(tmp_path, rng):
     assert [r["method"] for r in rows][0] == "default"
     assert {r["method"] for r in rows} == set(METHODS)
     for r in rows:
-        assert r["items_scored"] == 300 and 0.7 < r["accuracy"] <= 1.0
+        assert r["items_scored"] == 150 and 0.7 < r["accuracy"] <= 1.0
     res = CliRunner().invoke(
         app,
         [
