@@ -123,6 +123,7 @@ class Gateway:
             else:
                 counters = self._counters.setdefault(name, EndpointCounters())
                 clients[name] = EndpointClient(ep, self._get_session, counters)
+                log.info("llm %s: %s API at %s (model %s)", name, ep.provider, clients[name].url, ep.model)
         for name, old in self._clients.items():
             if clients.get(name) is not old:
                 old.closed = True

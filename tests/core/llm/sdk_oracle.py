@@ -76,6 +76,7 @@ def request_errors(value: Any, tp: Any, path: str = "body") -> list[str]:
 class Reply:
     status: int = 200
     body: Any = None
+    """The JSON body, or a function of the request's JSON body returning it."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,7 +106,8 @@ async def start_recorder() -> tuple[web.AppRunner, Recording]:
         raw = await request.read()
         rec.requests.append((request.path, dict(request.headers), orjson.loads(raw) if raw else None))
         r = rec.replies[min(len(rec.requests), len(rec.replies)) - 1] if rec.replies else Reply(500, {"error": "none"})
-        return web.Response(status=r.status, body=orjson.dumps(r.body), headers=r.headers,
+        body = r.body(rec.requests[-1][2]) if callable(r.body) else r.body
+        return web.Response(status=r.status, body=orjson.dumps(body), headers=r.headers,
                             content_type="application/json")
 
     app = web.Application()

@@ -7,11 +7,15 @@ gateway reads is one the provider really sends.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from anthropic.types import Message as AnthropicMessage
 from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
 from google.genai import errors as genai_errors
 from google.genai import types as gtypes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
 from openai.types.chat import ChatCompletion
 from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +25,7 @@ from sdk_oracle import Reply, request_errors, start_recorder
 from llmens_core.events import ProductUpdate
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.gateway import Gateway
+from llmens_core.llm.retry_hints import retry_hints
 
 PRODUCT = ProductUpdate(product_id="p1", version=1, title="Ellie Shoes Women's 8400, Red Patent, 14 M US")
 ATTRS = ["gender", "color_family"]
@@ -343,3 +348,61 @@ def test_length_retry_budget_must_be_larger():
     with pytest.raises(ValidationError, match="length_retry_max_output_tokens"):
         EndpointConfig(name="x", base_url="https://example.com/v1", model="m", max_output_tokens=512,
                        length_retry_max_output_tokens=512)
+
+
+async def test_embeddings_body_fits_the_sdks_request_type_and_response(rec, schema):
+    from openai.types import CreateEmbeddingResponse
+    from openai.types.embedding_create_params import EmbeddingCreateParams
+
+    ep = EndpointConfig(name="emb", provider="openai_embeddings", base_url=rec.base_url, model="minilm", **QUICK)
+
+    def reply_for(n: int) -> dict:
+        return CreateEmbeddingResponse.model_validate({
+            "object": "list", "model": "minilm", "usage": {"prompt_tokens": 40, "total_tokens": 40},
+            "data": [{"object": "embedding", "index": i, "embedding": [1.0 if j == i % 4 else 0.0 for j in range(4)]}
+                     for i in range(n)]}).model_dump(mode="json")
+
+    rec.reply(Reply(body=lambda request: reply_for(len(request["input"]))))
+    votes, k, _ = await ask(ep, schema)
+    path, _, body = rec.requests[0]
+    assert path == "/v1/embeddings"  # a base URL with no path gets /v1
+    assert request_errors(body, EmbeddingCreateParams) == []
+    assert len(body["input"]) > 1  # the product, then the label descriptions not embedded yet
+    assert k.tokens_in == 40 and all(v.error is None for v in votes)
+
+
+def test_the_simulators_declined_answers_are_what_the_openai_sdk_reads():
+    """The simulator's refusal, content-filter and cut-off responses parse as the SDK's ChatCompletion."""
+    from llmens_core.llm.simulator import Simulator
+
+    for message, finish in [({"role": "assistant", "content": None, "refusal": "no"}, "stop"),
+                            ({"role": "assistant", "content": ""}, "content_filter"),
+                            ({"role": "assistant", "content": '{"gen'}, "length")]:
+        resp = Simulator._completion("m", 0, "prompt text", message, finish)
+        parsed = ChatCompletion.model_validate_json(resp.body)
+        assert parsed.choices[0].finish_reason == finish and parsed.usage.prompt_tokens > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["retry-after-ms", "Retry-After", "x-should-retry"]), st.text(max_size=20)),
+       st.binary(max_size=300) | st.builds(lambda d: orjson.dumps({"error": {"details": [
+           {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": d}]}}), st.text(max_size=12)))
+def test_retry_hints_never_raise_and_stay_bounded(headers, raw):
+    delay, should_retry = retry_hints(CIMultiDict(headers), raw)
+    assert delay is None or 0.0 <= delay <= 600.0
+    assert should_retry in (None, True, False)
+
+
+def test_retry_hints_read_each_form():
+    assert retry_hints(CIMultiDict({"retry-after-ms": "1500", "Retry-After": "9"}), b"") == (1.5, None)
+    assert retry_hints(CIMultiDict({"retry-after": "2", "X-Should-Retry": "False"}), b"") == (2.0, False)
+    assert retry_hints(CIMultiDict(), orjson.dumps(GEMINI_429)) == (0.3, None)
+    assert retry_hints(CIMultiDict({"x-should-retry": "maybe"}), b"{}") == (None, None)
+
+
+def test_each_endpoint_logs_the_exact_url_it_will_call(schema, caplog):
+    caplog.set_level("INFO", logger="llmens.llm")
+    ep = EndpointConfig(name="claude", provider="anthropic", base_url="https://api.anthropic.com",
+                        model="claude-haiku-4-5")
+    Gateway([ep], schema)
+    assert "llm claude: anthropic API at https://api.anthropic.com/v1/messages (model claude-haiku-4-5)" in caplog.text
