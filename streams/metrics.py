@@ -176,6 +176,9 @@ class GatewayCollector(Collector):
         cache = CounterMetricFamily("llmens_llm_cache_hits", "Answers served from the response cache",
                                     labels=["llm"])
         inflight = GaugeMetricFamily("llmens_llm_in_flight", "Requests in flight", labels=["llm"])
+        declined = CounterMetricFamily("llmens_llm_declined", "Responses with no answer by the provider's finish "
+                                       "reason (refusal, safety, length); billed, never retried as failures",
+                                       labels=["llm", "reason"])
         for name, c in sorted(counters.items()):
             h = getattr(c, "latency", None)
             if h is not None:
@@ -196,7 +199,9 @@ class GatewayCollector(Collector):
             calls.add_metric([name, "failure"], float(getattr(c, "failures", 0)))
             cache.add_metric([name], float(getattr(c, "cache_hits", 0)))
             inflight.add_metric([name], float(getattr(c, "in_flight", 0)))
-        yield from (latency, errors, retries, breaker, tokens, cost, requests, calls, cache, inflight)
+            for reason, n in sorted((getattr(c, "declined", None) or {}).items()):
+                declined.add_metric([name, reason], float(n))
+        yield from (latency, errors, retries, breaker, tokens, cost, requests, calls, cache, inflight, declined)
 
 
 class LagCollector(Collector):

@@ -98,3 +98,45 @@ def test_example_settings_load():
     endpoints = [EndpointConfig(**e) for e in examples]
     assert {e.provider for e in endpoints} == {"openai", "anthropic", "gemini"}
     assert any(e.prompt == "ecinstruct" for e in endpoints)
+
+
+def _deploy_provider_lines(path: Path) -> list[str]:
+    """The commented real-provider entries of a deploy settings file, uncommented (cloud providers to vLLM)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("#  - name: gpt-4o-mini")
+    end = next(i for i, line in enumerate(lines) if line.startswith("#  # Ollama"))
+    block = [line[1:] for line in lines[start:end]]
+    while block and not block[-1].strip():
+        block.pop()
+    return block
+
+
+def _readme_provider_lines() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text.split("```yaml\n# Real providers", 1)[1].split("```", 1)[0]
+    return block.split("\nllms:\n", 1)[1].rstrip("\n").splitlines()
+
+
+@pytest.mark.parametrize("deploy", ["llmens.yaml", "llmens.local.yaml"])
+def test_readme_provider_example_is_the_deploy_text(deploy):
+    assert _readme_provider_lines() == _deploy_provider_lines(REPO / "deploy" / deploy)
+
+
+def test_readme_provider_example_calls_the_real_apis():
+    """Each entry loads, names a key docker-compose passes through, and calls the provider's documented URL."""
+    from anthropic.types import ModelParam
+
+    from llmens_core.llm.config import EndpointConfig
+    from llmens_core.llm.providers import PROVIDERS
+
+    entries = yaml.safe_load("\n".join(["llms:", *_readme_provider_lines()]))["llms"]
+    eps = {e.provider: e for e in (EndpointConfig(**x) for x in entries) if e.api_key_env}
+    passed = set(COMPOSE["services"]["worker"]["environment"])
+    assert {e.api_key_env for e in eps.values()} <= passed
+    assert {p: PROVIDERS[p].url(e) for p, e in eps.items()} == {
+        "openai": "https://api.openai.com/v1/chat/completions",
+        "anthropic": "https://api.anthropic.com/v1/messages",
+        "gemini": "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+    }
+    known_claude = ModelParam.__args__[0].__args__  # the Literal of model ids the anthropic SDK knows
+    assert eps["anthropic"].model in known_claude

@@ -1,10 +1,14 @@
 """Reliable HTTP calls to one LLM endpoint.
 
 Per endpoint: an ``asyncio.Semaphore`` for concurrency, token buckets for requests/min and tokens/min,
-retries with capped exponential backoff and full jitter that honour ``Retry-After`` (seconds or an HTTP
-date; a 429 pauses the whole endpoint until then), a circuit breaker (open after N consecutive failed
+retries with capped exponential backoff and full jitter that honour the server's retry hints
+(``retry-after-ms``, ``Retry-After`` in seconds or an HTTP date, Gemini's ``RetryInfo``; a 429 pauses the whole
+endpoint until then; ``x-should-retry`` overrides the status, see :mod:`llmens_core.llm.retry_hints`), a
+circuit breaker (open after N consecutive failed
 attempts, half-open after a cooldown with a single probe), and an overall deadline per call. Usage and
-cost come from the responses. Counters are plain dataclasses (no Prometheus import here).
+cost come from the responses. A refusal or a safety block is a final answer (not retried, not a failure
+for the breaker, billed once); a cut-off answer is asked once more with ``length_retry_max_output_tokens``
+when the endpoint has one. Counters are plain dataclasses (no Prometheus import here).
 
 Error texts never contain the API key: failures are reported as short kinds ("http_500", "timeout",
 ...), never as the text of an aiohttp exception or the request headers.
@@ -13,7 +17,6 @@ Error texts never contain the API key: failures are reported as short kinds ("ht
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
@@ -29,6 +32,7 @@ from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.prompts import Prompt
 from llmens_core.llm.providers import PROVIDERS, ProviderResponseError, estimate_tokens
 from llmens_core.llm.rejections import rejection_message
+from llmens_core.llm.retry_hints import parse_retry_after, retry_hints
 
 __all__ = [
     "CallFailed",
@@ -108,6 +112,8 @@ class EndpointCounters:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     rejection: str | None = None
     """The server's own words the last time it rejected the shape of a request (kind ``rejected_request``)."""
+    declined: dict[str, int] = field(default_factory=dict)
+    """Responses that gave no answer, by the provider's finish reason: refusal, safety, length (billed)."""
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -133,24 +139,8 @@ class CallResult:
     cached: bool = False
     confidence: dict[str, float] | None = None
     """Per attribute, the probability of the answer's tokens (from logprobs), when the server returned them."""
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None, cap: float = 600.0) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP-date); ``None`` if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return min(cap, max(0.0, float(value)))
-    except ValueError:
-        pass
-    try:
-        dt = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if dt is None:
-        return None
-    return min(cap, max(0.0, dt.timestamp() - (time.time() if now is None else now)))
+    declined: str | None = None
+    """Why the response holds no answer (refusal, safety, length): the call abstains."""
 
 
 class TokenBucket:
@@ -349,7 +339,7 @@ class EndpointClient:
             body = self.provider.body_bytes(c, prompt)
         headers = self.provider.headers(c, c.api_key())
         est_tokens = estimate_tokens(prompt.chars) + 8 * len(prompt.attributes)
-        attempt, last_kind = 0, "no_attempt"
+        attempt, last_kind, asked_longer, cut_off_cost = 0, "no_attempt", False, 0.0
         while True:
             now = time.monotonic()
             remaining = deadline - now
@@ -371,7 +361,8 @@ class EndpointClient:
                 if self.tpm is not None and not await self.tpm.acquire(est_tokens, max_wait=remaining):
                     self.breaker.release_probe()
                     return self._fail("rate_limited", attempt, count_kind="deadline")
-                kind, retry_after, result = await self._attempt(prompt, body, headers, deadline, accept, est_tokens)
+                kind, retry_after, should_retry, result = await self._attempt(prompt, body, headers, deadline, accept,
+                                                                              est_tokens)
             except asyncio.CancelledError:
                 if probe:
                     self.breaker.release_probe()
@@ -382,8 +373,14 @@ class EndpointClient:
                 return self._fail("deadline" if attempt == 0 else last_kind, attempt, count_kind="deadline")
             attempt += 1
             if result is not None:
-                self.breaker.record(True)
+                self.breaker.record(True)  # a refusal or a cut-off is an answer: the server works
+                if result.declined == "length" and c.length_retry_max_output_tokens and not asked_longer:
+                    asked_longer, cut_off_cost = True, result.cost_usd
+                    longer = c.model_copy(update={"max_output_tokens": c.length_retry_max_output_tokens})
+                    body = self.provider.body_bytes(longer, prompt)
+                    continue
                 result.attempts = attempt
+                result.cost_usd += cut_off_cost
                 k.successes += 1
                 return result
             last_kind = kind
@@ -392,7 +389,8 @@ class EndpointClient:
                 self.breaker.record(False)
             elif probe:
                 self.breaker.release_probe()
-            retryable = kind in ("timeout", "connection", "bad_response", "malformed") or (
+            retryable = should_retry if should_retry is not None else kind in (
+                "timeout", "connection", "bad_response", "malformed") or (
                 kind.startswith("http_") and int(kind[5:]) in RETRYABLE_STATUS)
             if not retryable or attempt > c.max_retries:
                 return self._fail(kind, attempt)
@@ -416,14 +414,14 @@ class EndpointClient:
 
     async def _attempt(self, prompt: Prompt, body: bytes, headers: dict[str, str], deadline: float,
                        accept: Callable[[str], bool] | None, est_tokens: int
-                       ) -> tuple[str | None, float | None, CallResult | None]:
-        """One HTTP attempt: (error kind, Retry-After seconds, result); kind ``None`` = no slot before
-        the deadline."""
+                       ) -> tuple[str | None, float | None, bool | None, CallResult | None]:
+        """One HTTP attempt: (error kind, seconds the server asks to wait, its x-should-retry, result); kind
+        ``None`` = no slot before the deadline."""
         c, k, slots = self.config, self.counters, self.sem
         if slots.free > 0 and not slots.waiters:  # Slots.try_acquire, inlined
             slots.free -= 1
         elif not await slots.acquire(deadline - time.monotonic()):
-            return None, None, None
+            return None, None, None, None
         try:
             t0 = time.monotonic()
             left = deadline - t0
@@ -433,13 +431,13 @@ class EndpointClient:
             try:
                 async with self._session().post(self.url, data=body, headers=headers, timeout=timeout) as resp:
                     status = resp.status
-                    retry_after = None if status == 200 else parse_retry_after(resp.headers.get("Retry-After"))
                     raw = await resp.read()
+                    retry_after, should_retry = (None, None) if status == 200 else retry_hints(resp.headers, raw)
             except TimeoutError:
                 k.timeouts += 1
-                return "timeout", None, None
+                return "timeout", None, None, None
             except (aiohttp.ClientError, OSError):
-                return "connection", None, None
+                return "connection", None, None, None
             finally:
                 k.in_flight -= 1
             latency = time.monotonic() - t0
@@ -451,12 +449,12 @@ class EndpointClient:
                 if rejected != k.rejection:
                     log.error("llm %s: the server rejected the request shape (HTTP %d): %s", c.name, status, rejected)
                 k.rejection = rejected
-                return "rejected_request", None, None
-            return f"http_{status}", retry_after, None
+                return "rejected_request", None, None, None
+            return f"http_{status}", retry_after, should_retry, None
         try:
-            text, tin, tout, confidence = self.provider.extract_for(c, prompt, body, orjson.loads(raw))
+            text, tin, tout, confidence, declined = self.provider.extract_for(c, prompt, body, orjson.loads(raw))
         except (orjson.JSONDecodeError, ProviderResponseError, AttributeError, TypeError):
-            return "bad_response", None, None
+            return "bad_response", None, None, None
         if tin is None or tout is None:
             k.usage_estimated += 1
             tin = tin if tin is not None else estimate_tokens(prompt.chars)
@@ -467,7 +465,10 @@ class EndpointClient:
         k.tokens_in += tin
         k.tokens_out += tout
         k.cost_usd += cost  # paid even when the answer turns out malformed
+        if declined is not None:
+            k.declined[declined] = k.declined.get(declined, 0) + 1
+            return "declined", None, None, CallResult(text, tin, tout, cost, latency, declined=declined)
         if accept is not None and not accept(text):
-            return "malformed", None, None
+            return "malformed", None, None, None
         k.latency.observe(latency)
-        return "ok", None, CallResult(text, tin, tout, cost, latency, confidence=confidence)
+        return "ok", None, None, CallResult(text, tin, tout, cost, latency, confidence=confidence)

@@ -16,7 +16,29 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["EndpointConfig", "load_endpoints"]
+__all__ = ["EndpointConfig", "SafetySetting", "load_endpoints"]
+
+# The knobs only some providers' APIs have (checked against their SDKs' request types: openai 3.63,
+# anthropic 2.17, google-genai 3.6). Setting one for another provider is refused by name rather than
+# sent (the API would refuse the request) or dropped (the user would believe it applies).
+_KNOB_PROVIDERS: dict[str, frozenset[str]] = {
+    "temperature": frozenset({"openai", "gemini", "openai_embeddings"}),
+    "top_p": frozenset({"openai", "gemini"}),
+    "top_k": frozenset({"gemini"}),
+    "seed": frozenset({"openai", "gemini"}),
+    "service_tier": frozenset({"openai"}),
+    "token_limit_field": frozenset({"openai"}),
+    "thinking_budget": frozenset({"gemini"}),
+    "safety_settings": frozenset({"gemini"}),
+}
+
+
+class SafetySetting(BaseModel):
+    """One Gemini safety setting, e.g. ``{category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_ONLY_HIGH}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    category: str = Field(pattern=r"^HARM_CATEGORY_[A-Z_]+$")
+    threshold: str = Field(pattern=r"^(HARM_BLOCK_THRESHOLD_UNSPECIFIED|BLOCK_[A-Z_]+|OFF)$")
 
 
 class EndpointConfig(BaseModel):
@@ -44,7 +66,21 @@ class EndpointConfig(BaseModel):
     price_in_per_1k: float = Field(0.0, ge=0)
     price_out_per_1k: float = Field(0.0, ge=0)
     max_output_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    length_retry_max_output_tokens: int | None = Field(
+        None, ge=1, description="an answer cut off at max_output_tokens is asked once more with this budget; "
+                                "unset: a cut-off answer abstains")
+    temperature: float = Field(0.0, ge=0, description="openai, gemini (the Anthropic Messages API has none)")
+    top_p: float | None = Field(None, gt=0, le=1, description="openai, gemini")
+    top_k: int | None = Field(None, ge=1, description="gemini")
+    seed: int | None = Field(None, description="openai, gemini: best-effort reproducible sampling")
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = Field(
+        None, description="openai: processing tier (flex: cheaper, slower)")
+    token_limit_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="openai: the field carrying max_output_tokens (o-series and newer models "
+                                  "take only max_completion_tokens; many compatible servers only max_tokens)")
+    thinking_budget: int | None = Field(
+        None, ge=-1, description="gemini: generationConfig.thinkingConfig.thinkingBudget (0 off, -1 dynamic)")
+    safety_settings: list[SafetySetting] | None = Field(None, description="gemini: safetySettings")
     fallback: str | None = Field(None, description="endpoint asked instead when this one finally fails")
     prompt: Literal["default", "ecinstruct", "embedding"] = "default"
     structured_output: bool = Field(True, description="send a JSON schema with enums where the provider supports it")
@@ -70,6 +106,20 @@ class EndpointConfig(BaseModel):
     def _embedding_prompt_only_for_embeddings(self) -> EndpointConfig:
         if (self.provider == "openai_embeddings") != (self.prompt == "embedding"):
             raise ValueError("prompt `embedding` goes with provider `openai_embeddings`, and only with it")
+        return self
+
+    @model_validator(mode="after")
+    def _knobs_the_provider_has(self) -> EndpointConfig:
+        given = self.model_fields_set
+        wrong = sorted(k for k, providers in _KNOB_PROVIDERS.items()
+                       if k in given and self.provider not in providers
+                       and getattr(self, k) != type(self).model_fields[k].default)
+        if wrong:
+            raise ValueError(f"provider {self.provider} has no {', '.join(wrong)} "
+                             f"({'; '.join(f'{k}: {sorted(_KNOB_PROVIDERS[k])}' for k in wrong)})")
+        if self.length_retry_max_output_tokens is not None and \
+                self.length_retry_max_output_tokens <= self.max_output_tokens:
+            raise ValueError("length_retry_max_output_tokens must be larger than max_output_tokens")
         return self
 
     @field_validator("api_key_env")

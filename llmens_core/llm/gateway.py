@@ -17,7 +17,7 @@ import aiohttp
 
 from llmens_core.events import LabelVote, ProductUpdate
 from llmens_core.llm.cache import ResponseCache, content_hash
-from llmens_core.llm.client import CallFailed, EndpointClient, EndpointCounters
+from llmens_core.llm.client import CallFailed, CallResult, EndpointClient, EndpointCounters
 from llmens_core.llm.config import EndpointConfig
 from llmens_core.llm.parsing import ParsedAnswer, parse_answer_shared
 from llmens_core.llm.prompts import build_prompt
@@ -123,6 +123,7 @@ class Gateway:
             else:
                 counters = self._counters.setdefault(name, EndpointCounters())
                 clients[name] = EndpointClient(ep, self._get_session, counters)
+                log.info("llm %s: %s API at %s (model %s)", name, ep.provider, clients[name].url, ep.model)
         for name, old in self._clients.items():
             if clients.get(name) is not old:
                 old.closed = True
@@ -221,6 +222,15 @@ class Gateway:
         return [LabelVote(product_id=product.product_id, version=product.version, attribute=a.name, llm=llm,
                           label=None, latency_s=latency, error=error) for a in attrs]
 
+    def _declined(self, product: ProductUpdate, attrs: Sequence[Attribute], llm: str, res: CallResult,
+                  latency: float) -> list[LabelVote]:
+        """A refusal, safety block or cut-off: every attribute abstains (``raw`` says why), the cost is shared."""
+        k = self._counters[llm]
+        k.votes += len(attrs)
+        k.abstentions += len(attrs)
+        share, raw = res.cost_usd / len(attrs), f"declined:{res.declined}"
+        return [_vote(product.product_id, product.version, a.name, llm, None, raw, latency, share) for a in attrs]
+
     @staticmethod
     def _prompt(product: ProductUpdate, attrs: list[Attribute], style: str, memo: dict[str, Any]):
         # one prompt per style per label() call, shared by the endpoints using that style
@@ -264,6 +274,8 @@ class Gateway:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("llm %s failed for %s: %s", ep.name, product.product_id, exc)
                 return self._failed(product, attrs, ep.name, str(exc), time.monotonic() - t0)
+            if res.declined is not None:
+                return self._declined(product, attrs, ep.name, res, time.monotonic() - t0)
             parsed = box[-1]
             cost = res.cost_usd
             conf = res.confidence or conf

@@ -3,8 +3,17 @@
 * ``openai``: chat completions (OpenAI, vLLM, Ollama ``/v1``, llama.cpp server, TGI, the simulator),
   with structured output as ``response_format`` json_schema (enum per attribute), vLLM
   ``structured_outputs`` or the older vLLM ``guided_json``.
-* ``anthropic``: Messages API.
+* ``anthropic``: Messages API, with structured output as ``output_config.format`` json_schema.
 * ``gemini``: ``models/{model}:generateContent`` with ``responseSchema``.
+
+The request fields and response shapes are checked against the providers' official SDKs (openai 3.63,
+anthropic 2.17, google-genai 3.6) in tests/core/llm/test_provider_oracles.py. Each response also says why
+the model stopped (:data:`Extracted.finish`): a refusal or safety block (``refusal``, ``safety``) is a final
+answer that abstains, a cut-off (``length``) may be asked again with a larger budget (see the client).
+
+Base URLs are taken with or without the API's version segment (``https://api.anthropic.com`` and
+``https://api.anthropic.com/v1`` both call ``/v1/messages``; Gemini's default is ``/v1beta``; an OpenAI-style
+URL with no path gets ``/v1``).
 * ``openai_embeddings``: ``/v1/embeddings``; the answer is computed here by cosine similarity to label
   descriptions (:mod:`llmens_core.llm.embeddings`).
 
@@ -26,7 +35,10 @@ from llmens_core.llm.embeddings import EmbeddingIndex, request_inputs, response_
 from llmens_core.llm.logprobs import label_confidences
 from llmens_core.llm.prompts import Prompt
 
-__all__ = ["PROVIDERS", "Extracted", "Provider", "ProviderResponseError", "estimate_tokens"]
+__all__ = ["DECLINED", "PROVIDERS", "Extracted", "Provider", "ProviderResponseError", "estimate_tokens"]
+
+DECLINED = ("refusal", "safety", "length")
+"""Why a response has no answer to parse: the model refused, a safety filter blocked it, or it was cut off."""
 
 
 class ProviderResponseError(ValueError):
@@ -44,6 +56,8 @@ class Extracted(NamedTuple):
     tokens_in: int | None
     tokens_out: int | None
     confidence: dict[str, float] | None = None
+    finish: str | None = None
+    """One of :data:`DECLINED` when the response is a refusal, a safety block or a cut-off; else ``None``."""
 
 
 class Provider:
@@ -62,17 +76,24 @@ class Provider:
         """:meth:`body` encoded as JSON (what is sent)."""
         return orjson.dumps(self.body(ep, prompt))
 
-    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
-        """(answer text, input tokens, output tokens); tokens ``None`` when the response has no usage."""
+    def extract(self, data: Any) -> Extracted:
+        """Answer text, input and output tokens (``None`` when the response has no usage), finish reason."""
         raise NotImplementedError
 
     def extract_for(self, ep: EndpointConfig, prompt: Prompt, body: bytes, data: Any) -> Extracted:
         """:meth:`extract` with the request at hand (providers whose answer depends on what was asked)."""
-        return Extracted(*self.extract(data))
+        return self.extract(data)
 
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _versioned(base_url: str, segments: tuple[str, ...], default: str) -> str:
+    """``base_url`` without a trailing slash, with ``default`` appended unless it already ends in one of
+    ``segments`` (the API's version path)."""
+    base = base_url.rstrip("/")
+    return base if base.rsplit("/", 1)[-1] in segments else f"{base}/{default}"
 
 
 _SCHEMA_JSON: dict[int, tuple[Any, orjson.Fragment]] = {}
@@ -88,11 +109,27 @@ def _schema_fragment(schema: dict[str, Any]) -> orjson.Fragment:
     return hit[1]
 
 
+_OPENAI_FINISH = {"length": "length", "content_filter": "safety"}
+
+
+def _openai_base(base_url: str) -> str:
+    """An OpenAI-style base URL; one with no path at all gets ``/v1`` (compatible servers put it elsewhere)."""
+    base = base_url.rstrip("/")
+    return base + "/v1" if base.count("/") == 2 else base
+
+
+def _openai_knobs(ep: EndpointConfig, body: dict[str, Any]) -> None:
+    for name in ("top_p", "seed", "service_tier"):
+        value = getattr(ep, name)
+        if value is not None:
+            body[name] = value
+
+
 class OpenAIProvider(Provider):
     name = "openai"
 
     def url(self, ep: EndpointConfig) -> str:
-        return ep.base_url.rstrip("/") + "/chat/completions"
+        return _openai_base(ep.base_url) + "/chat/completions"
 
     def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -105,8 +142,9 @@ class OpenAIProvider(Provider):
             "model": ep.model,
             "messages": [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}],
             "temperature": ep.temperature,
-            "max_tokens": ep.max_output_tokens,
+            ep.token_limit_field: ep.max_output_tokens,
         }
+        _openai_knobs(ep, body)
         if ep.structured_output:
             if ep.structured_style == "vllm":
                 body["structured_outputs"] = {"json": prompt.json_schema}
@@ -132,8 +170,9 @@ class OpenAIProvider(Provider):
             "model": ep.model,
             "messages": prompt.openai_messages_json,
             "temperature": ep.temperature,
-            "max_tokens": ep.max_output_tokens,
+            ep.token_limit_field: ep.max_output_tokens,
         }
+        _openai_knobs(ep, body)
         if ep.structured_output:
             schema = prompt.json_schema
             if ep.structured_style == "vllm":
@@ -152,11 +191,15 @@ class OpenAIProvider(Provider):
             body["top_logprobs"] = 1
         return orjson.dumps(body)
 
-    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+    def extract(self, data: Any) -> Extracted:
         try:
-            msg = data["choices"][0]["message"]
+            choice = data["choices"][0]
+            msg = choice["message"]
             text = msg.get("content")
-            if text is None and isinstance(msg.get("refusal"), str):
+            finish = _OPENAI_FINISH.get(choice.get("finish_reason"))
+            if isinstance(msg.get("refusal"), str) and msg["refusal"]:
+                finish = "refusal"
+            if text is None and finish is not None:
                 text = ""
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ProviderResponseError("no choices[0].message in response") from None
@@ -164,12 +207,16 @@ class OpenAIProvider(Provider):
             raise ProviderResponseError("message content is not text")
         usage = data.get("usage") if isinstance(data, dict) else None
         usage = usage if isinstance(usage, dict) else {}
-        return text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        return Extracted(text, _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), None, finish)
 
     def extract_for(self, ep: EndpointConfig, prompt: Prompt, body: bytes, data: Any) -> Extracted:
-        text, tin, tout = self.extract(data)
-        conf = label_confidences(data, text, [a.name for a in prompt.attributes]) if ep.logprobs else None
-        return Extracted(text, tin, tout, conf)
+        got = self.extract(data)
+        if not ep.logprobs:
+            return got
+        return got._replace(confidence=label_confidences(data, got.text, [a.name for a in prompt.attributes]))
+
+
+_ANTHROPIC_STOP = {"refusal": "refusal", "max_tokens": "length", "model_context_window_exceeded": "length"}
 
 
 class AnthropicProvider(Provider):
@@ -177,7 +224,7 @@ class AnthropicProvider(Provider):
     version = "2023-06-01"
 
     def url(self, ep: EndpointConfig) -> str:
-        return ep.base_url.rstrip("/") + "/messages"
+        return _versioned(ep.base_url, ("v1",), "v1") + "/messages"
 
     def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
         h = {"Content-Type": "application/json", "anthropic-version": self.version}
@@ -186,22 +233,25 @@ class AnthropicProvider(Provider):
         return h
 
     def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
-        return {
+        # no temperature: MessageCreateParams has none (anthropic SDK 2.17)
+        body: dict[str, Any] = {
             "model": ep.model,
             "max_tokens": ep.max_output_tokens,
-            "temperature": ep.temperature,
             "system": prompt.system,
             "messages": [{"role": "user", "content": prompt.user}],
         }
+        if ep.structured_output and prompt.json_schema.get("type") == "object":
+            body["output_config"] = {"format": {"type": "json_schema", "schema": prompt.json_schema}}
+        return body
 
-    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
+    def extract(self, data: Any) -> Extracted:
         try:
             parts = [c.get("text", "") for c in data["content"] if isinstance(c, dict) and c.get("type") == "text"]
         except (KeyError, TypeError):
             raise ProviderResponseError("no content in Messages response") from None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        return "".join(p for p in parts if isinstance(p, str)), _int(usage.get("input_tokens")), _int(
-            usage.get("output_tokens"))
+        return Extracted("".join(p for p in parts if isinstance(p, str)), _int(usage.get("input_tokens")),
+                         _int(usage.get("output_tokens")), None, _ANTHROPIC_STOP.get(data.get("stop_reason")))
 
 
 def _gemini_schema(schema: Any) -> Any:
@@ -218,11 +268,16 @@ def _gemini_schema(schema: Any) -> Any:
     return schema
 
 
+_GEMINI_FINISH = {"MAX_TOKENS": "length", **dict.fromkeys(
+    ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"),
+    "safety")}
+
+
 class GeminiProvider(Provider):
     name = "gemini"
 
     def url(self, ep: EndpointConfig) -> str:
-        return ep.base_url.rstrip("/") + f"/models/{ep.model}:generateContent"
+        return _versioned(ep.base_url, ("v1", "v1beta", "v1alpha"), "v1beta") + f"/models/{ep.model}:generateContent"
 
     def headers(self, ep: EndpointConfig, key: str | None) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -232,23 +287,44 @@ class GeminiProvider(Provider):
 
     def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
         gen: dict[str, Any] = {"temperature": ep.temperature, "maxOutputTokens": ep.max_output_tokens}
+        for name, key in (("top_p", "topP"), ("top_k", "topK"), ("seed", "seed")):
+            if getattr(ep, name) is not None:
+                gen[key] = getattr(ep, name)
+        if ep.thinking_budget is not None:
+            gen["thinkingConfig"] = {"thinkingBudget": ep.thinking_budget}
         if ep.structured_output:
             gen["responseMimeType"] = "application/json"
             gen["responseSchema"] = _gemini_schema(prompt.json_schema)
-        return {
+        body: dict[str, Any] = {
             "systemInstruction": {"parts": [{"text": prompt.system}]},
             "contents": [{"role": "user", "parts": [{"text": prompt.user}]}],
             "generationConfig": gen,
         }
+        if ep.safety_settings:
+            body["safetySettings"] = [s.model_dump() for s in ep.safety_settings]
+        return body
 
-    def extract(self, data: Any) -> tuple[str, int | None, int | None]:
-        try:
-            parts = data["candidates"][0]["content"]["parts"]
-            text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
-        except (KeyError, IndexError, TypeError):
-            raise ProviderResponseError("no candidates[0].content.parts in response") from None
+    def extract(self, data: Any) -> Extracted:
+        if not isinstance(data, dict):
+            raise ProviderResponseError("not a generateContent response")
         usage = data.get("usageMetadata") if isinstance(data.get("usageMetadata"), dict) else {}
-        return text, _int(usage.get("promptTokenCount")), _int(usage.get("candidatesTokenCount"))
+        tin, out, thoughts = (_int(usage.get(k)) for k in ("promptTokenCount", "candidatesTokenCount",
+                                                          "thoughtsTokenCount"))
+        # thinking is billed as output: the output is the answer's tokens plus the thoughts'
+        tout = None if out is None and thoughts is None else (out or 0) + (thoughts or 0)
+        feedback = data.get("promptFeedback")
+        if not data.get("candidates") and isinstance(feedback, dict) and feedback.get("blockReason"):
+            return Extracted("", tin, tout or 0, None, "safety")  # the prompt itself was blocked
+        try:
+            candidate = data["candidates"][0]
+            finish = _GEMINI_FINISH.get(candidate.get("finishReason"))
+            parts = (candidate.get("content") or {}).get("parts")
+            if parts is None and finish is not None:
+                parts = []
+            text = "".join(p.get("text", "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ProviderResponseError("no candidates[0].content.parts in response") from None
+        return Extracted(text, tin, tout, None, finish)
 
 
 class EmbeddingProvider(OpenAIProvider):
@@ -260,7 +336,7 @@ class EmbeddingProvider(OpenAIProvider):
         self.index = EmbeddingIndex()
 
     def url(self, ep: EndpointConfig) -> str:
-        return ep.base_url.rstrip("/") + "/embeddings"
+        return _openai_base(ep.base_url) + "/embeddings"
 
     def body(self, ep: EndpointConfig, prompt: Prompt) -> dict[str, Any]:
         product_text = orjson.loads(prompt.user)  # the embedding prompt style is the product text as JSON

@@ -15,7 +15,9 @@ Modes:
   (``value`` null -> ``"none"``; a recorded attribute-less answer is left out).
 
 Per model: lognormal latency (mean/p99 ms), faults (429 with Retry-After, 500, hang past the client's
-timeout, malformed JSON, out-of-schema values), 429 bursts, ``obedient`` (follows instructions found in
+timeout, malformed JSON, out-of-schema values; and the answers a real provider gives instead of one: a refusal
+(``message.refusal``), a content filter (``finish_reason: content_filter``), a cut-off at ``max_tokens``
+(``finish_reason: length``, half an answer), each billed), 429 bursts, ``obedient`` (follows instructions found in
 the product text, for injection tests) and ``chatty`` (prose and code fences around the JSON).
 """
 
@@ -69,6 +71,9 @@ class Faults(BaseModel):
     hang: float = Field(0.0, ge=0, le=1)
     malformed: float = Field(0.0, ge=0, le=1)
     out_of_schema: float = Field(0.0, ge=0, le=1)
+    refusal: float = Field(0.0, ge=0, le=1)
+    content_filter: float = Field(0.0, ge=0, le=1)
+    length: float = Field(0.0, ge=0, le=1)
     retry_after_s: float = Field(1.0, ge=0)
     retry_after_http_date: bool = False
     hang_s: float = Field(60.0, ge=0)
@@ -143,9 +148,9 @@ def default_sim_config() -> SimConfig:
 def endpoints_for(config: SimConfig, base_url: str, **overrides: Any) -> list[EndpointConfig]:
     """Endpoint configs that point the gateway at a running simulator (one per simulated model)."""
     return [
-        EndpointConfig(name=m.name, provider="openai", base_url=base_url, model=m.name, family=m.family,
-                       price_in_per_1k=m.price_in_per_1k, price_out_per_1k=m.price_out_per_1k,
-                       **overrides)
+        EndpointConfig(**{"name": m.name, "provider": "openai", "base_url": base_url, "model": m.name,
+                          "family": m.family, "price_in_per_1k": m.price_in_per_1k,
+                          "price_out_per_1k": m.price_out_per_1k, **overrides})
         for m in config.models
     ]
 
@@ -348,6 +353,10 @@ class Simulator:
             return self._error(400, "prompt has no llmens label list or product block")
         ecinstruct = "target attributes" in product
         answers = self.answer(st, product, labels)
+        declined = self._declined(st, u, _render(answers, ecinstruct))
+        if declined is not None:
+            return self._completion(model_name, n, prompt, *declined)
+        u -= f.refusal + f.content_filter + f.length
         if u < f.malformed:
             st.outcomes["malformed"] += 1
             content = _render(answers, ecinstruct)[: max(3, len(_render(answers, ecinstruct)) // 2)]
@@ -364,11 +373,33 @@ class Simulator:
             if st.cfg.chatty:
                 content = f"Sure! Here are the labels:\n```json\n{content}\n```\nLet me know if you need more."
             st.outcomes["ok"] += 1
+        return self._completion(model_name, n, prompt, {"role": "assistant", "content": content}, "stop")
+
+    @staticmethod
+    def _declined(st: _ModelState, u: float, content: str) -> tuple[dict[str, Any], str] | None:
+        """(message, finish_reason) of a refusal, content filter or cut-off drawn with ``u``, else ``None``."""
+        f = st.faults
+        if u < f.refusal:
+            st.outcomes["refusal"] += 1
+            return {"role": "assistant", "content": None, "refusal": "I can't help with that request."}, "stop"
+        u -= f.refusal
+        if u < f.content_filter:
+            st.outcomes["content_filter"] += 1
+            return {"role": "assistant", "content": ""}, "content_filter"
+        u -= f.content_filter
+        if u < f.length:
+            st.outcomes["length"] += 1
+            return {"role": "assistant", "content": content[: max(1, len(content) // 2)]}, "length"
+        return None
+
+    @staticmethod
+    def _completion(model_name: str, n: int, prompt: str, message: dict[str, Any], finish: str) -> web.Response:
+        content = message.get("content") or message.get("refusal") or ""
         ptok, ctok = max(1, len(prompt) // 4), max(1, len(content) // 4)
         body = {
             "id": f"chatcmpl-sim-{n}", "object": "chat.completion", "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": ptok, "completion_tokens": ctok, "total_tokens": ptok + ctok},
         }
         return web.Response(body=orjson.dumps(body), content_type="application/json")

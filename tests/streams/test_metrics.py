@@ -36,6 +36,7 @@ def test_worker_metrics_render():
     c.errors = {"http_429": 2, "timeout": 1}
     c.breaker_state = "half_open"
     c.tokens_in, c.tokens_out, c.cost_usd = 1200, 300, 0.0125
+    c.declined = {"refusal": 3, "safety": 1}
     for v in (0.02, 0.2, 0.2, 3.0):
         c.latency.observe(v)
     m.attach_gateway(lambda: {"sim-large": c})
@@ -63,6 +64,8 @@ def test_worker_metrics_render():
     assert s[("llmens_llm_breaker_open", lab)] == 0.5
     assert s[("llmens_llm_tokens_total", (("direction", "in"), ("llm", "sim-large")))] == 1200
     assert s[("llmens_llm_cost_total", lab)] == pytest.approx(0.0125)
+    assert s[("llmens_llm_declined_total", (("llm", "sim-large"), ("reason", "refusal")))] == 3
+    assert s[("llmens_llm_declined_total", (("llm", "sim-large"), ("reason", "safety")))] == 1
     # counters keep counting across scrapes (cumulative, read at scrape time)
     c.retries = 5
     assert _samples(render_metrics(m.registry)[0])[("llmens_llm_retries_total", lab)] == 5

@@ -98,6 +98,38 @@ async def test_chaos_2000_products_5_models(sim, schema):
                       for n, c in counters.items()))
 
 
+async def test_chaos_with_refusals_opens_no_breaker_and_bills_each_refusal_once(sim, schema):
+    """30% refusals, 15% content filters, 10% cut-offs mixed into 3 models x 600 products, with a breaker that
+    opens after 3 consecutive failures: none opens, every refused request is one request billed once, and
+    every cut-off is asked once more with the larger budget."""
+    faults = {"refusal": 0.30, "content_filter": 0.15, "length": 0.10}
+    cfg = sim_config(*({"name": f"m{i}", "accuracy": 0.9, "faults": faults} for i in range(3)))
+    url, simulator = await sim(cfg)
+    products = [{"product_id": f"p{i}", "title": f"Product {i} women's cotton shirt red"} for i in range(600)]
+    eps = endpoints_for(cfg, url, **{**FAST, "breaker_failures": 3, "price_in_per_1k": 1.0, "price_out_per_1k": 2.0,
+                                     "length_retry_max_output_tokens": 1024})
+    async with Gateway(eps, schema) as gw:
+        res = await label_all(gw, products, lambda p: ["gender", "color_family"], concurrency=100)
+        counters = gw.counters()
+    raws = [v.raw for _, votes in res for v in votes]
+    assert all(v.error is None for _, votes in res for v in votes), "a refusal is an answer, not a failure"
+    for name, c in counters.items():
+        seen = simulator.models[name].outcomes
+        assert c.breaker_opens == 0 and c.failures == 0 and c.errors == {} and c.retries == 0, (name, c)
+        assert c.declined == {"refusal": seen["refusal"], "safety": seen["content_filter"],
+                              "length": seen["length"]}, (name, seen)
+        # one request per call, plus one per cut-off asked again (a cut-off asked again is not cut again)
+        assert c.requests == simulator.models[name].served and 0 < c.requests - c.calls <= seen["length"]
+        assert c.cost_usd == pytest.approx(c.tokens_in / 1000 + c.tokens_out / 1000 * 2)
+    n_refused = sum(c.declined["refusal"] + c.declined["safety"] for c in counters.values())
+    assert raws.count("declined:refusal") + raws.count("declined:safety") == 2 * n_refused > 0.4 * 2 * 1800
+    cut_twice = sum(c.declined["length"] - (c.requests - c.calls) for c in counters.values())
+    assert raws.count("declined:length") == 2 * cut_twice
+    print(f"chaos with refusals: {len(products) * 3} calls; " + "; ".join(
+        f"{n}: req={c.requests} declined={c.declined} opens={c.breaker_opens} cost={c.cost_usd:.3f}"
+        for n, c in counters.items()))
+
+
 async def test_dead_endpoint_opens_breaker_others_go_on(sim, schema, demo_products):
     cfg = sim_config({"name": "dead", "faults": {"http_500": 1.0}}, {"name": "ok", "accuracy": 1.0})
     url, simulator = await sim(cfg)
