@@ -34,7 +34,16 @@ class TopicNames(BaseModel):
     dead_letter: str = "dead-letter"
     partitions: int = Field(8, ge=1, description="partitions of product-keyed topics (the scale-out unit)")
     model_partitions: int = Field(4, ge=1, description="partitions of attribute-keyed topics (ds-stats, ds-model)")
-    replication: int = Field(1, ge=1)
+    replication: int = Field(1, ge=1, description="replicas of every topic the worker creates (3 on a cluster)")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="replicas that must have a write before it is acknowledged (acks=all); "
+        "default: 2 when replication >= 3, else 1")
+
+    def min_isr(self) -> int:
+        """``min.insync.replicas`` for the topics and changelogs the worker creates."""
+        if self.min_insync_replicas is not None:
+            return min(self.min_insync_replicas, self.replication)
+        return 2 if self.replication >= 3 else 1
 
 
 class KafkaSettings(BaseModel):

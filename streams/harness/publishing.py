@@ -143,7 +143,7 @@ def publish_products(
 
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
-    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3}
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3, "enable.idempotence": True}
     conf.update(producer_config or {})
     producer = Producer(conf)
     state = {"ok": 0, "failed": 0, "error": None}
