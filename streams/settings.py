@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmens_core.llm.config import EndpointConfig
+from streams.settings_errors import SettingsFileError, parse_error, validation_error
 
 __all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings",
-           "parse_config_bytes", "read_config_file"]
+           "SettingsFileError", "parse_config_bytes", "read_config_file"]
 
 
 class TopicNames(BaseModel):
@@ -139,23 +140,41 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or YAML settings file into a dict."""
-    return parse_config_bytes(path.read_bytes(), path)
+    """Read a TOML or YAML settings file into a dict; :class:`SettingsFileError` when missing or unparsable."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise SettingsFileError(f"{path}: settings file not found") from None
+    except OSError as exc:
+        raise SettingsFileError(f"{path}: cannot read the settings file: {exc.strerror or exc}") from None
+    return parse_config_bytes(text, path)
 
 
 def parse_config_bytes(text: bytes, path: Path) -> dict[str, Any]:
     """Parse the bytes of settings file ``path`` (TOML by its suffix, else YAML) into a dict."""
-    if path.suffix == ".toml":
-        return tomllib.loads(text.decode())
-    data = yaml.safe_load(text) or {}
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text.decode())
+        data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise parse_error(path, exc, text) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the settings file must hold a mapping")
+        raise SettingsFileError(f"{path}:1: the settings file must hold a mapping (key: value lines), "
+                                f"not a {type(data).__name__}")
     return data
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from ``config`` (or ``LLMENS_CONFIG``), the environment, then explicit overrides."""
+    """Settings from ``config`` (or ``LLMENS_CONFIG``), the environment, then explicit overrides.
+
+    Raises :class:`SettingsFileError` (one line per problem, naming file, line and field) for a settings file
+    that is missing, does not parse or does not validate."""
     if config is not None:
         os.environ["LLMENS_CONFIG"] = str(config)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        path = Path(os.environ["LLMENS_CONFIG"]) if os.environ.get("LLMENS_CONFIG") else None
+        text = path.read_text(errors="replace") if path is not None and path.is_file() else ""
+        raise validation_error(path, text, exc.errors()) from None
