@@ -108,7 +108,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
     @app.task
     async def sample_consumer_lag():  # started with the worker: building the app does no I/O
-        w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
+        w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id], refresh_s=st.lag_refresh_seconds)
 
     @app.timer(interval=5.0)
     async def redeliver_stalled_partitions():

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     all_failed_retries: int = 3
     all_failed_backoff_s: float = 2.0
     log_level: str = "info"
+    lag_refresh_seconds: float = Field(
+        15.0, gt=0, description="how old the consumer-lag sample behind /metrics may get before a scrape "
+        "refreshes it (in the background; a scrape never waits on Kafka)")
     config_reload_seconds: float = Field(
         5.0, ge=0, description="how often a worker checks its config file for a changed `llms` list (0: never)")
 
