@@ -14,13 +14,14 @@ import typer
 from streams.cli._app import app
 
 
-def _interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so the ``finally`` below stops the JVMs (their own sessions)."""
+def _interrupt_on_sigterm():
+    """Turn SIGTERM into KeyboardInterrupt so the ``finally`` below stops the JVMs (their own sessions);
+    returns the handler it replaced."""
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    return signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @app.command("broker")
@@ -41,7 +42,7 @@ def broker(
     from streams.harness.brokers import BrokerError
     from streams.harness.brokers.choice import start_local_broker
 
-    _interrupt_on_sigterm()
+    previous = _interrupt_on_sigterm()
     b = None
     try:
         b = start_local_broker(log_dir, kind, port=port, nodes=nodes)
@@ -56,3 +57,4 @@ def broker(
     finally:
         if b is not None:
             b.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -57,3 +57,13 @@ def test_sigterm_stops_the_kafka_jvm_and_closes_its_port(tmp_path):
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_cluster_of_tansu_is_refused_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    res = CliRunner().invoke(app, ["broker", "--nodes", "3", "--kind", "tansu", "--log-dir", str(tmp_path)])
+    assert res.exit_code == 2 and res.output.strip() == (
+        "error: a cluster (--nodes > 1) needs Apache Kafka (Java 17+ on PATH)")
