@@ -4,9 +4,9 @@
 
 Each run is a fresh deployment on loopback (broker, simulator, workers as real processes): three simulated
 LLMs that answer every request in exactly ``--latency-ms`` (no faults), each worker limited to ``--in-flight``
-products at a time (``concurrency``), 12 partitions (4 per worker at 3). The products are published before
-the workers start; the clock runs from the first decision to the last. One worker can then
-decide at most ``in_flight / latency`` products per second, so the ratio shows whether adding workers adds
+products at a time (``concurrency``), 12 partitions (4 per worker at 3). The products are published once the
+workers' group has settled (one generation, every partition held: joins are not measured); the clock runs
+from the first decision to the last. One worker can then decide at most ``in_flight / latency`` products per second, so the ratio shows whether adding workers adds
 throughput. The baseline is the 1-worker run of the same invocation; the last line is JSON with both rates
 and ``ratio`` (3 workers / 1 worker).
 """
@@ -39,6 +39,23 @@ def sim_config(latency_ms: float) -> dict:
                        for n, a in (("a", 0.9), ("b", 0.8), ("c", 0.7))]}
 
 
+def wait_settled(stack: LocalStack, workers: int, partitions: int, timeout_s: float = 180) -> None:
+    """Until every worker is in the same generation and they hold every input partition between them."""
+    topic = stack.topic("product_updates")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            generations = {stack.worker_json(i, "/healthz")["generation"] for i in range(workers)}
+            held = [[p for p in stack.worker_json(i, "/counters")["partitions"]["assigned"]
+                     if p.startswith(topic + ":")] for i in range(workers)]
+        except (OSError, KeyError, ValueError):
+            held, generations = [], set()
+        if len(generations) == 1 and held and all(held) and len({p for h in held for p in h}) == partitions:
+            return
+        time.sleep(1.0)
+    raise TimeoutError(f"{workers} workers did not settle on {partitions} partitions")
+
+
 def run(workers: int, products: list[dict], args, broker, tmp: Path, log) -> dict:
     want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
     stack = LocalStack(tmp / f"w{workers}", broker=broker, workers=0, partitions=12,
@@ -48,11 +65,12 @@ def run(workers: int, products: list[dict], args, broker, tmp: Path, log) -> dic
                                            "topics": {"partitions": 12, "model_partitions": 2}})
     try:
         stack.start()
-        stack.publish(products)
         for i in range(workers):
             stack.start_worker(i)
         for i in range(workers):
             stack.wait_worker_ready(i, timeout_s=120)
+        wait_settled(stack, workers, 12)  # the rebalances of joining workers are not what is measured
+        stack.publish(products)
         decisions = stack.decisions(want, timeout_s=args.timeout)
         stamps = [d["decided_at"] for d in decisions]
         seconds = max(stamps) - min(stamps)  # first to last decision: group joins and model loading excluded
