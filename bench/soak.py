@@ -69,7 +69,9 @@ def main() -> None:
                 for p in load_products(DEMO, None, -(-args.products // 400))][:args.products]
     want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
     with tempfile.TemporaryDirectory(prefix="llmens-soak-") as tmp:
-        stack = LocalStack(Path(tmp) / "stack", workers=3, partitions=12,
+        # production timings (60 s session): the local profile's 2 s session timeout rebalanced starved workers
+        # 63 times in a 2,000-product trial on a loaded machine, and they decided nothing for minutes
+        stack = LocalStack(Path(tmp) / "stack", workers=3, partitions=12, embedded=False,
                            settings_overrides={"topics": {"partitions": 12, "model_partitions": 2}})
         samples: dict[int, list] = {i: [] for i in range(3)}
         try:
