@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 BENCH_STAMP := $(VENV)/.bench-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-integration test-unit lint bench drills venv clean real-llms real-llms-stop demo-real test-real
+.PHONY: demo test test-integration test-unit lint bench drills prometheus-check venv clean real-llms real-llms-stop demo-real test-real
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,10 +49,17 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/pipeline.py --products llmens_core/data/demo_products.jsonl --broker both
 	$(BIN)/python bench/adaptive.py
 	$(BIN)/python bench/adaptive_cpu.py
+	$(BIN)/python bench/scaleout.py
 
 drills: $(BENCH_STAMP)
 	$(BIN)/python bench/drills.py
 	$(BIN)/python bench/drills.py --no-guard --products 4000
+	$(BIN)/python bench/drills.py --cluster 3
+	$(BIN)/python -m pytest -q -m cluster
+
+# A real Prometheus (Debian: apt-get install prometheus) scraping real workers: every dashboard query and alert.
+prometheus-check: $(BENCH_STAMP)
+	$(BIN)/python bench/prometheus_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

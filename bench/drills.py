@@ -1,6 +1,7 @@
 """Failure drills on a real broker: kill workers and the broker mid-stream, grow the group, lose nothing.
 
     python bench/drills.py [--products 10000] [--broker kafka|tansu] [--no-guard] [--json]
+    python bench/drills.py --cluster 3 [--products 10000] [--json]
 
 One run: a local broker (Apache Kafka KRaft by default where Java 17+ is present), the LLM simulator and
 llmens workers as real processes. Products are published at a steady rate while the drill runs this plan:
@@ -14,6 +15,13 @@ attribute's ``ds-model`` versions only grow on the topic; lag returns to 0; ``de
 bad events sent. ``--no-guard`` runs faust's own commit rule (``kafka.commit_guard: false``) to show that the
 drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflicting_duplicates",
 "worker_kills", "broker_restarts", "rebalances", ...}``.
+
+``--cluster 3`` runs the failover drill on a three-node Apache Kafka KRaft cluster (topics replicated 3,
+``min.insync.replicas=2``, producers idempotent with acks=all) with 2 workers, growing to 3: it SIGKILLs the
+node leading the most product-updates partitions (twice, each restarted), then the active controller
+(restarted), and measures the longest stall of decisions after each kill (the longest gap between two
+decisions arriving on ``product-attributes`` in the minute after it). Its JSON adds ``leader_kills``,
+``controller_kills``, ``stalls`` (per kill) and ``longest_stall_s``.
 """
 
 from __future__ import annotations
@@ -107,6 +115,74 @@ def run_plan(stack: LocalStack, broker, publisher: Publisher, kill_broker: bool,
     return done
 
 
+class DecisionClock(threading.Thread):
+    """Notes when each decision arrives on product-attributes (its own consumer, no group): stalls are gaps."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.arrivals: list[float] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"drill-clock-{time.time_ns()}",
+                      "enable.auto.commit": False, "log_level": 0})
+        parts = c.list_topics(self.topic, timeout=30).topics[self.topic].partitions
+        c.assign([TopicPartition(self.topic, p, 0) for p in parts])
+        while not self.stopping.is_set():
+            for m in c.consume(500, timeout=0.2):
+                if m.error() is None:
+                    self.arrivals.append(time.monotonic())
+        c.close()
+
+    def longest_gap(self, since: float, window_s: float = 60.0) -> float:
+        """The longest time without a decision in ``[since, since + window_s]``."""
+        times = [since] + [t for t in self.arrivals if since < t <= since + window_s]
+        if len(times) == 1:
+            return window_s
+        return max(b - a for a, b in zip(times, times[1:]))
+
+
+def busiest_leader(cluster, topic: str) -> int:
+    """The node leading the most partitions of ``topic`` (ties: the lowest id)."""
+    leaders = Counter(n for n in cluster.partition_leaders(topic).values() if n >= 0)
+    return min(leaders, key=lambda n: (-leaders[n], n))
+
+
+def run_cluster_plan(stack: LocalStack, cluster, publisher: Publisher, clock: DecisionClock, log) -> dict:
+    """Leader kills, a controller kill and growth to 3 workers while the publisher runs."""
+    done = {"leader_kills": 0, "controller_kills": 0, "worker_kills": 0, "workers_max": 2, "stalls": []}
+
+    def at(fraction: float) -> None:
+        while publisher.is_alive() and publisher.sent < fraction * len(publisher.products):
+            time.sleep(0.2)
+
+    def kill_and_restart(node: int, what: str) -> None:
+        killed_at = time.monotonic()
+        cluster.kill(node)
+        log(f"SIGKILL node {node} ({what}) at {publisher.sent} published")
+        time.sleep(5.0)
+        cluster.restart(node)
+        log(f"node {node} restarted on its log directory")
+        done["stalls"].append({"kill": what, "node": node, "at": killed_at})
+
+    for fraction in (0.15, 0.35):
+        at(fraction)
+        kill_and_restart(busiest_leader(cluster, stack.topic("product_updates")), "leader")
+        done["leader_kills"] += 1
+    at(0.55)
+    kill_and_restart(cluster.active_controller(), "controller")
+    done["controller_kills"] += 1
+    at(0.75)
+    stack.start_worker(2)
+    stack.wait_worker_ready(2, timeout_s=120)
+    done["workers_max"] = 3
+    log(f"grew to 3 workers at {publisher.sent} published")
+    return done
+
+
 def check_decisions(decisions: list[dict], want: set) -> dict:
     by_revision: dict[tuple, list] = defaultdict(list)
     for d in decisions:
@@ -152,14 +228,86 @@ def wait_lag_zero(stack: LocalStack, timeout_s: float) -> int:
     return total
 
 
+def start_broker(args, tmp: Path):
+    """The broker of the run: a KRaft cluster with ``--cluster N``, else one node (Kafka or Tansu)."""
+    if args.cluster:
+        from streams.harness.brokers.cluster import KafkaCluster
+
+        return KafkaCluster(Path(tmp) / "cluster", nodes=args.cluster).start()
+    return start_local_broker(Path(tmp) / "broker", args.broker)
+
+
+def run_drill(args, products: list[dict], want: set, tmp: str, log) -> dict:
+    broker = start_broker(args, Path(tmp))
+    log(f"broker: {broker.name} {broker.version} at {broker.bootstrap}")
+    topics = {"partitions": 8, "model_partitions": 2, "replication": min(3, args.cluster or 1)}
+    stack = LocalStack(Path(tmp) / "stack", broker=broker, workers=2 if args.cluster else 1, partitions=8,
+                       endpoint_overrides={"max_concurrency": 64}, settings_overrides={"topics": topics})
+    clock = None
+    try:
+        stack.start()
+        if args.no_guard:  # every worker started from now on reads commit_guard: false
+            raw = dict(stack.config_data)
+            raw["kafka"] = {**raw["kafka"], "commit_guard": False}
+            stack.write_config(raw)
+            stack.stop_worker(0)
+            stack.start_worker(0)
+            stack.wait_worker_ready(0)
+        stack.produce("product_updates", ((b"bad", e) for e in BAD_EVENTS))
+        started = time.monotonic()
+        publisher = Publisher(stack, products, args.rate)
+        publisher.start()
+        if args.cluster:
+            clock = DecisionClock(stack.bootstrap, stack.topic("product_attributes"))
+            clock.start()
+            done = run_cluster_plan(stack, broker, publisher, clock, log)
+        else:
+            done = run_plan(stack, broker, publisher, kill_broker=broker.name == "Apache Kafka", log=log)
+        publisher.join()
+        if publisher.error is not None:
+            raise publisher.error
+        log(f"published {publisher.sent}; waiting for {len(want)} decisions")
+        try:
+            decisions = stack.decisions(want, timeout_s=args.timeout, settle_s=5.0)
+        except Exception as exc:  # noqa: BLE001 - timed out: report what arrived
+            log(f"not every decision arrived: {exc}")
+            decisions = [orjson.loads(m.value()) for m in stack.read("product_attributes", idle_s=5.0)]
+        lag = wait_lag_zero(stack, 120)
+        generations, alive = [], 0
+        for i, proc in sorted(stack.procs.items()):
+            if proc.poll() is None:
+                alive += 1
+                with contextlib.suppress(Exception):
+                    generations.append(stack.worker_json(i, "/healthz").get("generation"))
+        if clock is not None:
+            for stall in done["stalls"]:
+                stall["longest_stall_s"] = round(clock.longest_gap(stall.pop("at")), 1)
+            done["longest_stall_s"] = max(s["longest_stall_s"] for s in done["stalls"])
+        return {"broker": f"{broker.name} {broker.version}", "products": len(products),
+                "guard": not args.no_guard, **check_decisions(decisions, want),
+                **done, "rebalances": max([g or 0 for g in generations] or [1]) - 1, "final_lag": lag,
+                "workers_alive_at_end": alive,
+                "model_version_drops": check_models(stack), **check_dead_letters(stack),
+                "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        if clock is not None:
+            clock.stopping.set()
+        stack.stop()
+        broker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--products", type=int, default=10_000, help="products to publish (demo catalogue copies)")
     ap.add_argument("--rate", type=float, default=120.0, help="products published per second")
     ap.add_argument("--broker", choices=("kafka", "tansu"), default=None, help="default: Kafka where Java 17+")
+    ap.add_argument("--cluster", type=int, default=0, metavar="N",
+                    help="a KRaft cluster of N Apache Kafka nodes (3): the failover drill")
     ap.add_argument("--no-guard", action="store_true", help="faust's own commit rule (shows the drill can fail)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every decision")
     ap.add_argument("--json", action="store_true", help="(the last line is JSON in any case)")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep logs and state here (default: a temporary directory, removed at the end)")
     args = ap.parse_args()
 
     def log(msg: str) -> None:
@@ -169,52 +317,14 @@ def main() -> None:
     products = [{k: v for k, v in p.items() if k != "gold"} for p in load_products(DEMO, None, copies)]
     products = products[:args.products]
     want = {(p["product_id"], p["version"], a) for p in products for a in p["attributes"]}
-    with tempfile.TemporaryDirectory(prefix="llmens-drill-") as tmp:
-        broker = start_local_broker(Path(tmp) / "broker", args.broker)
-        log(f"broker: {broker.name} {broker.version} at {broker.bootstrap}")
-        stack = LocalStack(Path(tmp) / "stack", broker=broker, workers=1, partitions=8,
-                           endpoint_overrides={"max_concurrency": 64})
-        try:
-            stack.start()
-            if args.no_guard:  # every worker started from now on reads commit_guard: false
-                raw = dict(stack.config_data)
-                raw["kafka"] = {**raw["kafka"], "commit_guard": False}
-                stack.write_config(raw)
-                stack.stop_worker(0)
-                stack.start_worker(0)
-                stack.wait_worker_ready(0)
-            stack.produce("product_updates", ((b"bad", e) for e in BAD_EVENTS))
-            started = time.monotonic()
-            publisher = Publisher(stack, products, args.rate)
-            publisher.start()
-            done = run_plan(stack, broker, publisher, kill_broker=broker.name == "Apache Kafka", log=log)
-            publisher.join()
-            if publisher.error is not None:
-                raise publisher.error
-            log(f"published {publisher.sent}; waiting for {len(want)} decisions")
-            try:
-                decisions = stack.decisions(want, timeout_s=args.timeout, settle_s=5.0)
-            except Exception as exc:  # noqa: BLE001 - timed out: report what arrived
-                log(f"not every decision arrived: {exc}")
-                decisions = [orjson.loads(m.value()) for m in stack.read("product_attributes", idle_s=5.0)]
-            lag = wait_lag_zero(stack, 120)
-            generations, alive = [], 0
-            for i, proc in sorted(stack.procs.items()):
-                if proc.poll() is None:
-                    alive += 1
-                    with contextlib.suppress(Exception):
-                        generations.append(stack.worker_json(i, "/healthz").get("generation"))
-            result = {"broker": f"{broker.name} {broker.version}", "products": len(products),
-                      "guard": not args.no_guard, **check_decisions(decisions, want),
-                      **done, "rebalances": max([g or 0 for g in generations] or [1]) - 1, "final_lag": lag,
-                      "workers_alive_at_end": alive,
-                      "model_version_drops": check_models(stack), **check_dead_letters(stack),
-                      "seconds": round(time.monotonic() - started, 1)}
-        finally:
-            stack.stop()
-            broker.stop()
+    with contextlib.ExitStack() as scope:
+        tmp = str(args.workdir) if args.workdir else scope.enter_context(
+            tempfile.TemporaryDirectory(prefix="llmens-drill-"))
+        result = run_drill(args, products, want, tmp, log)
     ok = (result["lost"] == 0 and result["conflicting_duplicates"] == 0 and result["final_lag"] == 0
           and result["model_version_drops"] == 0 and result["dead_letters_only_bad"])
+    if args.cluster:
+        ok = ok and result["leader_kills"] >= 2 and result["controller_kills"] >= 1
     log("PASS" if ok else "FAIL" + (" (expected without the guard)" if args.no_guard else ""))
     print(orjson.dumps(result).decode())
     if not ok and not args.no_guard:

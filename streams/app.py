@@ -38,6 +38,7 @@ from streams.outputs import OutputChannels, Outputs
 from streams.reconfig import install_reconfig
 from streams.settings import Settings
 from streams.state import TableStore
+from streams.topics import replication_config
 from streams.views import install_views
 from streams.watchdog import StallWatchdog
 from streams.worker import Worker
@@ -59,6 +60,7 @@ def faust_settings(st: Settings) -> dict[str, Any]:
         topic_partitions=st.topics.partitions, topic_replication_factor=st.topics.replication,
         web_enabled=True, web_bind=st.web_host, web_port=st.web_port, web_host=st.web_host,
         stream_wait_empty=False,
+        producer_acks=-1,  # acks=all: with min.insync.replicas=2 a decision survives the loss of a broker
         # Every product writes one table record and several output records; faust's 16 KiB batches made
         # the producer the bottleneck and starved offset commits (they wait for the producer to drain).
         producer_max_batch_size=256 * 1024, producer_linger=0.005,
@@ -95,7 +97,8 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
     channels = OutputChannels(decisions=topic("product_attributes"), review=topic("attribute_review"),
                               votes=topic("llm_votes"), dead_letter=topic("dead_letter"),
                               stats=topic("ds_stats", st.topics.model_partitions))
-    store = TableStore(app.Table("products", partitions=P, key_type=str))  # changelog-backed RocksDB
+    store = TableStore(app.Table("products", partitions=P, key_type=str,  # changelog-backed RocksDB
+                                 extra_topic_configs=replication_config(st)))
     outputs = Outputs(channels, w.metrics, w.counters, st.aggregation.review_below)
     policy = _adaptive_policy(st)
     decider = ProductDecider(w, outputs, store, claim=lambda msg: app.consumer.claim(msg.tp), policy=policy)
@@ -105,7 +108,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
     @app.task
     async def sample_consumer_lag():  # started with the worker: building the app does no I/O
-        w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id])
+        w.metrics.attach_lag(st.kafka.bootstrap, [st.kafka.app_id], refresh_s=st.lag_refresh_seconds)
 
     @app.timer(interval=5.0)
     async def redeliver_stalled_partitions():

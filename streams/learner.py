@@ -229,7 +229,8 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
               if embedded else {})
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **timing)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=5)
     own: dict[str, OnlineDawidSkene] = {}
     races = RaceRunner()
     await consumer.start()

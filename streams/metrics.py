@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 __all__ = [
     "BREAKER_VALUES",
     "CONFIDENCE_BUCKETS",
+    "DEAD_LETTER_REASONS",
     "GatewayCollector",
     "LagCollector",
     "WorkerMetrics",
@@ -45,6 +46,9 @@ __all__ = [
 log = logging.getLogger("llmens.metrics")
 
 CONFIDENCE_BUCKETS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+DEAD_LETTER_REASONS = ("invalid", "too_large", "unknown_attribute", "no_attributes", "all_llms_failed", "internal")
+"""Reasons of the product path, exported at 0 from the start: ``increase()`` (the dead-letter alert) cannot see
+the first dead letter of a series that appears already at 1."""
 BREAKER_VALUES = {"closed": 0.0, "open": 1.0, "half_open": 0.5, "half-open": 0.5}
 """``llmens_llm_breaker_open``: 0 closed, 1 open, 0.5 half-open."""
 
@@ -63,6 +67,8 @@ class WorkerMetrics:
         self.events_out = Counter("llmens_events_out_total", "Events written, by topic", ["topic"], registry=r)
         self.dead_letters = Counter("llmens_dead_letters_total", "Events sent to the dead-letter topic",
                                     ["reason"], registry=r)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
         self.superseded = Counter("llmens_superseded_total",
                                   "Product versions dropped because a newer version arrived", registry=r)
         self.llm_accuracy = Gauge("llmens_llm_accuracy", "Estimated accuracy of an LLM on an attribute (model)",

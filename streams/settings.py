@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmens_core.llm.config import EndpointConfig
+from streams.settings_errors import SettingsFileError, parse_error, validation_error
 
 __all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings",
-           "parse_config_bytes", "read_config_file"]
+           "SettingsFileError", "parse_config_bytes", "read_config_file"]
 
 
 class TopicNames(BaseModel):
@@ -34,7 +35,16 @@ class TopicNames(BaseModel):
     dead_letter: str = "dead-letter"
     partitions: int = Field(8, ge=1, description="partitions of product-keyed topics (the scale-out unit)")
     model_partitions: int = Field(4, ge=1, description="partitions of attribute-keyed topics (ds-stats, ds-model)")
-    replication: int = Field(1, ge=1)
+    replication: int = Field(1, ge=1, description="replicas of every topic the worker creates (3 on a cluster)")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="replicas that must have a write before it is acknowledged (acks=all); "
+        "default: 2 when replication >= 3, else 1")
+
+    def min_isr(self) -> int:
+        """``min.insync.replicas`` for the topics and changelogs the worker creates."""
+        if self.min_insync_replicas is not None:
+            return min(self.min_insync_replicas, self.replication)
+        return 2 if self.replication >= 3 else 1
 
 
 class KafkaSettings(BaseModel):
@@ -104,6 +114,9 @@ class Settings(BaseSettings):
     all_failed_retries: int = 3
     all_failed_backoff_s: float = 2.0
     log_level: str = "info"
+    lag_refresh_seconds: float = Field(
+        15.0, gt=0, description="how old the consumer-lag sample behind /metrics may get before a scrape "
+        "refreshes it (in the background; a scrape never waits on Kafka)")
     config_reload_seconds: float = Field(
         5.0, ge=0, description="how often a worker checks its config file for a changed `llms` list (0: never)")
 
@@ -130,23 +143,41 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or YAML settings file into a dict."""
-    return parse_config_bytes(path.read_bytes(), path)
+    """Read a TOML or YAML settings file into a dict; :class:`SettingsFileError` when missing or unparsable."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise SettingsFileError(f"{path}: settings file not found") from None
+    except OSError as exc:
+        raise SettingsFileError(f"{path}: cannot read the settings file: {exc.strerror or exc}") from None
+    return parse_config_bytes(text, path)
 
 
 def parse_config_bytes(text: bytes, path: Path) -> dict[str, Any]:
     """Parse the bytes of settings file ``path`` (TOML by its suffix, else YAML) into a dict."""
-    if path.suffix == ".toml":
-        return tomllib.loads(text.decode())
-    data = yaml.safe_load(text) or {}
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text.decode())
+        data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise parse_error(path, exc, text) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the settings file must hold a mapping")
+        raise SettingsFileError(f"{path}:1: the settings file must hold a mapping (key: value lines), "
+                                f"not a {type(data).__name__}")
     return data
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from ``config`` (or ``LLMENS_CONFIG``), the environment, then explicit overrides."""
+    """Settings from ``config`` (or ``LLMENS_CONFIG``), the environment, then explicit overrides.
+
+    Raises :class:`SettingsFileError` (one line per problem, naming file, line and field) for a settings file
+    that is missing, does not parse or does not validate."""
     if config is not None:
         os.environ["LLMENS_CONFIG"] = str(config)
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        path = Path(os.environ["LLMENS_CONFIG"]) if os.environ.get("LLMENS_CONFIG") else None
+        text = path.read_text(errors="replace") if path is not None and path.is_file() else ""
+        raise validation_error(path, text, exc.errors()) from None

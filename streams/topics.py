@@ -11,7 +11,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = ["TopicSpec", "ensure_topics", "replication_config", "topic_specs"]
 
 
 @dataclass(frozen=True)
@@ -24,14 +24,23 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every llmens topic: product-keyed ones share the partition count (the scale-out unit)."""
     t = settings.topics
-    compact = {"cleanup.policy": "compact"}
+    durable = replication_config(settings)
+    compact = {"cleanup.policy": "compact", **durable}
     by_product = ["product_updates", "llm_votes", "product_attributes", "attribute_review",
                   "attribute_feedback", "dead_letter"]
-    specs = [TopicSpec(settings.topic(n), t.partitions, {}) for n in by_product]
-    specs.append(TopicSpec(settings.topic("ds_stats"), t.model_partitions, {}))
+    specs = [TopicSpec(settings.topic(n), t.partitions, dict(durable)) for n in by_product]
+    specs.append(TopicSpec(settings.topic("ds_stats"), t.model_partitions, dict(durable)))
     # Latest model per attribute: compacted on Kafka (the embedded broker accepts but never compacts).
     specs.append(TopicSpec(settings.topic("ds_model"), t.model_partitions, compact))
     return specs
+
+
+def replication_config(settings: Settings) -> dict[str, str]:
+    """``min.insync.replicas`` for replicated topics (table changelogs too): with acks=all a write then
+    survives the loss of any one broker. Nothing on a single node, whose broker default is right."""
+    if settings.topics.replication <= 1:
+        return {}
+    return {"min.insync.replicas": str(settings.topics.min_isr())}
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 CONFIG_OPTION = typer.Option(
-    None, "--config", "-c", exists=True, dir_okay=False, envvar="LLMENS_CONFIG",
+    None, "--config", "-c", dir_okay=False, envvar="LLMENS_CONFIG",
     help="Settings file (YAML or TOML); environment LLMENS_* and flags override it.",
 )
 BOOTSTRAP_OPTION = typer.Option(
@@ -15,10 +15,15 @@ BOOTSTRAP_OPTION = typer.Option(
 )
 
 
-def settings_for(config: Path | None):
-    from streams.settings import load_settings
+def settings_for(config: Path | None, **overrides):
+    """The settings, or exit 2 with one message naming the file, line and field of a bad settings file."""
+    from streams.settings import SettingsFileError, load_settings
 
-    return load_settings(config)
+    try:
+        return load_settings(config, **overrides)
+    except SettingsFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def bootstrap_of(settings, bootstrap: str | None, *, check: bool = True) -> str:

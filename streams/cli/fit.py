@@ -27,11 +27,11 @@ def fit(
 
     from llmens_core.aggregation.offline import fit_votes
     from llmens_core.schema import AttributeSchema
+    from streams.cli._common import settings_for
     from streams.harness.publishing_models import current_versions, publish_models
-    from streams.settings import load_settings
 
     console = Console()
-    settings = load_settings(config)
+    settings = settings_for(config)
     if bootstrap:
         settings.kafka.bootstrap = bootstrap
     schema = AttributeSchema.load(settings.attributes_file)

@@ -19,7 +19,9 @@ def _table(rows, title: str):
 
     table = Table(title=title)
     for col in ("group", "topic", "partition", "committed", "end", "lag", "status"):
-        table.add_column(col, justify="left" if col in ("group", "topic", "status") else "right")
+        # names are folded onto a second line in a narrow terminal, never cut ("llmens.attrib…")
+        table.add_column(col, justify="left" if col in ("group", "topic", "status") else "right",
+                         overflow="fold" if col in ("group", "topic") else "ellipsis")
     for r, status in rows:
         table.add_row(
             r.group, r.topic, str(r.partition), "-" if r.committed is None else str(r.committed),
@@ -72,6 +74,8 @@ def lag(
     monitor = LagMonitor(bs, group or None, topic or None, window=window, stopped_after_s=stopped_after,
                          timeout=timeout)
     console = Console()
+    if not console.is_terminal:  # piped: as wide as the table needs, one partition a line
+        console = Console(width=10_000)
     n = 0
     try:
         if watch and not as_json:

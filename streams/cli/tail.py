@@ -90,7 +90,7 @@ def tail(
             parts = [TopicPartition(full_topic, p) for p in sorted(md.partitions)]
             consumer.assign(_start_positions(consumer, parts, bs, group=None, from_beginning=from_beginning))
         if not as_json:
-            Console(stderr=True).print(f"[dim]tailing {full_topic} @ {bs} (Ctrl-C to stop)[/]")
+            Console(stderr=True, soft_wrap=True).print(f"[dim]tailing {full_topic} @ {bs} (Ctrl-C to stop)[/]")
         _print_records(consumer, full_topic, as_json=as_json, max_records=max_records, timeout=timeout)
     except KeyboardInterrupt:
         pass
@@ -127,6 +127,7 @@ def _print_records(consumer, topic: str, *, as_json: bool, max_records: int | No
     from rich.console import Console
 
     console = Console(highlight=False)
+    one_line = not console.is_terminal  # piped to a file or grep: one record a line, never wrapped at 80
     seen, last = 0, time.monotonic()
     while max_records is None or seen < max_records:
         msg = consumer.poll(0.2)
@@ -145,4 +146,4 @@ def _print_records(consumer, topic: str, *, as_json: bool, max_records: int | No
             except orjson.JSONDecodeError:
                 typer.echo(orjson.dumps({"_raw": value.decode(errors="replace")}).decode())
         else:
-            console.print(_pretty(msg.value(), topic))
+            console.print(_pretty(msg.value(), topic), soft_wrap=one_line)

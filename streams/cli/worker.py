@@ -21,9 +21,9 @@ def worker(
     loglevel: str = typer.Option("info", help="crit, error, warn, info or debug."),
 ) -> None:
     """Consume product updates, ask the configured LLMs, decide attributes, learn LLM reliabilities."""
-    from streams.settings import load_settings
+    from streams.cli._common import settings_for
 
-    settings = load_settings(config, data_dir=data_dir, web_port=web_port)
+    settings = settings_for(config, data_dir=data_dir, web_port=web_port)
     if bootstrap:
         settings.kafka.bootstrap = bootstrap
     if embedded is not None:

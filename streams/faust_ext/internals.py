@@ -37,6 +37,8 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.consumer.subscription_state:TopicPartitionState", "_status", "read: /counters"),
     ("faust.tables.base:Collection", "_on_changelog_sent", "callback of the awaited changelog send"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "force_metadata_update: a just-created topic"),
+    ("faust.transport.drivers.aiokafka:Producer", "_settings_extra",
+     "overridden: acks=all and idempotence outside transactions too (IdempotentProducer)"),
 ]
 """Attributes may be set in ``__init__`` only; those are checked on an instance's class annotations."""
 

@@ -7,7 +7,8 @@ the process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -15,13 +16,22 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from streams.faust_ext.commit_guard import GuardedConsumer
 from streams.faust_ext.internals import require_internals
 
-__all__ = ["GuardedTransport", "install_transport"]
+__all__ = ["GuardedTransport", "IdempotentProducer", "install_transport"]
+
+
+class IdempotentProducer(faust_aiokafka.Producer):
+    """faust's producer with acks=all and idempotence always (faust asks for them in transactions only):
+    a retried send after a leader change then never writes a record twice."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
 class GuardedTransport(faust_aiokafka.Transport):
-    """faust's aiokafka transport whose consumers are :class:`GuardedConsumer`."""
+    """faust's aiokafka transport whose consumers are :class:`GuardedConsumer`, producers idempotent."""
 
     Consumer = GuardedConsumer
+    Producer = IdempotentProducer
 
     def __init__(self, url, app, *, commit_guard: bool = True, tracked_topics: Iterable[str] = (),
                  tansu: bool = False) -> None:

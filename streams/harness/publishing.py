@@ -17,12 +17,14 @@ from typing import Any
 
 import orjson
 
-from llmens_core.events import EventError, ProductUpdate
+from llmens_core.events import AttributeFeedback, EventError, ProductUpdate
 
-__all__ = ["DEFAULT_VERSION", "CSV_COLUMNS", "ReadErrors", "iter_products", "publish_products", "read_products"]
+__all__ = ["DEFAULT_VERSION", "CSV_COLUMNS", "FEEDBACK_CSV_COLUMNS", "ReadErrors", "iter_feedback",
+           "iter_products", "publish_products", "read_products"]
 
 DEFAULT_VERSION = 1
 CSV_COLUMNS = ("product_id", "version", "title", "description", "category", "attributes")
+FEEDBACK_CSV_COLUMNS = ("product_id", "version", "attribute", "label", "source")
 
 
 @dataclass
@@ -74,6 +76,25 @@ def _csv_record(row: dict[str, str | None]) -> dict:
     return rec
 
 
+def _validate_feedback(rec: Any, max_bytes: int | None = MAX_EVENT_BYTES) -> dict:
+    if not isinstance(rec, dict):
+        raise EventError(f"feedback must be a JSON object, got {type(rec).__name__}")
+    return AttributeFeedback.from_bytes(orjson.dumps(rec), max_bytes=max_bytes).model_dump(mode="json")
+
+
+def _csv_feedback(row: dict[str, str | None]) -> dict:
+    rec = _csv_record(row)
+    return {k: v for k, v in rec.items() if v not in ("", None)}
+
+
+def iter_feedback(path: str | Path, fmt: str | None = None, *,
+                  max_bytes: int | None = MAX_EVENT_BYTES) -> Iterator[tuple[int, dict | None, str | None]]:
+    """As :func:`iter_products`, for gold labels: each line an :class:`AttributeFeedback` (product_id, attribute,
+    label; optional version and source). CSV header: ``product_id,version,attribute,label,source``."""
+    yield from _iter_records(path, fmt, max_bytes, _validate_feedback, _csv_feedback,
+                             ("product_id", "attribute", "label"), FEEDBACK_CSV_COLUMNS)
+
+
 def iter_products(path: str | Path, fmt: str | None = None, *,
                   max_bytes: int | None = MAX_EVENT_BYTES) -> Iterator[tuple[int, dict | None, str | None]]:
     """``(line number, product dict or None, error or None)`` for every non-blank line (CSV: data rows).
@@ -82,19 +103,23 @@ def iter_products(path: str | Path, fmt: str | None = None, *,
     Products are validated as :class:`ProductUpdate` (at most ``max_bytes`` encoded) and returned in their
     wire form.
     """
+    yield from _iter_records(path, fmt, max_bytes, _validate, _csv_record, ("product_id", "title"), CSV_COLUMNS)
+
+
+def _iter_records(path, fmt, max_bytes, validate, from_csv, required, columns):
     path = Path(path)
     fmt = (fmt or ("csv" if path.suffix.lower() == ".csv" else "jsonl")).lower()
     if fmt == "csv":
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in ("product_id", "title") if c not in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                yield 1, None, f"CSV header lacks {', '.join(missing)} (columns: {','.join(CSV_COLUMNS)})"
+                yield 1, None, f"CSV header lacks {', '.join(missing)} (columns: {','.join(columns)})"
                 return
             for row in reader:
                 line = reader.line_num
                 try:
-                    yield line, _validate(_csv_record(row), max_bytes), None
+                    yield line, validate(from_csv(row), max_bytes), None
                 except EventError as e:
                     yield line, None, str(e)
         return
@@ -110,7 +135,7 @@ def iter_products(path: str | Path, fmt: str | None = None, *,
                 yield n, None, f"invalid JSON: {e}"
                 continue
             try:
-                yield n, _validate(rec, max_bytes), None
+                yield n, validate(rec, max_bytes), None
             except EventError as e:
                 yield n, None, str(e)
 
@@ -143,7 +168,7 @@ def publish_products(
 
     if total is None and hasattr(records, "__len__"):
         total = len(records)  # type: ignore[arg-type]
-    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3}
+    conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3, "enable.idempotence": True}
     conf.update(producer_config or {})
     producer = Producer(conf)
     state = {"ok": 0, "failed": 0, "error": None}

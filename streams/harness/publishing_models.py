@@ -29,7 +29,7 @@ def current_versions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> dic
 
 def publish_models(bootstrap: str, topic: str, models: Mapping[str, OnlineDawidSkene]) -> None:
     """Produce each model keyed by attribute and wait for delivery."""
-    p = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    p = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "enable.idempotence": True})
     for attr, model in models.items():
         p.produce(topic, key=attr.encode(), value=model.to_bytes())
     if p.flush(30):

@@ -306,7 +306,8 @@ class LocalStack:
         return self.settings.topic(name)
 
     def produce(self, topic_field: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "log_level": 0})
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "log_level": 0,
+                      "enable.idempotence": True})
         n = 0
         for key, value in records:
             while True:

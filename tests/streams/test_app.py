@@ -58,3 +58,22 @@ async def test_a_failing_background_task_is_restarted_with_backoff_not_left_dead
     with pytest.raises(asyncio.CancelledError):
         await restart_on_error("model reader", counters, flaky, backoff_s=0.01)
     assert calls == [0, 1, 2] and counters["model_reader_restarts"] == 2
+
+
+@pytest.mark.parametrize(("replication", "min_isr"), [(1, None), (3, "2")])
+def test_writes_wait_for_all_in_sync_replicas_and_replicated_topics_need_two(tmp_path, replication, min_isr):
+    """acks=all with idempotence for faust's producer (faust asks for it only inside transactions), and
+    ``min.insync.replicas`` on the topics and the table changelog the worker creates on a cluster."""
+    from streams.topics import topic_specs
+
+    st = _settings(tmp_path)
+    st.topics.replication = replication
+    app, worker = create_app(st)
+    extra = app.producer._settings_extra()
+    assert extra["acks"] == "all" and extra["enable_idempotence"] is True
+    assert faust_settings(st)["producer_acks"] == -1
+    assert {s.config.get("min.insync.replicas") for s in topic_specs(st)} == {min_isr}
+    changelog = next(iter(app.tables.values())).changelog_topic
+    assert changelog.config.get("min.insync.replicas") == min_isr
+    assert (changelog.replicas or app.conf.topic_replication_factor) == replication  # as faust creates it
+    worker.metrics.close()

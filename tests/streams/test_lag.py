@@ -150,3 +150,28 @@ def test_monitor_window_and_stopped_threshold():
     mon.observe([row(90, 12, 7)])
     assert mon.observe([row(100, 13, 8)])[0][1] is Status.WARNING
     assert mon.observe([row(110, 20, 0)])[0][1] is Status.OK
+
+
+@pytest.mark.integration
+def test_lag_piped_prints_whole_topic_names_one_partition_a_line(broker, topic_prefix):
+    """Before: the table was cut at 80 columns and a topic read "llmens.attrib…"."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    topic = f"{topic_prefix}llmens.attribute-feedback-with-a-long-deployment-name"
+    group = f"{topic_prefix}a-consumer-group-with-a-long-name"
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(5):
+        p.produce(topic, key=f"k{i}", value=b"v", partition=0)
+    assert p.flush(15) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    c.close()
+    res = CliRunner().invoke(app, ["lag", "--bootstrap", broker.bootstrap, "--group", group, "--samples", "1"])
+    assert res.exit_code == 0, res.output
+    rows = [line for line in res.output.splitlines() if topic in line]
+    assert len(rows) == 1 and group in rows[0] and "…" not in res.output, res.output
+    cells = [c.strip() for c in rows[0].split("│")[1:-1]]
+    assert cells[:6] == [group, topic, "0", "2", "5", "3"], res.output

@@ -71,6 +71,16 @@ def test_worker_metrics_render():
     assert _samples(render_metrics(m.registry)[0])[("llmens_llm_retries_total", lab)] == 5
 
 
+def test_dead_letter_reasons_are_exported_at_zero_before_the_first_one():
+    """The dead-letter alert uses increase(): a series born at 1 would hide a worker's first dead letter."""
+    from streams.metrics import DEAD_LETTER_REASONS
+
+    samples = _samples(render_metrics(WorkerMetrics().registry)[0])
+    zeros = {dict(labels)["reason"] for (name, labels), v in samples.items()
+             if name == "llmens_dead_letters_total" and v == 0}
+    assert zeros == set(DEAD_LETTER_REASONS)
+
+
 def test_two_workers_have_separate_registries():
     a, b = WorkerMetrics(), WorkerMetrics()
     a.superseded.inc()

@@ -119,3 +119,60 @@ def test_publish_rate_and_tail_new_only(broker, topic_prefix):
     assert out.count("gender = female") == 5 and "0.55" in out
     # --rate 50 for 5 records takes >= 80 ms after the 1.5 s delay
     assert time.monotonic() - start >= 1.5
+
+
+def _decision(i: int):
+    from llmens_core.events import AttributeDecision
+
+    votes = {f"simulated-llm-with-a-long-name-{k}": "female" for k in range(4)}
+    return orjson.loads(AttributeDecision(
+        product_id=f"product-{i}", version=1, attribute="gender", value="female", confidence=0.91,
+        posterior={"female": 0.91, "male": 0.09}, votes=votes, model_version=2).to_bytes())
+
+
+@pytest.mark.integration
+def test_tail_piped_prints_one_record_a_line_whatever_its_length(broker, topic_prefix):
+    """Piped to a file or grep (not a terminal), a decision longer than 80 columns stays on one line."""
+    topic = f"{topic_prefix}attrs"
+    _create(broker.bootstrap, topic, 1)
+    publish_products(broker.bootstrap, topic, [_decision(i) for i in range(6)], progress=False)
+    res = CliRunner().invoke(app, ["tail", "--bootstrap", broker.bootstrap, "--topic", topic, "--from-beginning",
+                                   "--max", "6", "--timeout", "15"])
+    assert res.exit_code == 0, res.output
+    records = [line for line in res.output.splitlines() if not line.startswith("tailing")]
+    assert len(records) == 6 and all(len(line) > 80 for line in records), res.output
+    assert all(line.startswith(f"product-{i} v1 gender = female 0.91") and
+               line.endswith("simulated-llm-with-a-long-name-3=female") for i, line in enumerate(records))
+
+
+FEEDBACK = [{"product_id": "p1", "attribute": "gender", "label": "female", "source": "reviewer-7"},
+            {"product_id": "p2", "version": 3, "attribute": "color_family", "label": "none"}]
+
+
+@pytest.mark.parametrize("how", ["feedback", "publish-to-feedback-topic"])
+@pytest.mark.integration
+def test_gold_labels_are_sent_from_the_cli_and_validated_as_feedback(broker, topic_prefix, tmp_path, how):
+    """Before: `publish -t attribute-feedback` demanded a product title of every label."""
+    from streams.settings import Settings
+
+    st = Settings(kafka={"bootstrap": broker.bootstrap, "topic_prefix": topic_prefix})
+    topic = st.topic("attribute_feedback")
+    _create(broker.bootstrap, topic, 2)
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"kafka:\n  bootstrap: {broker.bootstrap}\n  topic_prefix: {topic_prefix}\n")
+    f = tmp_path / "gold.jsonl"
+    f.write_text("\n".join([orjson.dumps(FEEDBACK[0]).decode(), '{"product_id": "p9", "attribute": "gender"}',
+                            orjson.dumps(FEEDBACK[1]).decode()]) + "\n")
+    args = (["feedback", str(f)] if how == "feedback"
+            else ["publish", str(f), "--topic", "attribute-feedback"])
+    res = CliRunner().invoke(app, [*args, "--config", str(config), "--quiet"])
+    assert res.exit_code == 1, res.output  # the label-less line: reported with its number, the others sent
+    assert ":2: skipped" in res.output and "label" in res.output and "title" not in res.output
+    assert f"published 2 feedback record(s) to {topic}" in res.output
+    res = CliRunner().invoke(app, ["tail", "--config", str(config), "--topic", "attribute-feedback",
+                                   "--from-beginning", "--json", "--max", "2", "--timeout", "10"])
+    got = sorted((orjson.loads(x) for x in res.output.splitlines()), key=lambda d: d["product_id"])
+    assert [{k: d[k] for k in ("product_id", "attribute", "label", "version")} for d in got] == [
+        {"product_id": "p1", "attribute": "gender", "label": "female", "version": None},
+        {"product_id": "p2", "attribute": "color_family", "label": "none", "version": 3}]
+    assert got[0]["source"] == "reviewer-7"

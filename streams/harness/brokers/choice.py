@@ -22,9 +22,17 @@ def local_broker_kind(prefer: str | None = None) -> str:
     return "kafka" if (java_major_version() or 0) >= 17 else "tansu"
 
 
-def start_local_broker(log_dir: Path, prefer: str | None = None, port: int = 0) -> Any:
-    """Start and return a local broker (``bootstrap``, ``name``, ``version``, ``stop()``, ``tail_log()``)."""
-    if local_broker_kind(prefer) == "kafka":
+def start_local_broker(log_dir: Path, prefer: str | None = None, port: int = 0, nodes: int = 1) -> Any:
+    """Start and return a local broker (``bootstrap``, ``name``, ``version``, ``stop()``, ``tail_log()``).
+
+    ``nodes`` > 1 starts an Apache Kafka KRaft cluster (Tansu has no replication)."""
+    if nodes > 1:
+        if local_broker_kind(prefer) != "kafka":
+            raise ValueError("a cluster (--nodes > 1) needs Apache Kafka (Java 17+ on PATH)")
+        from streams.harness.brokers.cluster import KafkaCluster
+
+        broker = KafkaCluster(log_dir=log_dir, nodes=nodes, port=port).start()
+    elif local_broker_kind(prefer) == "kafka":
         from streams.harness.brokers.kafka import KafkaBroker
 
         broker = KafkaBroker(log_dir=log_dir, port=port).start()

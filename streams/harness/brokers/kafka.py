@@ -79,14 +79,21 @@ class KafkaBroker:
     """One Apache Kafka KRaft process on loopback; ``start()``, ``stop()``, ``kill()``, ``restart()``."""
 
     def __init__(self, log_dir: Path | None = None, heap: str = "256m", host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, *, node_id: int = 1, controller_port: int = 0, voters: str | None = None,
+                 cluster_id: str | None = None, config: dict[str, str] | None = None) -> None:
+        """``voters`` (``id@host:port,...``) and a shared ``cluster_id`` make this node one of a cluster
+        (:class:`streams.harness.brokers.cluster.KafkaCluster`); without them it is a standalone node."""
         self.version = pinned_version()
         self.lib = kafka_lib(self.version)
         self.host = host
         self.heap = heap
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="llmens-kafka-"))
         self.port = port or free_port(host)
-        self.controller_port = free_port(host)
+        self.controller_port = controller_port or free_port(host)
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
+        self.extra_config = dict(config or {})
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
 
@@ -105,8 +112,9 @@ class KafkaBroker:
     def _write_config(self) -> None:
         config = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"{self.host}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            **({"controller.quorum.voters": self.voters} if self.voters
+               else {"controller.quorum.bootstrap.servers": f"{self.host}:{self.controller_port}"}),
             "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -114,6 +122,7 @@ class KafkaBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dir / "data"),
             **FAST_TEST_CONFIG,
+            **self.extra_config,
         }
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in config.items()))
 
@@ -123,27 +132,42 @@ class KafkaBroker:
         self._write_config()
         if (self.log_dir / "data" / "meta.properties").exists():
             return
-        cluster_id = uuid.uuid4().hex[:22]
+        cluster_id = self.cluster_id or uuid.uuid4().hex[:22]
+        standalone = [] if self.voters else ["--standalone"]
         subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path),
-                       "--standalone"),
+                       *standalone),
             check=True, capture_output=True,
         )
 
     def start(self, timeout_s: float = 90.0) -> KafkaBroker:
         """Start (formatting first if needed) and wait until the broker port answers."""
+        self.launch()
+        try:
+            return self.wait_ready(timeout_s)
+        except BaseException:  # a Ctrl-C or SIGTERM while starting must not leave the JVM behind
+            self.stop()
+            raise
+
+    def launch(self) -> None:
+        """Start the JVM (formatting first if needed) without waiting for it."""
         self.format()
-        began = time.monotonic()
+        self._began = time.monotonic()
         self.proc = subprocess.Popen(
             self._java("kafka.Kafka", str(self.config_path)),
             stdout=open(self.log_dir / "broker.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def wait_ready(self, timeout_s: float = 90.0, coordinator: bool = True) -> KafkaBroker:
+        """Wait until the broker port answers (and, with ``coordinator``, the offsets topic serves)."""
+        began = self._began
         while time.monotonic() - began < timeout_s:
             if self.proc.poll() is not None:
                 raise BrokerError(f"Kafka exited with {self.proc.returncode}; see {self.log_dir / 'broker.log'}")
             with socket.socket() as s:
                 if s.connect_ex((self.host, self.port)) == 0:
-                    self._wait_group_coordinator(began + timeout_s)
+                    if coordinator:
+                        self._wait_group_coordinator(began + timeout_s)
                     self.startup_s = time.monotonic() - began
                     return self
             time.sleep(0.2)
