@@ -325,6 +325,11 @@ def where(dec_f, dec_a, gold, asked_by) -> dict:
     return out
 
 
+def progress(name: str, mode: str, seconds: float) -> None:
+    """One line on stderr per mode run (the results print at the end)."""
+    print(f"  {name} {mode}: done in {seconds:.1f}s", file=sys.stderr, flush=True)
+
+
 def spent(gw: Gateway) -> float:
     """Dollars the gateway has counted so far over all its LLMs (measured tokens x configured prices)."""
     return sum(c.cost_usd for c in gw.counters().values())
@@ -344,9 +349,11 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
             t0, usd0 = time.perf_counter(), spent(gw)
             dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes), args.chunk)
             t1, usd1 = time.perf_counter(), spent(gw)
+            progress(name, "full", t1 - t0)
             dec_a, calls_a, reasons, asked_by = await run_adaptive(
                 gw, products, Learner(args.flush, schema, attributes), policy, args.chunk, args.rule)
             t2, usd2 = time.perf_counter(), spent(gw)
+            progress(name, "adaptive", t2 - t1)
             if args.student:
                 out.update(await student_modes(gw, eps, products, gold, schema, args, dec_f, policy))
         out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
@@ -367,8 +374,10 @@ async def student_modes(gw: Gateway, eps, products, gold, schema, args, dec_f, p
     dec_s, calls_s, reasons_s, guessed = await run_student(gw, products, Learner(args.flush, schema, attributes),
                                                            policy, students, args.chunk)
     t1, usd1 = time.perf_counter(), spent(gw)
+    progress("", "student + adaptive", t1 - t0)
     dec_fs, _, _, _ = await run_student(gw, products, Learner(args.flush, schema, attributes), everyone,
                                         make_students(schema, policy, 0.0), args.chunk)
+    progress("", "full + student member", time.perf_counter() - t1)
     counts: dict[str, int] = defaultdict(int)
     for _, attrs in products:
         for a in attrs:
