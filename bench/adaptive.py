@@ -27,6 +27,16 @@ reason, cold = first 10 chunks), the adaptive calls by stop reason, and
 ``[name] calls_ratio=... price_ratio=... accuracy_delta=<points>``. Last line, pooled over the datasets run
 (calls and dollars summed, accuracy over all scored decisions):
 ``calls_ratio=<adaptive/full> price_ratio=<adaptive/full> accuracy_delta=<points>``.
+
+``--student`` (issue 33) adds two runs per dataset: student + adaptive (``ask_student_first``: each attribute's
+student, cold at the start, votes first and the LLMs are asked only for what its vote leaves unsettled; between
+chunks the DS models learn what an LLM answered and the students learn the panel's decisions) and full fan-out
+with the student as a member (quality: printed beside majority vote and the best single LLM). Per dataset: the
+share decided by the student alone, its prequential accuracy per attribute (against gold, never used to choose
+anything; its agreement with the panel is what licenses it), attributes with < 100 products against the others,
+and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...`` of student + adaptive; the adaptive line is
+then labelled ``adaptive``, the pooled adaptive line is printed before, and the last line is student +
+adaptive's, pooled. A dataset missing under ``--data`` is skipped with a message.
 """
 
 from __future__ import annotations
