@@ -27,6 +27,16 @@ reason, cold = first 10 chunks), the adaptive calls by stop reason, and
 ``[name] calls_ratio=... price_ratio=... accuracy_delta=<points>``. Last line, pooled over the datasets run
 (calls and dollars summed, accuracy over all scored decisions):
 ``calls_ratio=<adaptive/full> price_ratio=<adaptive/full> accuracy_delta=<points>``.
+
+``--student`` (issue 33) adds two runs per dataset: student + adaptive (``ask_student_first``: each attribute's
+student, cold at the start, votes first and the LLMs are asked only for what its vote leaves unsettled; between
+chunks the DS models learn what an LLM answered and the students learn the panel's decisions) and full fan-out
+with the student as a member (quality: printed beside majority vote and the best single LLM). Per dataset: the
+share decided by the student alone, its prequential accuracy per attribute (against gold, never used to choose
+anything; its agreement with the panel is what licenses it), attributes with < 100 products against the others,
+and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...`` of student + adaptive; the adaptive line is
+then labelled ``adaptive``, the pooled adaptive line is printed before, and the last line is student +
+adaptive's, pooled. A dataset missing under ``--data`` is skipped with a message.
 """
 
 from __future__ import annotations
@@ -44,7 +54,14 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llmens_core.adaptive import AdaptivePolicy, ask_in_stages  # noqa: E402
+from llmens_core.adaptive import (  # noqa: E402
+    AdaptivePolicy,
+    ask_in_stages,
+    ask_student_first,
+    decided_alone,
+    learnable,
+    teaching,
+)
 from llmens_core.aggregation import OnlineDawidSkene, default_online  # noqa: E402
 from llmens_core.decisions import StatsAccumulator, decide, votes_by_attribute  # noqa: E402
 from llmens_core.events import ProductUpdate  # noqa: E402
@@ -52,6 +69,7 @@ from llmens_core.llm import Gateway  # noqa: E402
 from llmens_core.llm.simulator import endpoints_for, load_sim_config, start_simulator  # noqa: E402
 from llmens_core.schema import AttributeSchema  # noqa: E402
 from llmens_core.scoring import gold_labels, recorded_attributes  # noqa: E402
+from llmens_core.student import STUDENT, AttributeStudent, Students, product_text  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "data"
 REAL_VOTES = REPO / "llmens_core" / "data" / "real_llm_votes_oamine.jsonl"
@@ -191,6 +209,101 @@ async def run_adaptive(gw: Gateway, products, learner: Learner, policy: Adaptive
     return decisions, calls, dict(reasons), asked_by
 
 
+def make_students(schema: AttributeSchema, policy: AdaptivePolicy, share: float) -> Students:
+    """Cold students per attribute; they vote where their agreement with the panel is at least 1 - max_gain (the
+    policy's own budget per decision), never by gold."""
+    return Students(lambda a: AttributeStudent(schema[a].classes, target=1.0 - policy.max_gain),
+                    exploration_share=share)
+
+
+async def run_student(gw: Gateway, products, learner: Learner, policy: AdaptivePolicy, students: Students,
+                      chunk: int):
+    """The student asked first (``ask_student_first``); between chunks the DS models learn the decisions an LLM
+    answered and each student learns the panel's decisions without its own vote (prequential: it guessed the
+    chunk before learning it)."""
+    decisions, calls, reasons, guessed = [], 0, defaultdict(int), {}
+
+    async def one(p, attrs, text):
+        g = students.guesses(text, attrs)
+        _, by, asked, why = await ask_student_first(
+            policy, lambda todo, llms: gw.label(p, todo, llms=llms), p.product_id, attrs, learner.models,
+            Students.votes(g), may_decide_alone=not students.explore(p.product_id))
+        return p, attrs, text, g, by, asked, why
+
+    for s in range(0, len(products), chunk):
+        batch = [(p, a, product_text(p.title, p.description, p.category)) for p, a in products[s : s + chunk]]
+        teach: dict[str, list] = defaultdict(list)
+        for p, attrs, text, g, by, asked, why in await asyncio.gather(*(one(*b) for b in batch)):
+            calls += len(asked)
+            reasons[why] += 1
+            for a in attrs:
+                m = learner.models[a]
+                d, _ = decide(p.product_id, 1, a, by.get(a, {}), m, reason="complete" if why == "explore"
+                              else "adaptive", asked=[w for w in by.get(a, {}) if w != STUDENT])
+                decisions.append({**d.model_dump(), "alone": decided_alone(by.get(a, {}))})
+                guessed[(p.product_id, a)] = g[a]
+                t = teaching(m, by.get(a, {}))
+                if t is not None:
+                    teach[a].append((text, *t))
+            learner.add(p.product_id, learnable(by))
+        await asyncio.to_thread(learner.flush)
+        for a, rows in teach.items():
+            texts, labels, weights = zip(*rows)
+            students[a].learn(texts, labels, weights)
+    return decisions, calls, dict(reasons), guessed
+
+
+def majority_and_best(decisions, gold) -> tuple[float, str, float]:
+    """Majority vote's accuracy (a tie counts the share of the tied labels that is gold: a random tie-break in
+    expectation) and the best single LLM's (an abstention or no vote is wrong), over the LLMs' votes."""
+    mv = n = 0.0
+    right: dict[str, int] = defaultdict(int)
+    for d in decisions:
+        g = gold.get((d["product_id"], d["attribute"]))
+        if g is None:
+            continue
+        n += 1
+        counts: dict = defaultdict(int)
+        for w, lab in d["votes"].items():
+            if lab is not None and w != STUDENT:
+                counts[lab] += 1
+                right[w] += lab == g
+        if counts:
+            top = max(counts.values())
+            tied = [lab for lab, c in counts.items() if c == top]
+            mv += (g in tied) / len(tied)
+    best = max(right, key=lambda w: right[w]) if right else "-"
+    return mv / max(n, 1), best, right.get(best, 0) / max(n, 1)
+
+
+def student_table(dec_s, dec_f, gold, guessed, students: Students, counts: dict) -> dict:
+    """Per attribute: products, the student's prequential accuracy against gold (its top label, guessed before it
+    learnt the product) and its windowed agreement with the panel, the share it decided alone and their accuracy,
+    and the LLM asks (votes asked for) against full fan-out's."""
+    rows: dict = defaultdict(lambda: defaultdict(float))
+    full = {(f["product_id"], f["attribute"]): f for f in dec_f}
+    for d in dec_s:
+        a, key = d["attribute"], (d["product_id"], d["attribute"])
+        f = full[key]
+        r, g = rows[a], gold.get(key)
+        r["decisions"] += 1
+        r["asks"] += len([w for w in d["votes"] if w != STUDENT])
+        r["full_asks"] += len(f["votes"])
+        r["alone"] += d["alone"]
+        if g is not None:
+            r["scored"] += 1
+            r["student_ok"] += guessed[key].label == g
+            r["ok"] += d["value"] == g
+            r["full_ok"] += f["value"] == g
+            r["alone_scored"] += d["alone"]
+            r["alone_ok"] += d["alone"] and d["value"] == g
+    for a, r in rows.items():
+        r["products"] = counts.get(a, 0)
+        agreement, n = students[a].record.agreement() if a in students else (float("nan"), 0)
+        r["agreement"], r["window"] = agreement, n
+    return rows
+
+
 def accuracy(decisions, gold) -> tuple[int, int]:
     ok = n = 0
     for d in decisions:
@@ -222,6 +335,11 @@ def where(dec_f, dec_a, gold, asked_by) -> dict:
     return out
 
 
+def progress(name: str, mode: str, seconds: float) -> None:
+    """One line on stderr per mode run (the results print at the end)."""
+    print(f"  {name} {mode}: done in {seconds:.1f}s", file=sys.stderr, flush=True)
+
+
 def spent(gw: Gateway) -> float:
     """Dollars the gateway has counted so far over all its LLMs (measured tokens x configured prices)."""
     return sum(c.cost_usd for c in gw.counters().values())
@@ -241,9 +359,13 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
             t0, usd0 = time.perf_counter(), spent(gw)
             dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes), args.chunk)
             t1, usd1 = time.perf_counter(), spent(gw)
+            progress(name, "full", t1 - t0)
             dec_a, calls_a, reasons, asked_by = await run_adaptive(
                 gw, products, Learner(args.flush, schema, attributes), policy, args.chunk, args.rule)
             t2, usd2 = time.perf_counter(), spent(gw)
+            progress(name, "adaptive", t2 - t1)
+            if args.student:
+                out.update(await student_modes(gw, eps, products, gold, schema, args, dec_f, policy))
         out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
                    full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons,
                    full_cost=usd1 - usd0, adaptive_cost=usd2 - usd1, full_decisions=len(dec_f),
@@ -251,6 +373,132 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
         return out
     finally:
         await runner.cleanup()
+
+
+async def student_modes(gw: Gateway, eps, products, gold, schema, args, dec_f, policy) -> dict:
+    """Student + adaptive, and full fan-out with the student as a member (every LLM asked, the student votes)."""
+    attributes = sorted({a for _, attrs in products for a in attrs})
+    everyone = AdaptivePolicy(eps, exploration_share=1.0)
+    t0, usd0 = time.perf_counter(), spent(gw)
+    students = make_students(schema, policy, args.student_explore)
+    dec_s, calls_s, reasons_s, guessed = await run_student(gw, products, Learner(args.flush, schema, attributes),
+                                                           policy, students, args.chunk)
+    t1, usd1 = time.perf_counter(), spent(gw)
+    progress("", "student + adaptive", t1 - t0)
+    dec_fs, _, _, _ = await run_student(gw, products, Learner(args.flush, schema, attributes), everyone,
+                                        make_students(schema, policy, 0.0), args.chunk)
+    progress("", "full + student member", time.perf_counter() - t1)
+    counts: dict[str, int] = defaultdict(int)
+    for _, attrs in products:
+        for a in attrs:
+            counts[a] += 1
+    return {"student_calls": calls_s, "student_cost": usd1 - usd0, "student_s": t1 - t0,
+            "student_acc": accuracy(dec_s, gold), "student_reasons": reasons_s, "student_decisions": len(dec_s),
+            "full_student_acc": accuracy(dec_fs, gold), "mv_best": majority_and_best(dec_f, gold),
+            "table": student_table(dec_s, dec_f, gold, guessed, students, counts)}
+
+
+def datasets(args, schema: AttributeSchema, tmp: Path) -> list:
+    """(name, simulator config, products, gold) of every dataset found under ``--data`` (and ``--real``); a
+    missing one is skipped with a message."""
+    no_wait = {"latency_ms": {"mean": 2.0, "p99": 5.0},
+               "faults": {"http_429": 0, "http_500": 0, "malformed": 0, "out_of_schema": 0}}
+    pred_dir = args.data / "llm_predictions"
+    prod = args.data / "products" / "products.jsonl"
+    sets = []
+    if (pred_dir / "predictions.jsonl").exists() and (pred_dir / "products.jsonl").exists():
+        names = sorted({orjson.loads(x)["model"] for x in (pred_dir / "predictions.jsonl").read_bytes().splitlines()
+                        if x.strip()})
+        replay = replay_config(pred_dir / "predictions.jsonl", pred_dir / "products.jsonl", names, replay_price,
+                               no_wait)
+        sets.append(("replay llm_predictions", replay,
+                     *load(pred_dir / "products.jsonl", pred_dir / "predictions.jsonl", schema, args.limit)))
+    else:
+        print(f"[replay] skipped: no {pred_dir}/predictions.jsonl and products.jsonl")
+    if prod.exists():
+        sim = load_sim_config(None).model_dump(mode="json")
+        sim["products"] = str(prod)
+        sim["defaults"] = {**sim.get("defaults", {}), **no_wait}
+        for m in sim["models"]:
+            m["latency_ms"], m["faults"] = no_wait["latency_ms"], None
+        sets.append(("sim-5 products", sim, *load(prod, None, schema, args.limit)))
+    else:
+        print(f"[sim-5] skipped: no {prod}")
+    if args.real.exists() and args.real_products.exists():
+        preds = tmp / "real_predictions.jsonl"
+        llms = votes_to_predictions(args.real, preds)
+        sets.append((f"real-llm {args.real.stem}", replay_config(preds, args.real_products, llms, real_price, no_wait),
+                     *load(args.real_products, preds, schema, args.limit)))
+    else:
+        print(f"[real] skipped: no recording at {args.real} (or products {args.real_products}); "
+              "pass --real FILE (llm-votes JSONL of the real local LLMs)")
+    return sets
+
+
+def print_adaptive(r: dict, tot: dict) -> None:
+    n = r["products"]
+    fa, fn = r["full_acc"]
+    aa, an = r["adaptive_acc"]
+    print(f"[{r['name']}] {n} products, {r['llms']} LLMs, {r['policy']}")
+    print(f"  full     : {r['full_calls'] / n:.2f} calls/product  accuracy {fa / fn:.4f} ({fa}/{fn})  "
+          f"${1000 * r['full_cost'] / max(r['full_decisions'], 1):.4f}/1k decisions  {r['full_s']:.1f}s")
+    print(f"  adaptive : {r['adaptive_calls'] / n:.2f} calls/product  accuracy {aa / an:.4f} ({aa}/{an})  "
+          f"${1000 * r['adaptive_cost'] / max(r['adaptive_decisions'], 1):.4f}/1k decisions  "
+          f"{r['adaptive_s']:.1f}s  stop reasons {r['reasons']}")
+    w = r["where"]
+    lost = {k: v for k, v in sorted(w["lost"].items()) if v}
+    print(f"  decisions lost(+)/won(-) vs full: {lost or 'none'}")
+    print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
+    top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
+    print(f"  first asked (staged products): {dict(top)}")
+    label = "adaptive " if "student_calls" in r else ""
+    print(f"  [{r['name']}] {label}calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
+          f"price_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
+    for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
+                 ("ao", aa), ("an", an), ("fcost", r["full_cost"]), ("acost", r["adaptive_cost"])):
+        tot[k] += v
+
+
+def print_groups(rows: dict) -> None:
+    """Long tail (< 100 products) against the others: LLM asks ratio and accuracy, student mode vs full."""
+    for name, keep in (("long tail (<100 products)", lambda r: r["products"] < 100),
+                       ("others (>=100 products)", lambda r: r["products"] >= 100)):
+        g = [r for r in rows.values() if keep(r)]
+        if not g:
+            print(f"  {name}: no attribute")
+            continue
+        t = {k: sum(r[k] for r in g) for k in ("asks", "full_asks", "ok", "full_ok", "scored", "alone",
+                                              "decisions")}
+        print(f"  {name}: {len(g)} attributes, {t['decisions']:.0f} decisions, asks_ratio "
+              f"{t['asks'] / max(t['full_asks'], 1):.3f}, accuracy {t['ok'] / max(t['scored'], 1):.4f} vs full "
+              f"{t['full_ok'] / max(t['scored'], 1):.4f}, decided by student alone {t['alone'] / t['decisions']:.3f}")
+
+
+def print_student(r: dict, tot: dict) -> None:
+    n = r["products"]
+    fa, fn = r["full_acc"]
+    sa, sn = r["student_acc"]
+    fsa, fsn = r["full_student_acc"]
+    mv, best, best_acc = r["mv_best"]
+    rows = r["table"]
+    alone = sum(x["alone"] for x in rows.values()) / max(sum(x["decisions"] for x in rows.values()), 1)
+    print(f"  student  : {r['student_calls'] / n:.2f} calls/product  accuracy {sa / sn:.4f} ({sa}/{sn})  "
+          f"${1000 * r['student_cost'] / max(r['student_decisions'], 1):.4f}/1k decisions  {r['student_s']:.1f}s  "
+          f"stop reasons {r['student_reasons']}  decided by the student alone {alone:.3f} of decisions")
+    print(f"  quality  : full {fa / fn:.4f}  full + student member {fsa / fsn:.4f}  majority vote {mv:.4f}  "
+          f"best single LLM {best_acc:.4f} ({best})")
+    print("  student per attribute: products, prequential accuracy vs gold, agreement with the panel (window), "
+          "decided alone (their accuracy), accuracy student mode / full")
+    for a, x in sorted(rows.items(), key=lambda kv: -kv[1]["products"]):
+        sc = max(x["scored"], 1)
+        print(f"    {a:20s} {x['products']:5.0f}  student {x['student_ok'] / sc:.3f}  agree {x['agreement']:.3f} "
+              f"({x['window']:.0f})  alone {x['alone'] / x['decisions']:.3f} "
+              f"({x['alone_ok'] / max(x['alone_scored'], 1):.3f})  {x['ok'] / sc:.3f} / {x['full_ok'] / sc:.3f}")
+    print_groups(rows)
+    print(f"  [{r['name']}] calls_ratio={r['student_calls'] / r['full_calls']:.3f} "
+          f"price_ratio={r['student_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (sa / sn - fa / fn):+.2f}")
+    for k, v in (("sc", r["student_calls"]), ("so", sa), ("sn", sn), ("scost", r["student_cost"])):
+        tot[k] += v
 
 
 def main() -> None:
@@ -271,71 +519,38 @@ def main() -> None:
     ap.add_argument("--cost", choices=("calls", "price"), default="calls", help="what plan() ranks value against")
     ap.add_argument("--explore", type=float, default=None, help="exploration_share (default: the policy's)")
     ap.add_argument("--first-stage", type=int, default=2)
+    ap.add_argument("--student", action="store_true",
+                    help="also run student + adaptive and full fan-out with the student as a member (issue 33); "
+                         "the last line is then student + adaptive's")
+    ap.add_argument("--student-explore", type=float, default=0.1,
+                    help="share of products on which the student may not decide alone (default %(default)s)")
     args = ap.parse_args()
-    pred_dir = args.data / "llm_predictions"
-    prod = args.data / "products" / "products.jsonl"
-    if not (pred_dir / "predictions.jsonl").exists() or not prod.exists():
-        sys.exit(f"data not found under {args.data.resolve()} (expected llm_predictions/ and products/)")
     schema = AttributeSchema.load()
-    no_wait = {"latency_ms": {"mean": 2.0, "p99": 5.0},
-               "faults": {"http_429": 0, "http_500": 0, "malformed": 0, "out_of_schema": 0}}
     tmp = tempfile.TemporaryDirectory(prefix="llmens-bench-adaptive-")
-    sets = []
-
-    # (a) replay of the recorded GPT runs
-    names = sorted({orjson.loads(x)["model"] for x in (pred_dir / "predictions.jsonl").read_bytes().splitlines()
-                    if x.strip()})
-    replay = replay_config(pred_dir / "predictions.jsonl", pred_dir / "products.jsonl", names, replay_price, no_wait)
-    sets.append(("replay llm_predictions", replay,
-                 *load(pred_dir / "products.jsonl", pred_dir / "predictions.jsonl", schema, args.limit)))
-    # (b) 5 simulated models on the products catalogue
-    sim = load_sim_config(None).model_dump(mode="json")
-    sim["products"] = str(prod)
-    sim["defaults"] = {**sim.get("defaults", {}), **no_wait}
-    for m in sim["models"]:
-        m["latency_ms"], m["faults"] = no_wait["latency_ms"], None
-    sets.append(("sim-5 products", sim, *load(prod, None, schema, args.limit)))
-    # (c) the real local LLMs' recorded votes, when present
-    if args.real.exists() and args.real_products.exists():
-        preds = Path(tmp.name) / "real_predictions.jsonl"
-        llms = votes_to_predictions(args.real, preds)
-        sets.append((f"real-llm {args.real.stem}", replay_config(preds, args.real_products, llms, real_price, no_wait),
-                     *load(args.real_products, preds, schema, args.limit)))
-    else:
-        print(f"[real] skipped: no recording at {args.real} (or products {args.real_products}); "
-              "pass --real FILE (llm-votes JSONL of the real local LLMs)")
-
-    async def run_all():
-        return [await dataset(name, cfg, p, g, schema, args) for name, cfg, p, g in sets]
-
     try:
+        sets = datasets(args, schema, Path(tmp.name))
+        if not sets:
+            sys.exit(f"no dataset found under {args.data.resolve()} (expected llm_predictions/ or products/)")
+
+        async def run_all():
+            return [await dataset(name, cfg, p, g, schema, args) for name, cfg, p, g in sets]
+
         res = asyncio.run(run_all())
     finally:
         tmp.cleanup()
-    tot = defaultdict(float)
+    tot: dict = defaultdict(float)
     for r in res:
-        n = r["products"]
-        fa, fn = r["full_acc"]
-        aa, an = r["adaptive_acc"]
-        print(f"[{r['name']}] {n} products, {r['llms']} LLMs, {r['policy']}")
-        print(f"  full     : {r['full_calls'] / n:.2f} calls/product  accuracy {fa / fn:.4f} ({fa}/{fn})  "
-              f"${1000 * r['full_cost'] / max(r['full_decisions'], 1):.4f}/1k decisions  {r['full_s']:.1f}s")
-        print(f"  adaptive : {r['adaptive_calls'] / n:.2f} calls/product  accuracy {aa / an:.4f} ({aa}/{an})  "
-              f"${1000 * r['adaptive_cost'] / max(r['adaptive_decisions'], 1):.4f}/1k decisions  "
-              f"{r['adaptive_s']:.1f}s  stop reasons {r['reasons']}")
-        w = r["where"]
-        lost = {k: v for k, v in sorted(w["lost"].items()) if v}
-        print(f"  decisions lost(+)/won(-) vs full: {lost or 'none'}")
-        print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
-        top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
-        print(f"  first asked (staged products): {dict(top)}")
-        print(f"  [{r['name']}] calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
-              f"price_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
-        for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
-                     ("ao", aa), ("an", an), ("fcost", r["full_cost"]), ("acost", r["adaptive_cost"])):
-            tot[k] += v
-    print(f"calls_ratio={tot['ac'] / tot['fc']:.3f} price_ratio={tot['acost'] / tot['fcost']:.3f} "
-          f"accuracy_delta={100 * (tot['ao'] / tot['an'] - tot['fo'] / tot['fn']):+.2f}")
+        print_adaptive(r, tot)
+        if args.student:
+            print_student(r, tot)
+    pooled = (f"calls_ratio={tot['ac'] / tot['fc']:.3f} price_ratio={tot['acost'] / tot['fcost']:.3f} "
+              f"accuracy_delta={100 * (tot['ao'] / tot['an'] - tot['fo'] / tot['fn']):+.2f}")
+    if not args.student:
+        print(pooled)
+        return
+    print(f"pooled adaptive (no student): {pooled}")
+    print(f"calls_ratio={tot['sc'] / tot['fc']:.3f} price_ratio={tot['scost'] / tot['fcost']:.3f} "
+          f"accuracy_delta={100 * (tot['so'] / tot['sn'] - tot['fo'] / tot['fn']):+.2f}")
 
 
 if __name__ == "__main__":

@@ -116,8 +116,9 @@ class AttributeDecision(_Event):
     revision: int = 0
     reason: Literal["complete", "deadline", "adaptive", "revision", "failed"] = "complete"
     asked: list[str] = Field(default_factory=list)
-    stopped: Literal["warmup", "explore", "confident", "exhausted"] | None = None
-    """Adaptive querying: why no further LLM was asked (every LLM was asked when ``None``)."""
+    stopped: Literal["warmup", "explore", "confident", "exhausted", "student"] | None = None
+    """Adaptive querying: why no further LLM was asked (every LLM was asked when ``None``); ``"student"``: the
+    student's votes settled the product and no LLM was asked."""
     llm_seconds: float = 0.0
     """Wall time this product spent waiting on LLMs."""
     processing_seconds: float = 0.0

@@ -21,10 +21,11 @@ from llmens_core.llm.config import EndpointConfig
 
 __all__ = ["AdaptivePolicy", "REASONS", "ask_in_stages"]
 
-REASONS = ("warmup", "explore", "confident", "exhausted")
+REASONS = ("warmup", "explore", "confident", "exhausted", "student")
 """Why a product stopped being asked: it was an exploration product (every LLM asked), every attribute was
-settled (confidence target reached, or with ``unsettled`` nothing left to gain), or every planned LLM was asked
-without that."""
+settled (confidence target reached, or with ``unsettled`` nothing left to gain), every planned LLM was asked
+without that, or the student's votes settled every attribute and no LLM was asked
+(:func:`.cascade.ask_student_first`)."""
 
 COSTS = ("calls", "price")
 
