@@ -24,8 +24,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
-# Two pytest sessions side by side: the broker's tests (one broker; they mostly wait on it) with the tests on
-# ../shared/data (CPU-bound, 215 CPU-s: they fill that session's waits), and the others.
+# Two pytest sessions side by side: the broker's tests (one broker; they mostly wait on it) and the others.
 # Each prints its report and its 15 slowest tests when it ends. BLAS runs one thread per session: two sessions
 # and the broker's workers already fill two cores, and OpenBLAS's threads on a busy machine made a rank-one fit
 # 3.6 times slower (0.150 s against 0.041 s, 825 workers).
@@ -35,10 +34,10 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-integration test-unit
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest -q -m "integration or shared_data" --durations=15
+	$(BIN)/python -m pytest -q -m integration --durations=15
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not integration and not shared_data" --durations=15
+	$(BIN)/python -m pytest -q -m "not integration" --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check llmens_core streams tests bench

@@ -72,9 +72,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(tryfirst=True)  # before the mark plugin deselects by -m
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark every test of the session broker ``integration``: ``make test`` runs ``-m "integration or
-    shared_data"`` (one broker) and ``-m "not integration and not shared_data"`` as two sessions side by side, and
-    a test must not land in the one without it."""
+    """Mark every test of the session broker ``integration``: ``make test`` runs ``-m integration`` (one broker)
+    and ``-m "not integration"`` as two sessions side by side, and a test must not land in the one without it."""
     for item in items:
         if "broker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
