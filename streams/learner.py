@@ -17,7 +17,8 @@ A ``ds-stats`` record is one of
 
 The learner trains its own copy of each model off the event loop (``asyncio.to_thread``), one plain step per poll,
 and publishes it at once; a young model's race (:meth:`~llmens_core.aggregation.OnlineDawidSkene.young_race`) runs
-aside in a child process (:class:`RaceRunner`) and is adopted, with the steps learnt meanwhile, when it is done. The
+aside in a child process (:class:`RaceRunner`) and is adopted, with the steps learnt meanwhile, when it is done; once an
+attribute has been quiet for :data:`SETTLE_AFTER_S`, its young model races once more on all its items. The
 worker's registry adopts each published model as a new object, so decisions never read a model being trained. When
 another learner has published a newer version (a restart or a rebalance moved the partition), the copy starts again
 from it: a young model's record carries its votes (``to_bytes``), so the new owner goes on racing it as it grows; the
@@ -47,7 +48,12 @@ from streams.models import ModelRegistry
 log = logging.getLogger("llmens.learner")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
-__all__ = ["RaceRunner", "learn_records", "run_learner"]
+__all__ = ["SETTLE_AFTER_S", "RaceRunner", "learn_records", "run_learner"]
+
+SETTLE_AFTER_S = 1.0
+"""Seconds without a record for an attribute after which its young model, if it learnt items since its last race,
+races once more on all of them (:mod:`llmens_core.aggregation.youth`): a burst of products ends at the batch fit of
+its votes. A quiet stream's latency, not a tuned value; once per quiet spell."""
 
 
 def learn_records(model: OnlineDawidSkene, records: list[dict], counters: dict | None = None) -> bytes:
@@ -136,11 +142,12 @@ class RaceRunner:
         self.running: dict[str, asyncio.Future] = {}
         self._pool: ProcessPoolExecutor | None = None
 
-    def start(self, attribute: str, model: OnlineDawidSkene) -> None:
-        """Start ``model``'s race when one is due and none is running for ``attribute``."""
+    def start(self, attribute: str, model: OnlineDawidSkene, *, settling: bool = False) -> None:
+        """Start ``model``'s race when one is due (``settling``: see :data:`SETTLE_AFTER_S`) and none is running for
+        ``attribute``."""
         if attribute in self.running:
             return
-        job = model.young_race()
+        job = model.young_race(settling=settling)
         if job is None:
             return
         if self._pool is None:
@@ -215,6 +222,15 @@ async def _adopt_finished_races(own: dict[str, OnlineDawidSkene], races: RaceRun
     return adopted
 
 
+def _settle_quiet_models(own: dict[str, OnlineDawidSkene], races: RaceRunner, last_record: dict[str, float]) -> None:
+    """Start the settling race of every young model whose attribute has been quiet for :data:`SETTLE_AFTER_S`."""
+    now = time.monotonic()
+    for attribute, at in list(last_record.items()):
+        if now - at >= SETTLE_AFTER_S and attribute not in races.running:
+            del last_record[attribute]
+            races.start(attribute, own[attribute], settling=True)
+
+
 async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group: str, model_topic: str, *,
                       embedded: bool = False, counters: dict | None = None,
                       on_publish: Callable[[str, dict], None] | None = None) -> None:
@@ -232,6 +248,7 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=5)
     own: dict[str, OnlineDawidSkene] = {}
+    last_record: dict[str, float] = {}  # attribute -> monotonic time of its last record; dropped once settled
     races = RaceRunner()
     await consumer.start()
     await producer.start()
@@ -259,6 +276,8 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
                 data = await asyncio.to_thread(learn_records, model, records, counters)
                 futures.append(await publish(attribute, data))
                 races.start(attribute, model)
+                last_record[attribute] = time.monotonic()
+            _settle_quiet_models(own, races, last_record)
             for fut in futures:
                 await fut  # delivered before the records learnt into them are committed
             if batches:

@@ -120,10 +120,9 @@ def _symmetric(p: np.ndarray, K: int) -> np.ndarray:
     """One-coin matrices from accuracies ``p`` (J,): shape (J, K, K)."""
     if K == 1:
         return np.ones((len(p), 1, 1))
-    off = (1.0 - p) / (K - 1)
-    out = np.broadcast_to(off[:, None, None], (len(p), K, K)).copy()
-    idx = np.arange(K)
-    out[:, idx, idx] = p[:, None]
+    out = np.empty((len(p), K, K))
+    out[:] = ((1.0 - p) / (K - 1))[:, None, None]
+    out.reshape(len(p), K * K)[:, :: K + 1] = p[:, None]
     return out
 
 
@@ -134,13 +133,17 @@ def pooled_accuracy(N: np.ndarray) -> float:
     return float((np.einsum("jkk->", N) + 2.0) / (N.sum() + K + 1.0))
 
 
-def _beta_binomial_evidence(succ: np.ndarray, n: np.ndarray, mean: float, grid: np.ndarray) -> np.ndarray:
-    """log evidence per concentration in ``grid`` (G,), shape (G,), of successes ``succ`` out of ``n`` (both
-    (J,)) under Beta(m mean, m (1 - mean)); the binomial coefficients (the same for every m) are left out."""
-    m = grid[:, None]
+_GAMMALN_GRID = gammaln(CONCENTRATION_GRID)
+
+
+def _beta_binomial_evidence(succ: np.ndarray, n: np.ndarray, mean: float, at: np.ndarray) -> np.ndarray:
+    """log evidence per concentration ``CONCENTRATION_GRID[at]`` (G',), shape (G',), of successes ``succ`` out of
+    ``n`` (both (J,)) under Beta(m mean, m (1 - mean)); the binomial coefficients (the same for every m) are left
+    out."""
+    m = CONCENTRATION_GRID[at][:, None]
     a, b = m * mean, m * (1.0 - mean)
     return (gammaln(succ + a) + gammaln(n - succ + b) - gammaln(n + m) - gammaln(a) - gammaln(b)
-            + gammaln(m)).sum(axis=1)
+            + _GAMMALN_GRID[at][:, None]).sum(axis=1)
 
 
 def onecoin_accuracy(N: np.ndarray) -> tuple[np.ndarray, float]:
@@ -149,27 +152,40 @@ def onecoin_accuracy(N: np.ndarray) -> tuple[np.ndarray, float]:
     tr = np.einsum("jkk->j", N)
     n = N.sum(axis=(1, 2))
     mean = min(max(pooled_accuracy(N), 1e-6), 1.0 - 1e-6)
-    m = _best_concentration(lambda g: _beta_binomial_evidence(tr, n, mean, g))
+    m = _best_concentration(lambda at: _beta_binomial_evidence(tr, n, mean, at))
     return (tr + m * mean) / (n + m), m
 
 
-def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """log Dirichlet-multinomial evidence per concentration in ``grid`` (G,), shape (G,), of the rows of ``N``
-    (..., K) under Dirichlet(s centre) (``centre`` rows sum to 1)."""
-    s = grid.reshape((-1,) + (1,) * (N.ndim - 1))
-    a = s[..., None] * np.maximum(centre, 1e-12)
+def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """log Dirichlet-multinomial evidence per concentration ``CONCENTRATION_GRID[at]`` (G',), shape (G',), of the
+    rows of ``N`` (R, K) under Dirichlet(s centre) (``centre`` (R, K), rows summing to 1). A cell without counts
+    adds ``gammaln(a) - gammaln(a) = 0``: only the cells with counts are evaluated (the sums are the same)."""
+    s = CONCENTRATION_GRID[at][:, None]
     n = N.sum(axis=-1)
-    per_row = gammaln(s) - gammaln(s + n) + (gammaln(N + a) - gammaln(a)).sum(axis=-1)
-    return per_row.reshape(len(grid), -1).sum(axis=1)
+    cells = np.zeros((len(at),) + N.shape)
+    has = N > 0
+    a = s * np.maximum(centre[has], 1e-12)
+    cells[:, has] = gammaln(N[has] + a) - gammaln(a)
+    per_row = _GAMMALN_GRID[at][:, None] - gammaln(s + n) + cells.sum(axis=-1)
+    return per_row.sum(axis=1)
+
+
+_COARSE = np.arange(0, len(CONCENTRATION_GRID), 4)
 
 
 def _best_concentration(evidence) -> float:
-    """Grid point of highest ``evidence(grid) -> (G',)``: every fourth point, then the neighbours of the best
-    (the evidence is unimodal in the concentration in practice; this finds the grid maximum at 1/2 the cost)."""
-    coarse = np.arange(0, len(CONCENTRATION_GRID), 4)
-    i = int(coarse[int(np.argmax(evidence(CONCENTRATION_GRID[coarse])))])
-    fine = np.arange(max(0, i - 3), min(len(CONCENTRATION_GRID), i + 4))
-    return float(CONCENTRATION_GRID[int(fine[int(np.argmax(evidence(CONCENTRATION_GRID[fine])))])])
+    """Grid point of highest ``evidence(indices into CONCENTRATION_GRID) -> (G',)``: every fourth point, then the
+    neighbours of the best (the evidence is unimodal in the concentration in practice; this finds the grid maximum
+    at 1/2 the cost)."""
+    coarse = evidence(_COARSE)
+    best = int(np.argmax(coarse))
+    i = int(_COARSE[best])
+    lo, hi = max(0, i - 3), min(len(CONCENTRATION_GRID), i + 4)
+    fine = np.empty(hi - lo)
+    others = np.r_[lo:i, i + 1:hi]
+    fine[others - lo] = evidence(others)
+    fine[i - lo] = coarse[best]
+    return float(CONCENTRATION_GRID[lo + int(np.argmax(fine))])
 
 
 def confusions(N: np.ndarray, structure: str) -> tuple[np.ndarray, float]:
@@ -189,7 +205,11 @@ def confusions(N: np.ndarray, structure: str) -> tuple[np.ndarray, float]:
     else:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
     rows = N.sum(axis=-1) > 0  # rows without counts have evidence 0 whatever the concentration
-    s = _best_concentration(lambda g: _dirichlet_evidence(N[rows][None], centre[rows][None], g)) if rows.any() else 1.0
+    if rows.any():
+        Nr, cr = N[rows], centre[rows]
+        s = _best_concentration(lambda at: _dirichlet_evidence(Nr, cr, at))
+    else:
+        s = 1.0
     return _em.normalise_rows(N + s * centre), s
 
 

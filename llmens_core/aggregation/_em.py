@@ -111,8 +111,8 @@ def log_joint(
         contrib = lt[wl]  # (V, Z)
         if c is not None:
             contrib *= c[:, None]
-        for k in range(Z):
-            out[:, k] = np.bincount(unit, weights=contrib[:, k], minlength=n_units)
+        cell = (unit * Z)[:, None] + np.arange(Z)  # (V, Z): one bincount, each sum in vote order as per column
+        out[:] = np.bincount(cell.ravel(), weights=contrib.ravel(), minlength=n_units * Z).reshape(n_units, Z)
     else:
         out[:] = 0.0
     out += log_pi[None, :]
@@ -134,12 +134,11 @@ def confusion_counts(unit: np.ndarray, wl: np.ndarray, weighted_t: np.ndarray, n
     U, Z = weighted_t.shape
     K = Z if n_labels is None else n_labels
     J = n_workers
-    out = np.zeros((J, Z, K))
-    if len(unit):
-        g = weighted_t[unit]  # (V, Z)
-        for k in range(Z):
-            out[:, k, :] = np.bincount(wl, weights=g[:, k], minlength=J * K).reshape(J, K)
-    return out
+    if not len(unit):
+        return np.zeros((J, Z, K))
+    g = weighted_t[unit]  # (V, Z)
+    cell = ((wl // K) * (Z * K) + wl % K)[:, None] + K * np.arange(Z)  # (V, Z) -> [w, z, l], sums in vote order
+    return np.bincount(cell.ravel(), weights=g.ravel(), minlength=J * Z * K).reshape(J, Z, K)
 
 
 def compress_patterns(

@@ -274,11 +274,12 @@ class OnlineDawidSkene(PosteriorModel):
         return stats.aligned(self.workers_, self.classes_)
 
     # ------------------------------------------------------------------ youth
-    def young_race(self) -> YoungRace | None:
+    def young_race(self, *, settling: bool = False) -> YoungRace | None:
         """When a race of the young model's items is due (see :meth:`partial_fit`), the race as a picklable job
         that reads nothing of this model, so that another thread or process may run it while this model learns on;
-        its result goes to :meth:`adopt_race`. None when no race is due."""
-        batch = None if self._youth is None else self._youth.codes_due()
+        its result goes to :meth:`adopt_race`. None when no race is due. ``settling``: the stream has gone quiet, and
+        any item learnt since the last race makes one due (:mod:`.youth`)."""
+        batch = None if self._youth is None else self._youth.codes_due(settling=settling)
         if batch is None:
             return None
         return YoungRace(list(self.classes_), list(self.workers_), dict(self.families), self.candidates, batch,

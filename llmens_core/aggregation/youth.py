@@ -4,6 +4,9 @@ Online EM cannot leave the basin it starts in, and a stream's first batch is sma
 :data:`YOUNG_ITEMS` items a model whose votes have a dense worker keeps every batch it learnt (as codes), and
 each time they have grown by :data:`YOUNG_GROWTH` it starts again from the batch race on all of them: a stream of
 small batches ends in the basin the batch race finds on its data, not in the one a 16-item first batch suggested.
+When the stream goes quiet, a young model with items learnt since its last race races once more on all of them (a
+*settling* race), so that a burst of products ends at the batch fit of its votes rather than at plain online steps
+after the last growth race.
 Gold learnt while young is kept too, with the number of batches before it, and learnt again in its place after
 each race. The stream's learner runs the race aside (:class:`~.online.YoungRace`, in another process) and goes on
 learning.
@@ -48,14 +51,15 @@ class Youth:
     def n_items(self) -> int:
         return sum(b[3] for b in self.batches)
 
-    def codes_due(self, batch: tuple = ()) -> tuple | None:
+    def codes_due(self, batch: tuple = (), *, settling: bool = False) -> tuple | None:
         """The codes (icode, wcode, lcode, n_items) of every item learnt, and of ``batch``, when they are due a race:
-        at least :data:`YOUNG_GROWTH` times the last race's items, at most :data:`YOUNG_ITEMS`, and a worker
-        answered at least half of them. None otherwise."""
+        at least :data:`YOUNG_GROWTH` times the last race's items (``settling``: more items than it), at most
+        :data:`YOUNG_ITEMS`, and a worker answered at least half of them. None otherwise."""
         batches = self.batches + ([batch] if batch else [])
         start = np.cumsum([0] + [b[3] for b in batches])
         total = int(start[-1])
-        if not YOUNG_GROWTH * self.raced_items <= total <= YOUNG_ITEMS:
+        grown = total > self.raced_items if settling else YOUNG_GROWTH * self.raced_items <= total
+        if not (grown and total <= YOUNG_ITEMS):
             return None
         ic = np.concatenate([b[0] + s for b, s in zip(batches, start, strict=False)])
         wc = np.concatenate([b[1] for b in batches])

@@ -68,7 +68,11 @@ def wait_until_every_worker_has_partitions(stack, workers: int, timeout_s: float
 
 def settled_model(s, quiet_s: float = 2.0, *, races: bool = False) -> dict:
     """Worker 0's ``/model`` once its learner has learnt every record the worker sent (and, with ``races``, has no
-    young model's race running) and nothing changed for ``quiet_s``."""
+    young model's race running, the settling race of a quiet attribute included) and nothing changed for ``quiet_s``
+    (with ``races``, at least long enough for a settling race to start: ``SETTLE_AFTER_S``, a poll and a margin)."""
+    from streams.learner import SETTLE_AFTER_S
+
+    quiet_s = max(quiet_s, SETTLE_AFTER_S + 2.0) if races else quiet_s
     last, since = None, time.monotonic()
     deadline = since + 120  # a young model races as its data grows: seconds per step
     while time.monotonic() < deadline:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 
 from llmens_core.aggregation import OnlineDawidSkene
 from llmens_core.schema import AttributeSchema
 from llmens_core.scoring import real_llm_votes
-from streams.learner import RaceRunner, _adopt_finished_races, learn_records
+from streams.learner import SETTLE_AFTER_S, RaceRunner, _adopt_finished_races, _settle_quiet_models, learn_records
 from streams.models import ModelRegistry
 
 
@@ -85,6 +86,32 @@ async def test_the_learner_races_a_young_model_aside_and_ends_in_the_batch_basin
         races.start("gender", young)
         assert races.running
         assert await _run_races(own, races, registry) == [] and young.version == 1
+    finally:
+        races.close()
+
+
+async def test_a_quiet_attribute_s_young_model_races_once_more_on_all_its_items():
+    """A young model raced on its first 48 items and stepped on 5 more is not due a growth race (53 < 1.5 x 48). Once
+    its attribute has had no record for ``SETTLE_AFTER_S``, the learner starts its settling race, once; an attribute
+    with a recent record waits."""
+    flushes = _flushes(16)
+    joined = {k: sum((f["votes"][k] for f in flushes[:3]), []) for k in ("items", "workers", "labels")}
+    model = OnlineDawidSkene(candidates=("pooled", "full+class-prior"))
+    model.partial_fit(joined["items"], joined["workers"], joined["labels"])  # a cold model races its first batch
+    learn_records(model, flushes[3:])
+    assert model.young_race() is None
+    races, own = RaceRunner(), {"gender": model}
+    try:
+        recent = {"gender": time.monotonic()}
+        _settle_quiet_models(own, races, recent)
+        assert not races.running and recent
+        quiet = {"gender": time.monotonic() - SETTLE_AFTER_S}
+        _settle_quiet_models(own, races, quiet)
+        assert list(races.running) == ["gender"] and not quiet
+        registry = ModelRegistry(AttributeSchema({}))
+        registry.offer("gender", OnlineDawidSkene())  # version 0: no other learner has published
+        adopted = await _run_races(own, races, registry)
+        assert [a for a, _ in adopted] == ["gender"] and model.young_race(settling=True) is None
     finally:
         races.close()
 

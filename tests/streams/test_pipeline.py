@@ -197,10 +197,11 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
 
 
 def test_replay_of_recorded_gpt_runs_ends_at_the_batch_default_s_decisions(tmp_path, broker, topic_prefix):
-    """The 10 recorded GPT runs replayed through the stream: once the learner has learnt every flush and its races,
-    and the revisions are out, each attribute is decided as the batch default decides it on all the votes, give or
-    take two gold items (the last flushes are plain online steps after the last race; seen: two of material's 32
-    in one run of four)."""
+    """The 10 recorded GPT runs replayed through the stream: once the learner has learnt every flush, the quiet
+    stream's settling race has raced each young model on all its items, and the revisions are out, each attribute is
+    decided as the batch default decides it on all the votes, give or take two gold items (the race's folds follow
+    the stream's item order, not the file's). Before the settling race, the last flushes were plain online steps after
+    the last growth race, and how many depended on timing: material differed on 2, and once 4, of its 32."""
     predictions = shared_data("llm_predictions", "predictions.jsonl")
     products = shared_data("llm_predictions", "products.jsonl")
     asked = recorded_attributes(predictions)

@@ -275,6 +275,13 @@ def _votes_by_item(it, wk, lb) -> dict:
     return votes
 
 
+NARROW_RACE = ("pooled", "full+class-prior")
+"""The race of the youth tests below: the simplest candidate and the batch race's choice on the real-LLM gender votes.
+These tests are about the races (when they run, what they start from, what a record carries), and the basin is the
+multistart's to find; every candidate would make each race four times as costly (20 s against 5 s of CPU a pass)
+for the same ending (92.5 %)."""
+
+
 def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
     """The first-batch race on 16 items of the shipped real-LLM gender votes cannot see the one right model's basin
     yet; raced again as its items grow by half, one pass of 16-item batches ends in the batch race's basin (92.5 %).
@@ -285,7 +292,7 @@ def test_a_young_model_races_again_as_its_items_grow(monkeypatch):
     (it, wk, lb), gold = real_llm_votes()["gender"]
 
     def one_pass() -> float:
-        m = OnlineDawidSkene()
+        m = OnlineDawidSkene(candidates=NARROW_RACE)
         for batch in _shuffled_batches(it, wk, lb, 16):
             m.partial_fit(*batch)
         return _gold_accuracy(m, it, wk, lb, gold)
@@ -306,7 +313,7 @@ def test_a_young_model_handed_over_through_its_record_goes_on_racing(monkeypatch
     (it, wk, lb), gold = real_llm_votes()["gender"]
 
     def one_pass(handover_at: int) -> float:
-        m = OnlineDawidSkene()
+        m = OnlineDawidSkene(candidates=NARROW_RACE)
         for k, batch in enumerate(_shuffled_batches(it, wk, lb, 16)):
             if k == handover_at:
                 record = m.to_bytes()
@@ -332,7 +339,7 @@ def test_gold_keeps_a_young_model_young_through_its_races_and_its_record():
     votes_of = _votes_by_item(it, wk, lb)
 
     def one_pass(keep_young: bool) -> float:
-        m, seen = OnlineDawidSkene(), []
+        m, seen = OnlineDawidSkene(candidates=NARROW_RACE), []
         for k, batch in enumerate(_shuffled_batches(it, wk, lb, 16)):
             if k == 2:
                 labelled = [i for i in dict.fromkeys(seen) if i in gold][:8]
@@ -385,7 +392,7 @@ def test_a_race_run_aside_and_adopted_late_ends_where_the_inline_race_does():
     from llmens_core.scoring import real_llm_votes
 
     (it, wk, lb), _ = real_llm_votes()["gender"]
-    inline, aside = OnlineDawidSkene(), OnlineDawidSkene()
+    inline, aside = (OnlineDawidSkene(candidates=NARROW_RACE) for _ in range(2))
     pending, adopted = None, 0
     for batch in _shuffled_batches(it, wk, lb, 16):
         inline.partial_fit(*batch)
@@ -402,13 +409,35 @@ def test_a_race_run_aside_and_adopted_late_ends_where_the_inline_race_does():
         assert np.allclose(getattr(inline, name), getattr(aside, name), atol=1e-12), name
     assert np.allclose(inline.score, aside.score, rtol=0.01)
 
-    moved_on = OnlineDawidSkene().partial_fit(it, wk, lb, race=False)
+    moved_on = OnlineDawidSkene(candidates=NARROW_RACE).partial_fit(it, wk, lb, race=False)
     job = moved_on.young_race()
     assert job is not None
     result = job()
     moved_on.apply(moved_on.batch_stats(it, wk, lb))
     before = moved_on.S.copy()
     assert not moved_on.adopt_race(result) and np.array_equal(moved_on.S, before)
+
+
+def test_a_quiet_young_model_settles_at_the_race_of_all_its_items():
+    """When the stream goes quiet, a young model with items learnt since its last race races once more on all of them
+    (``young_race(settling=True)``), though they have not grown by ``YOUNG_GROWTH``: it then holds what one race on
+    all its votes gives, and is not due again until more items come."""
+    from llmens_core.scoring import real_llm_votes
+
+    (it, wk, lb), _ = real_llm_votes()["gender"]
+    batches = list(_shuffled_batches(it, wk, lb, 16))
+    joined = [tuple(np.concatenate(parts) for parts in zip(*bs, strict=True)) for bs in (batches[:3], batches)]
+    m = OnlineDawidSkene(candidates=NARROW_RACE).partial_fit(*joined[0])  # a cold model races its first batch: 48 items
+    m.partial_fit(*batches[3], race=False)
+    assert m.young_race() is None  # 53 items < 1.5 x 48: no growth race
+    job = m.young_race(settling=True)
+    assert job is not None and job.batch[3] == m.n_items_
+    assert m.adopt_race(job())
+    assert m.young_race(settling=True) is None
+    once = OnlineDawidSkene(candidates=NARROW_RACE).partial_fit(*joined[1])
+    assert m.candidate_ == once.candidate_
+    for name in ("S", "S_class", "S_hard"):
+        assert np.allclose(getattr(m, name), getattr(once, name), atol=1e-12), name
 
 
 @pytest.mark.parametrize(("window", "p_vote"), [(0, 0.3), (2, 0.3), (20, 0.3), (20, 1.0)])
