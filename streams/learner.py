@@ -41,13 +41,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 import orjson
 
 from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
 from streams.models import ModelRegistry
-from streams.students import StudentLearner
-from streams.topics import STUDENT_MAX_BYTES
+
+if TYPE_CHECKING:  # the race process imports this module: it needs neither scikit-learn nor the admin client
+    from streams.students import StudentLearner
 
 log = logging.getLogger("llmens.learner")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -231,6 +233,8 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
     the worker's main producer.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from streams.topics import STUDENT_MAX_BYTES
 
     timing = ({"session_timeout_ms": 2000, "heartbeat_interval_ms": 200, "rebalance_timeout_ms": 2000}
               if embedded else {})

@@ -104,8 +104,11 @@ def has_student_part(record: Mapping) -> bool:
 def learn_student(student: AttributeStudent, records: Sequence[Mapping], counters: dict | None = None) -> int:
     """Learn one attribute's ``teach`` and gold records into ``student`` in order; returns the products learnt.
 
-    CPU-bound (scikit-learn's ``partial_fit``): the learner runs it in a thread. Consecutive ``teach`` records are
-    one mini-batch. A record that cannot be learnt is logged and skipped."""
+    CPU-bound (scikit-learn's ``partial_fit``): the learner runs it in a thread. Each ``teach`` record (one worker
+    flush) is one mini-batch, predicted before it is learnt: merging the records of a learner that fell behind
+    would predict them all with the weights from before the first, and the record would understate the student
+    (seen on the broker: two passes over the same 100 products left it unlicensed). A record that cannot be learnt
+    is logged and skipped."""
     counters = {} if counters is None else counters
     texts: list[str] = []
     labels: list[str] = []
@@ -139,6 +142,7 @@ def learn_student(student: AttributeStudent, records: Sequence[Mapping], counter
                 texts.extend(t["texts"])
                 labels.extend(t["labels"])
                 weights.extend(float(w) for w in t["weights"])
+                learnt += flush()
             else:
                 skip("a teach record", ValueError("texts, labels and weights differ in length"))
             continue
