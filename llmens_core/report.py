@@ -4,7 +4,9 @@ Input is ``{attribute: OnlineDawidSkene.summary()}`` — what a worker's ``/mode
 LabelVote JSONL fitted offline. Output: ``<attribute>_confusion.png``, ``<attribute>_weights.png`` per attribute
 and one ``index.html`` embedding them with a table of accuracies and weights. matplotlib's Agg backend: no display.
 With a worker's ``/counters`` (``counters=``), the page opens with the LLM cost: per LLM its requests, tokens and
-dollars, and the total per 1,000 decisions (:mod:`llmens_core.costs`).
+dollars, and the total per 1,000 decisions (:mod:`llmens_core.costs`). With a worker's ``/student`` (issue 33),
+each attribute's section says what its student learnt, how well it agrees with the panel and what it decided alone;
+the student's confusion matrix and weight are among the members' (worker ``student``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["cost_section", "fetch_counters", "fetch_summaries", "load_summaries", "plot_confusions", "plot_weights", "summaries_from_votes",
-           "write_report"]
+__all__ = ["cost_section", "fetch_counters", "fetch_json", "fetch_summaries", "load_summaries", "plot_confusions",
+           "plot_weights", "student_section", "summaries_from_votes", "write_report"]
 
 
 def fetch_summaries(url: str, timeout: float = 10.0) -> dict[str, dict]:
@@ -31,6 +33,14 @@ def fetch_summaries(url: str, timeout: float = 10.0) -> dict[str, dict]:
     if not isinstance(data, dict):
         raise ValueError(f"{url} did not return a JSON object of attribute summaries")
     return data
+
+
+def fetch_json(url: str, timeout: float = 10.0) -> Any:
+    """GET a JSON page (e.g. a worker's ``/student``)."""
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=timeout) as resp:  # noqa: S310 - an operator-given http(s) URL
+        return orjson.loads(resp.read())
 
 
 def fetch_counters(url: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -213,11 +223,35 @@ def plot_weights(attribute: str, summary: Mapping[str, Any], path: str | Path) -
     return path
 
 
+def student_section(attribute: str, students: Mapping[str, Any]) -> str:
+    """HTML: ``attribute``'s student (a worker's ``/student`` page): what it learnt, its prequential agreement with
+    the panel and licence per text bucket, and the decisions it made alone, as a member or abstaining."""
+    s = (students.get("students") or {}).get(attribute)
+    if not s:
+        return ""
+    roles = (students.get("roles") or {}).get(attribute) or {}
+    n = sum(roles.values())
+    share = f"{roles.get('alone', 0) / n:.1%}" if n else "n/a"
+    agreement = "n/a" if s.get("agreement") is None else f"{s['agreement']:.3f}"
+    rows = "".join(
+        f"<tr><td>{html.escape(b)}</td><td>{'' if r.get('agreement') is None else format(r['agreement'], '.3f')}</td>"
+        f"<td>{r.get('window', 0)}</td><td>{'not licensed' if r.get('threshold') is None else r['threshold']}</td></tr>"
+        for b, r in s.items() if isinstance(r, Mapping) and "window" in r)
+    return (f"<p>student (text classifier; member <code>student</code> above): version {s.get('version')}, "
+            f"{s.get('n_learnt', 0):,} products learnt, agreement with the panel {agreement}; decided alone "
+            f"{roles.get('alone', 0):,} of this worker's {n:,} decisions ({share}), voted beside LLMs "
+            f"{roles.get('member', 0):,}, abstained {roles.get('abstain', 0):,}.</p><table><tr><th>text</th>"
+            f"<th>agreement</th><th>records</th><th>votes from probability</th></tr>{rows}</table>")
+
+
 def write_report(summaries: Mapping[str, Mapping[str, Any]], out_dir: str | Path,
-                 title: str = "llmens model report", counters: Mapping[str, Any] | None = None) -> Path:
+                 title: str = "llmens model report", counters: Mapping[str, Any] | None = None,
+                 students: Mapping[str, Any] | None = None) -> Path:
     """Write PNGs per attribute and ``index.html`` into ``out_dir``; returns the HTML path.
 
     ``counters``: a worker's ``/counters`` page; when given, the page starts with the LLM cost section.
+    ``students``: a worker's ``/student`` page; each attribute's section then says what its student does. The
+    student's confusion matrix and weight are the DS model's, shown with the LLMs' once it has learnt its votes.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +271,8 @@ def write_report(summaries: Mapping[str, Mapping[str, Any]], out_dir: str | Path
         parts = [f"<section><h2>{html.escape(str(attr))}</h2><p>{meta}</p>"]
         if rows:
             parts.append("<table><tr><th>LLM</th><th>accuracy</th><th>weight</th></tr>" + rows + "</table>")
+        if students:
+            parts.append(student_section(attr, students))
         for img, alt in ((bars, "accuracy and weight"), (conf, "confusion matrices")):
             if img is not None:
                 parts.append(f'<img src="{html.escape(img.name)}" alt="{html.escape(str(attr))} {alt}">')

@@ -10,6 +10,7 @@ Topology (one consumer group; everything keyed by product_id except the learner,
                           ├─► dead-letter         (bad input, or every LLM failed after retries)
                           └─► ds-stats (key attribute): statistics deltas, flushed in mini-batches
     ds-stats ─► [learn]: online EM per attribute ─► ds-model (key attribute) ─► every worker's registry
+             └► (student on) each attribute's text classifier ─► student-model (key attribute) ─► every worker
 
 This module only wires the parts: :mod:`streams.decider` (the decision path), :mod:`streams.outputs`,
 :mod:`streams.feedback`, :mod:`streams.watchdog`, :mod:`streams.views`, :mod:`streams.learner` and
@@ -38,7 +39,8 @@ from streams.outputs import OutputChannels, Outputs
 from streams.reconfig import install_reconfig
 from streams.settings import Settings
 from streams.state import TableStore
-from streams.topics import replication_config
+from streams.students import StudentLearner
+from streams.topics import STUDENT_MAX_BYTES, replication_config
 from streams.views import install_views
 from streams.watchdog import StallWatchdog
 from streams.worker import Worker
@@ -129,6 +131,8 @@ def _install_decider(app: faust.App, decider: ProductDecider, updates: faust.Top
     @app.agent(updates, concurrency=decider.w.settings.concurrency)
     async def decide_products(stream):
         await decider.w.registry.ready.wait()  # take no event before the DS models are read
+        if decider.w.students is not None:
+            await decider.w.students.ready.wait()  # nor before the latest students are (issue 33)
         async for event in stream.events():
             finished = True
             try:
@@ -173,21 +177,38 @@ def _install_learning(app: faust.App, w: Worker, decider: ProductDecider) -> Non
         w.counters["model_versions"] += 1
         w.metrics.update_model_metrics(attribute, summary)
 
+    def on_student_published(attribute: str, summary: dict) -> None:
+        w.metrics.events_out.labels(st.topic("student_model")).inc()
+        w.metrics.update_student_metrics(attribute, summary)
+
+    def students() -> StudentLearner | None:  # a new learner's copies start from the registry's students
+        return None if w.students is None else StudentLearner(
+            w.students, st.topic("student_model"), publish_seconds=st.student.publish_seconds, counters=w.counters,
+            on_publish=on_student_published)
+
     @app.task
     async def learn():
         await w.registry.ready.wait()
+        if w.students is not None:
+            await w.students.ready.wait()
         await restart_on_error("learner", w.counters, lambda: run_learner(
             w.registry, st.kafka.bootstrap, st.topic("ds_stats"), f"{st.kafka.app_id}-learner", st.topic("ds_model"),
-            embedded=st.kafka.embedded, counters=w.counters, on_publish=on_model_published))
+            embedded=st.kafka.embedded, counters=w.counters, on_publish=on_model_published, students=students()))
 
     @app.task
     async def load_models():
         await restart_on_error("model reader", w.counters, lambda: read_models_forever(
             w.registry, st.kafka.bootstrap, st.topic("ds_model")))
 
+    if w.students is not None:
+        @app.task
+        async def load_students():
+            await restart_on_error("student reader", w.counters, lambda: read_models_forever(
+                w.students, st.kafka.bootstrap, st.topic("student_model"), max_record_bytes=STUDENT_MAX_BYTES))
+
     @app.timer(interval=st.aggregation.stats_flush_seconds)
     async def flush_all_stats():
-        for attribute in w.stats.attributes():
+        for attribute in decider.pending_attributes():
             await decider.flush_stats(attribute)
 
     @app.timer(interval=st.aggregation.revise_seconds)

@@ -7,7 +7,8 @@ finds, in the table, the votes that product's decision used. For each accepted
 
 * sends the item's votes and the gold label to the learner as a ``gold`` record on ``ds-stats`` (key
   attribute); the learner folds it in with the item's posterior clamped to the gold class
-  (:func:`llmens_core.aggregation.clamped_stats`), so LLMs that contradict verified labels lose weight;
+  (:func:`llmens_core.aggregation.clamped_stats`), so LLMs that contradict verified labels lose weight; with the
+  student on, the record carries the product's text (kept in the table) and the student learns it at full weight;
 * scores the worker's decision (its latest revision, ``llm="ensemble"``) and every LLM's vote against the
   label: ``llmens_feedback_total{attribute,llm,outcome}`` and the worker's ``/feedback`` page.
 
@@ -158,6 +159,8 @@ class FeedbackApplier:
         if any(lab is not None for lab in votes.values()):
             item = {"product_id": fb.product_id, "version": version, "label": label, "votes": votes,
                     "source": fb.source}
+            if state.get("text"):
+                item["text"] = state["text"]  # the student learns it at full weight (streams.students)
             await self.outputs.stats(fb.attribute, {"gold": [item]})
             w.counters["feedback_to_learner"] += 1
         latest = w.revisions.latest(fb.attribute, fb.product_id, version)

@@ -13,7 +13,10 @@ A ``ds-stats`` record is one of
   (the cold model's race, the young model's races as its data grows, the revisit window, the copy test);
 - ``{"attribute", "gold": [...]}``: human-verified items from the feedback agent, learnt with the posterior clamped
   to the gold label (:meth:`~llmens_core.aggregation.OnlineDawidSkene.learn_gold`: a young model stays young);
-- ``{"attribute", "stats": {...}}``: a statistics delta, as workers sent before votes (folded as it comes).
+- ``{"attribute", "stats": {...}}``: a statistics delta, as workers sent before votes (folded as it comes);
+- ``{"attribute", "teach": {"texts", "labels", "weights"}}``: what the attribute's student learns (issue 33; the
+  DS model skips it), learnt and published on ``student-model`` by :class:`streams.students.StudentLearner`; a
+  ``gold`` record that carries products' texts teaches the student too.
 
 The learner trains its own copy of each model off the event loop (``asyncio.to_thread``), one plain step per poll,
 and publishes it at once; a young model's race (:meth:`~llmens_core.aggregation.OnlineDawidSkene.young_race`) runs
@@ -39,11 +42,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 import orjson
 
 from llmens_core.aggregation import OnlineDawidSkene, SufficientStats
 from streams.models import ModelRegistry
+
+if TYPE_CHECKING:  # the race process imports this module: it needs neither scikit-learn nor the admin client
+    from streams.students import StudentLearner
 
 log = logging.getLogger("llmens.learner")
 _PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
@@ -233,20 +240,24 @@ def _settle_quiet_models(own: dict[str, OnlineDawidSkene], races: RaceRunner, la
 
 async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group: str, model_topic: str, *,
                       embedded: bool = False, counters: dict | None = None,
-                      on_publish: Callable[[str, dict], None] | None = None) -> None:
-    """Consume ``topic`` forever in ``group``; after each poll, publish every changed model to ``model_topic``.
+                      on_publish: Callable[[str, dict], None] | None = None,
+                      students: StudentLearner | None = None) -> None:
+    """Consume ``topic`` forever in ``group``; after each poll, publish every changed model to ``model_topic``
+    and, with ``students``, learn the records that teach them and publish those due (:mod:`streams.students`).
 
     The learner has its own producer: model versions must not queue behind the decision traffic of
     the worker's main producer.
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from streams.topics import STUDENT_MAX_BYTES
+
     timing = ({"session_timeout_ms": 2000, "heartbeat_interval_ms": 200, "rebalance_timeout_ms": 2000}
               if embedded else {})
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **timing)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=5)
+                                linger_ms=5, max_request_size=STUDENT_MAX_BYTES if students is not None else 1048576)
     own: dict[str, OnlineDawidSkene] = {}
     last_record: dict[str, float] = {}  # attribute -> monotonic time of its last record; dropped once settled
     races = RaceRunner()
@@ -272,12 +283,19 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
                     except Exception as exc:  # noqa: BLE001 - a malformed record must not stop learning
                         log.error("ignoring malformed %s record at %d: %s", topic, msg.offset, exc)
             for attribute, records in sorted(by_attribute.items()):
+                if students is not None:
+                    await students.learn(attribute, records)
+                records = [r for r in records if "teach" not in r]
+                if not records:
+                    continue
                 model = _own_copy(own, registry, attribute)
                 data = await asyncio.to_thread(learn_records, model, records, counters)
                 futures.append(await publish(attribute, data))
                 races.start(attribute, model)
                 last_record[attribute] = time.monotonic()
             _settle_quiet_models(own, races, last_record)
+            if students is not None:
+                futures += await students.publish_due(producer, time.monotonic())
             for fut in futures:
                 await fut  # delivered before the records learnt into them are committed
             if batches:

@@ -4,7 +4,10 @@ Two kinds of sources:
 
 * metric objects the app updates as it goes (:class:`WorkerMetrics` attributes): events in/out, dead letters,
   superseded events, decisions, decision confidence, per-LLM accuracy/weight and model version per attribute,
-  agreement with gold feedback (``llmens_feedback_total``) and config reloads;
+  agreement with gold feedback (``llmens_feedback_total``; the student's votes under ``llm="student"``), config
+  reloads, and the student's part (issue 33): decisions it made alone, as a member or abstaining
+  (``llmens_student_decisions_total``, ``llmens_student_alone_share``) and its measured agreement with the panel,
+  records, licensed threshold and version per attribute (``llmens_student_agreement`` ...);
 * custom collectors read at scrape time:
   - :class:`GatewayCollector` turns the LLM gateway's cumulative per-endpoint counters
     (``Gateway.counters() -> {name: EndpointCounters}``) into ``llmens_llm_*`` families: request latency
@@ -86,6 +89,24 @@ class WorkerMetrics:
                                 ["attribute", "llm", "outcome"], registry=r)
         self.config_reloads = Counter("llmens_config_reloads", "LLM list reloads from the config file, by outcome "
                                       "(applied, unchanged, invalid)", ["outcome"], registry=r)
+        self.student_decisions = Counter(
+            "llmens_student_decisions", "Decisions by the student's part (issue 33): alone (no LLM asked about the "
+            "attribute), member (it voted beside LLMs), abstain (not licensed on this text or probability)",
+            ["attribute", "role"], registry=r)
+        self.student_alone_share = Gauge("llmens_student_alone_share", "Share of this worker's decisions of an "
+                                         "attribute that the student decided alone", ["attribute"], registry=r)
+        self.student_agreement = Gauge(
+            "llmens_student_agreement", "The student's measured accuracy: prequential agreement with the panel's "
+            "decisions over its latest records (bucket=all: every text bucket; text, unfamiliar, empty)",
+            ["attribute", "bucket"], registry=r)
+        self.student_scored = Gauge("llmens_student_scored", "Records behind llmens_student_agreement",
+                                    ["attribute", "bucket"], registry=r)
+        self.student_threshold = Gauge("llmens_student_threshold", "Smallest probability at which the student "
+                                       "votes, per text bucket (-1: not licensed, it abstains)",
+                                       ["attribute", "bucket"], registry=r)
+        self.student_version = Gauge("llmens_student_version", "Version of the student in use", ["attribute"],
+                                     registry=r)
+        self._student_roles: dict[str, dict[str, int]] = {}
         self._collectors: list[Collector] = []
 
     # -- helpers the app calls ----------------------------------------------------------------------
@@ -106,6 +127,32 @@ class WorkerMetrics:
             self.llm_weight.labels(attribute, str(llm)).set(float(w))
         if summary.get("version") is not None:
             self.model_version.labels(attribute).set(float(summary["version"]))
+
+    def observe_student(self, attribute: str, role: str) -> None:
+        """Count one decision's student role (``alone``, ``member``, ``abstain``) and update the alone share."""
+        self.student_decisions.labels(attribute, role).inc()
+        roles = self._student_roles.setdefault(attribute, {})
+        roles[role] = roles.get(role, 0) + 1
+        self.student_alone_share.labels(attribute).set(roles.get("alone", 0) / sum(roles.values()))
+
+    def student_roles(self) -> dict[str, dict[str, int]]:
+        """``{attribute: {role: decisions}}`` counted by :meth:`observe_student` on this worker."""
+        return {a: dict(r) for a, r in sorted(self._student_roles.items())}
+
+    def update_student_metrics(self, attribute: str, summary: Mapping[str, Any]) -> None:
+        """Set the student gauges of ``attribute`` from ``AttributeStudent.summary()``."""
+        if summary.get("agreement") is not None:
+            self.student_agreement.labels(attribute, "all").set(float(summary["agreement"]))
+        for bucket, row in summary.items():
+            if not isinstance(row, Mapping) or "window" not in row:
+                continue
+            if row.get("agreement") is not None:
+                self.student_agreement.labels(attribute, bucket).set(float(row["agreement"]))
+            self.student_scored.labels(attribute, bucket).set(float(row["window"]))
+            tau = row.get("threshold")
+            self.student_threshold.labels(attribute, bucket).set(-1.0 if tau is None else float(tau))
+        if summary.get("version") is not None:
+            self.student_version.labels(attribute).set(float(summary["version"]))
 
     def add_collector(self, collector: Collector) -> Collector:
         self.registry.register(collector)

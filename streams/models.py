@@ -98,17 +98,20 @@ class ModelRegistry:
 
 
 async def read_models_forever(registry: ModelRegistry, bootstrap: str, topic: str,
-                              on_model=None, ready_timeout_s: float = 30.0) -> None:
+                              on_model=None, ready_timeout_s: float = 30.0, max_record_bytes: int = 1048576) -> None:
     """Tail every partition of ``topic`` from the beginning into ``registry``; set ``registry.ready`` once at end.
 
     Uses aiokafka without a group: each worker reads everything. The end is judged from fetch
-    responses' high watermarks (correct on the embedded broker too, unlike ListOffsets).
+    responses' high watermarks (correct on the embedded broker too, unlike ListOffsets). Any registry with
+    ``decode_newer``, ``offer``, ``get``, ``items`` and ``ready`` will do (the students' too, whose records are
+    up to ``max_record_bytes``).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=max_record_bytes,
+                                fetch_max_bytes=max(52428800, max_record_bytes))
     await consumer.start()
     try:
         parts = None

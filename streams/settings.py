@@ -18,8 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from llmens_core.llm.config import EndpointConfig
 from streams.settings_errors import SettingsFileError, parse_error, validation_error
 
-__all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "TopicNames", "load_settings",
-           "SettingsFileError", "parse_config_bytes", "read_config_file"]
+__all__ = ["AdaptiveSettings", "AggregationSettings", "KafkaSettings", "Settings", "StudentSettings", "TopicNames",
+           "load_settings", "SettingsFileError", "parse_config_bytes", "read_config_file"]
 
 
 class TopicNames(BaseModel):
@@ -32,9 +32,11 @@ class TopicNames(BaseModel):
     attribute_feedback: str = "attribute-feedback"
     ds_stats: str = "ds-stats"
     ds_model: str = "ds-model"
+    student_model: str = "student-model"
     dead_letter: str = "dead-letter"
     partitions: int = Field(8, ge=1, description="partitions of product-keyed topics (the scale-out unit)")
-    model_partitions: int = Field(4, ge=1, description="partitions of attribute-keyed topics (ds-stats, ds-model)")
+    model_partitions: int = Field(4, ge=1, description="partitions of attribute-keyed topics (ds-stats, ds-model, "
+                                  "student-model)")
     replication: int = Field(1, ge=1, description="replicas of every topic the worker creates (3 on a cluster)")
     min_insync_replicas: int | None = Field(
         None, ge=1, description="replicas that must have a write before it is acknowledged (acks=all); "
@@ -94,6 +96,34 @@ class AdaptiveSettings(BaseModel):
                               "many items with every LLM's vote")
 
 
+class StudentSettings(BaseModel):
+    """A text classifier per attribute asked before the LLMs (issue 33); see llmens_core.student, docs/adaptive.md.
+
+    It only ever changes what is asked when adaptive querying is on: with full fan-out every LLM answers anyway.
+    """
+
+    enabled: bool | None = Field(
+        None, description="ask the student first; default (unset): on when adaptive querying is on, since the "
+        "student only decides alone where its measured agreement with the panel licenses it")
+    exploration_share: float = Field(0.1, ge=0, le=1, description="products on which the student votes but the "
+                                     "LLMs are asked whatever it says, so every member stays measured")
+    target: float | None = Field(None, gt=0, le=1, description="agreement with the panel (one-sided 95 % Wilson "
+                                 "lower bound) before the student votes; default 1 - adaptive.max_gain")
+    window: int = Field(400, ge=1, description="latest prequential records per text bucket that count")
+    min_scored: int = Field(30, ge=1, description="records above a threshold before it may be licensed")
+    n_features: int = Field(2**16, ge=16, description="hash width of the word and of the character features")
+    publish_seconds: float = Field(2.0, ge=0, description="a learner publishes each attribute's student at most "
+                                   "this often (serialising one takes tens of ms)")
+
+    def active(self, adaptive: AdaptiveSettings) -> bool:
+        """True when workers ask the student first: it is enabled (or unset) and adaptive querying is on with the
+        gain rule (the stopping rule that reads the student's vote through the DS model)."""
+        return adaptive.enabled and adaptive.rule == "gain" and self.enabled is not False
+
+    def licence_target(self, adaptive: AdaptiveSettings) -> float:
+        return self.target if self.target is not None else 1.0 - adaptive.max_gain
+
+
 class Settings(BaseSettings):
     """Everything a worker or a CLI command needs."""
 
@@ -103,6 +133,7 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     aggregation: AggregationSettings = AggregationSettings()
     adaptive: AdaptiveSettings = AdaptiveSettings()
+    student: StudentSettings = StudentSettings()
     llms: list[EndpointConfig] = Field(default_factory=list)
     attributes_file: Path | None = None
     data_dir: Path = Path("var/llmens")

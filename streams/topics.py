@@ -11,7 +11,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TopicSpec", "ensure_topics", "replication_config", "topic_specs"]
+__all__ = ["STUDENT_MAX_BYTES", "TopicSpec", "ensure_topics", "replication_config", "topic_specs"]
+
+STUDENT_MAX_BYTES = 32 * 1024 * 1024
+"""Largest ``student-model`` record: a student's weights grow with the hashed columns its texts touched (up to
+classes x 2 x n_features float32, compressed); the learner's producer and the readers allow as much."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs.append(TopicSpec(settings.topic("ds_stats"), t.model_partitions, dict(durable)))
     # Latest model per attribute: compacted on Kafka (the embedded broker accepts but never compacts).
     specs.append(TopicSpec(settings.topic("ds_model"), t.model_partitions, compact))
+    # Latest student per attribute (issue 33), compacted likewise.
+    specs.append(TopicSpec(settings.topic("student_model"), t.model_partitions,
+                           {**compact, "max.message.bytes": str(STUDENT_MAX_BYTES)}))
     return specs
 
 

@@ -1,4 +1,4 @@
-"""The worker's web pages: /metrics (Prometheus), /healthz, /model, /counters, /debug/tasks."""
+"""The worker's web pages: /metrics (Prometheus), /healthz, /model, /student, /counters, /debug/tasks."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def install_views(app: faust.App, w: Worker) -> None:
     @app.page("/model")
     async def model_view(web, request):
         return web.json(w.registry.summaries())
+
+    @app.page("/student")
+    async def student_view(web, request):
+        """Each attribute's student (issue 33): its summary (version, products learnt, prequential agreement with
+        the panel and licensed threshold per text bucket) and this worker's decisions by the student's role."""
+        return web.json({"enabled": w.students is not None, "roles": w.metrics.student_roles(),
+                         "students": w.students.summaries() if w.students is not None else {}})
 
     @app.page("/counters")
     async def counters_view(web, request):

@@ -1,4 +1,4 @@
-"""What one worker process holds besides faust's tables: settings, schema, DS models, gateway, counters."""
+"""What one worker process holds besides faust's tables: settings, schema, DS models, students, gateway, counters."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from llmens_core.schema import AttributeSchema
 from streams.metrics import WorkerMetrics
 from streams.models import ModelRegistry
 from streams.settings import Settings
+from streams.students import StudentRegistry
 
 __all__ = ["Worker"]
 
@@ -27,6 +28,13 @@ class Worker:
         self.metrics = WorkerMetrics()
         self.registry = ModelRegistry(self.schema, settings.llms, **settings.aggregation.model_kwargs())
         self.registry.on_update = self.metrics.update_model_metrics
+        self.students: StudentRegistry | None = None
+        """Each attribute's student, when it is asked first (``settings.student.active``; issue 33)."""
+        if settings.student.active(settings.adaptive):
+            self.students = StudentRegistry(self.schema, settings)
+            self.students.on_update = self.metrics.update_student_metrics
+        self.teach: dict[str, list[tuple[str, str, float]]] = {}
+        """(text, label, weight) per attribute decided since the last flush, for the attribute's student."""
         self.gateway: Gateway | None = None
         self.stats = StatsAccumulator(settings.aggregation.stats_flush_items)
         self.revisions = RevisionWindow(settings.aggregation.revision_window)

@@ -77,3 +77,32 @@ def test_report_cost_section_per_llm_and_per_1000_decisions(tmp_path):
     assert "<td>dear</td><td>100</td><td>20,000</td><td>1,000</td><td>0.0750</td><td>0.1875</td>" in page
     assert "<th>all</th><th>200</th><th></th><th></th><th>0.0775</th><th>0.1938</th>" in page
     assert "LLM cost" not in write_report({"gender": _summary()}, tmp_path / "bare").read_text()
+
+
+def test_report_shows_the_student_as_a_member_with_its_part(tmp_path):
+    """The student (issue 33) is a member of the DS model (worker ``student``): its confusion matrix and weight
+    are shown with the LLMs'; a worker's /student page adds what it learnt and decided alone."""
+    from streams.cli import app
+
+    rows = [{**r, "llm": "student" if r["llm"] == "sim-careful" else r["llm"]} for r in _votes()
+            if r["attribute"] == "gender"]
+    m = OnlineDawidSkene()
+    for _ in range(3):
+        m.partial_fit([r["product_id"] for r in rows], [r["llm"] for r in rows], [r["label"] for r in rows])
+    student = {"enabled": True, "roles": {"gender": {"alone": 30, "member": 60, "abstain": 10}},
+               "students": {"gender": {"version": 7, "n_learnt": 420, "agreement": 0.93,
+                                       "text": {"agreement": 0.95, "window": 300, "scored": 380, "threshold": 0.9},
+                                       "empty": {"agreement": None, "window": 0, "scored": 0, "threshold": None}}}}
+    sf, stf = tmp_path / "model.json", tmp_path / "student.json"
+    sf.write_bytes(orjson.dumps({"gender": m.summary()}))
+    stf.write_bytes(orjson.dumps(student))
+    res = CliRunner().invoke(app, ["report", "--summary", str(sf), "--student", str(stf), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<tr><td>student</td>" in page  # a member's accuracy and weight row
+    assert "decided alone 30 of this worker's 100 decisions (30.0%)" in page and "420 products learnt" in page
+    assert "<td>text</td><td>0.950</td><td>300</td><td>0.9</td>" in page and "not licensed" in page
+    assert "student" in m.summary()["confusion"]
+    bad = CliRunner().invoke(app, ["report", "--summary", str(sf), "--student", str(tmp_path / "missing.json"),
+                                   "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "cannot read the students" in bad.output

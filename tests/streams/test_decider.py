@@ -75,22 +75,27 @@ def _event(product: dict, version: int, attributes: list[str]) -> bytes:
 
 
 @pytest.fixture
-async def rig(tmp_path):
+async def rig(tmp_path, request):
+    """The decision path; ``indirect`` parametrisation passes more settings (e.g. adaptive querying)."""
+    from streams.app import _adaptive_policy
+
     models = [{"name": n, "accuracy": a} for n, a in (("sim-a", 0.9), ("sim-b", 0.8), ("sim-c", 0.7))]
     config = SimConfig.model_validate({"mode": "confusion", "seed": 5, "models": models,
                                        "defaults": {"latency_ms": {"mean": 0}, "faults": {}}})
     runner, port = await start_simulator(config)
     settings = Settings(llms=endpoints_for(config, f"http://127.0.0.1:{port}/v1"), data_dir=tmp_path / "data",
-                        all_failed_retries=0, all_failed_backoff_s=0.0)
+                        all_failed_retries=0, all_failed_backoff_s=0.0, **getattr(request, "param", {}))
     w = Worker(settings)
     w.registry.ready.set()  # cold DS models: no ds-model topic in-process
+    if w.students is not None:
+        w.students.ready.set()
     app = faust.App("decider-test", broker="kafka://127.0.0.1:1", store="memory://", web_enabled=False)
     app.flow_control.resume()
     channels = {name: app.channel() for name in ("decisions", "review", "votes", "dead_letter", "stats")}
     read = {name: ch.clone(is_iterator=True) for name, ch in channels.items()}
     outputs = Outputs(OutputChannels(**channels), w.metrics, w.counters, review_below=0.999)
     store = RocksStore(tmp_path / "products")
-    decider = ProductDecider(w, outputs, store)
+    decider = ProductDecider(w, outputs, store, policy=_adaptive_policy(settings))
     applier = FeedbackApplier(w, store, outputs)
 
     handled, done = asyncio.Condition(), {"decide": 0, "feedback": 0}
@@ -211,3 +216,66 @@ async def test_feedback_for_an_unknown_product_is_dead_lettered(rig):
     assert "unknown product 'never-seen'" in DeadLetter.from_bytes(raw).error
     assert rig.drain("stats") == []
 
+
+STUDENT_ON = {"adaptive": {"enabled": True, "warmup_items": 0, "exploration_share": 0.0},
+              "student": {"exploration_share": 0.0, "target": 0.8, "min_scored": 10}}
+
+
+def _teach_student_and_model(w: Worker) -> None:
+    """A licensed gender student (its word decides the label) and a DS model that learnt it is right 99 % of the
+    time where the LLMs answered beside it: its lone vote settles the posterior."""
+    import numpy as np
+
+    from streams.students import learn_student
+
+    rng = np.random.default_rng(0)
+    word = {"male": "men's", "female": "women's", "unisex": "unisex"}
+    student = w.students.cold("gender")
+    for _ in range(6):
+        labels = [list(word)[k] for k in rng.integers(3, size=50)]
+        learn_student(student, [{"teach": {"texts": [f"brand{rng.integers(9)} {word[lab]} shoe" for lab in labels],
+                                           "labels": labels, "weights": [1.0] * 50}}])
+    assert student.summary()["text"]["threshold"] is not None
+    w.students.offer("gender", student.freeze())
+    model = w.registry.cold("gender")
+    items, workers, labels = [], [], []
+    for i in range(400):
+        truth = list(word)[rng.integers(3)]
+        for name, acc in (("sim-a", 0.9), ("sim-b", 0.8), ("sim-c", 0.7), ("student", 0.99)):
+            items.append(i)
+            workers.append(name)
+            labels.append(truth if rng.random() < acc else list(word)[rng.integers(3)])
+    for _ in range(3):
+        model.partial_fit(items, workers, labels, race=False)
+    assert w.registry.offer("gender", model)
+
+
+@pytest.mark.parametrize("rig", [STUDENT_ON], indirect=True)
+async def test_a_licensed_student_decides_alone_with_no_llm_call_and_gold_teaches_it(rig):
+    _teach_student_and_model(rig.worker)
+    await rig.put(_event({"product_id": "s1", "title": "brand3 women's shoe size 38"}, 1, ["gender"]), b"s1")
+    (decision,) = rig.decisions()
+    assert decision.stopped == "student" and decision.votes == {"student": "female"} and decision.value == "female"
+    assert rig.served() == 0 and orjson.loads(rig.drain("votes")[0]) == []
+    assert rig.store.get("s1")["text"] == "brand3 women's shoe size 38"
+    assert rig.worker.counters["student_alone"] == 1 and rig.worker.metrics.student_roles() == {"gender": {"alone": 1}}
+    await rig.decider.flush_stats("gender")
+    assert rig.drain("stats") == []  # a lone student vote teaches neither the DS model nor the student
+    await rig.put(orjson.dumps({"product_id": "s1", "attribute": "gender", "label": "female"}), b"s1", feedback=True)
+    (gold,) = [orjson.loads(v) for v in rig.drain("stats")]
+    assert gold["gold"][0]["text"] == "brand3 women's shoe size 38" and gold["gold"][0]["votes"] == {"student": "female"}
+
+
+@pytest.mark.parametrize("rig", [STUDENT_ON], indirect=True)
+async def test_an_abstaining_student_sends_the_product_to_the_llms_and_learns_their_decision(rig):
+    _teach_student_and_model(rig.worker)
+    title = "zzqx vvbn"  # words the student never learnt: it abstains
+    await rig.put(_event({"product_id": "s2", "title": title}, 1, ["gender"]), b"s2")
+    (decision,) = rig.decisions()
+    assert decision.stopped != "student" and "student" not in decision.votes and rig.served() >= 1
+    assert rig.worker.counters["student_abstain"] == 1
+    await rig.decider.flush_stats("gender")
+    records = [orjson.loads(v) for v in rig.drain("stats")]
+    (teach,) = [r["teach"] for r in records if "teach" in r]
+    assert teach["texts"] == [title] and teach["labels"] == [decision.value] and 0 < teach["weights"][0] <= 1
+    assert any("votes" in r for r in records)

@@ -112,6 +112,18 @@ def test_serialisation_round_trip_predicts_and_learns_on_identically():
         AttributeStudent.from_bytes(b"llmens-student/0\n" + b[len(FORMAT):])
 
 
+def test_peek_version_reads_the_header_only_and_a_frozen_copy_predicts_the_same():
+    s = trained()
+    b = s.to_bytes()
+    assert AttributeStudent.peek_version(b) == s.version > 0
+    frozen = AttributeStudent.from_bytes(b).freeze()
+    assert frozen._clf.coef_.flags.f_contiguous
+    texts, _ = catalogue(30, seed=4)
+    assert frozen.guess_many(texts) == s.guess_many(texts)
+    with pytest.raises(ValueError, match="header"):
+        AttributeStudent.peek_version(b"not a student")
+
+
 def test_students_create_on_first_use_explore_by_hash_and_leave_abstentions_out():
     made = []
     st_ = Students(lambda a: made.append(a) or AttributeStudent(["x", "y"]), exploration_share=0.25)
