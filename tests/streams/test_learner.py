@@ -10,7 +10,13 @@ import numpy as np
 from llmens_core.aggregation import OnlineDawidSkene
 from llmens_core.schema import AttributeSchema
 from llmens_core.scoring import real_llm_votes
-from streams.learner import SETTLE_AFTER_S, RaceRunner, _adopt_finished_races, _settle_quiet_models, learn_records
+from streams.learner import (
+    SETTLE_AFTER_S,
+    RaceRunner,
+    _adopt_finished_races,
+    _settle_quiet_models,
+    learn_records,
+)
 from streams.models import ModelRegistry
 
 
