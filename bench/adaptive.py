@@ -60,6 +60,7 @@ from llmens_core.adaptive import (  # noqa: E402
     ask_student_first,
     decided_alone,
     learnable,
+    shared_criterion,
     shared_priors,
     teaching,
 )
@@ -178,7 +179,7 @@ class Learner:
                 continue
             p = shared_priors(self.models, exclude=[a])
             if p:
-                m.set_worker_priors(p)
+                m.set_worker_priors(p, shared_criterion(self.models, exclude=[a]))
                 self.warmed.add(a)
 
     def add(self, pid: str, votes: dict[str, dict]) -> None:

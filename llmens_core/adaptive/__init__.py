@@ -10,8 +10,8 @@ fits the prior a rare attribute's model starts from, shared across attributes.
 
 from llmens_core.adaptive.cascade import ask_student_first, decided_alone, learnable, teaching
 from llmens_core.adaptive.policy import REASONS, AdaptivePolicy, ask_in_stages
-from llmens_core.adaptive.prior import shared_priors
+from llmens_core.adaptive.prior import shared_criterion, shared_priors
 from llmens_core.adaptive.value import expected_gain, informativeness
 
 __all__ = ["AdaptivePolicy", "REASONS", "ask_in_stages", "ask_student_first", "decided_alone", "expected_gain",
-           "informativeness", "learnable", "shared_priors", "teaching"]
+           "informativeness", "learnable", "shared_criterion", "shared_priors", "teaching"]

@@ -10,7 +10,9 @@ of the accuracies across attributes less what sampling alone explains: a member 
 prior, one whose accuracy swings with the attribute (a text classifier) a weak one. The strength is capped at the
 median items behind one attribute's estimate (a prior never says more than a typical attribute's own data) and a
 member seen on fewer than two attributes gets none. :meth:`~llmens_core.aggregation.OnlineDawidSkene.set_worker_priors`
-starts a cold model from it.
+starts a cold model from it. Its candidate choice starts from the other attributes' held-out scores per item
+(:func:`shared_criterion`, weighed by items): without them a cold model is scored on nothing and keeps the pooled
+candidate, which reads no member's own accuracy, until its own data say otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from llmens_core.aggregation import OnlineDawidSkene
 
-__all__ = ["MIN_ITEMS", "shared_priors"]
+__all__ = ["MIN_ITEMS", "shared_criterion", "shared_priors"]
 
 MIN_ITEMS = 30.0
 """Items an attribute's model must have learnt before its members' accuracies inform the shared prior."""
@@ -58,3 +60,18 @@ def shared_priors(models: Mapping[str, OnlineDawidSkene], *, exclude: Iterable[s
         if strength > 0.0:
             out[w] = (m, strength)
     return out
+
+
+def shared_criterion(models: Mapping[str, OnlineDawidSkene], *, exclude: Iterable[str] = (),
+                     min_items: float = MIN_ITEMS) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The candidates' held-out scores per item ``(score, score_m2, votes)`` averaged over ``models`` except
+    ``exclude`` (weighed by items, those with at least ``min_items``); ``None`` when there is none."""
+    skip = set(exclude)
+    use = [m for a, m in models.items() if a not in skip and m.classes_ and m.n_items_ >= min_items]
+    if not use:
+        return None
+    w = np.asarray([m.n_items_ for m in use], float)
+    w /= w.sum()
+    return (sum(x * m.score for x, m in zip(w, use, strict=True)),
+            sum(x * m.score_m2 for x, m in zip(w, use, strict=True)),
+            float(sum(x * m.score_votes for x, m in zip(w, use, strict=True))))

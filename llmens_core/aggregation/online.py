@@ -164,12 +164,16 @@ class OnlineDawidSkene(PosteriorModel):
             self._fold(stats)
         return stats
 
-    def set_worker_priors(self, priors: Mapping[Hashable, tuple[float, float]]) -> SufficientStats:
+    def set_worker_priors(self, priors: Mapping[Hashable, tuple[float, float]],
+                          criterion: tuple[np.ndarray, np.ndarray, float] | None = None) -> SufficientStats:
         """Start a cold model from a prior per worker: ``{worker: (accuracy, strength)}``, as if the worker had
         answered ``strength`` items of uniform classes with that accuracy (errors spread evenly). Folded as one
         online step of ``max(strength)`` pseudo-items, so real items outweigh it as they come (with ``kappa=1``
         it stays that many items in the average). E.g. a reliability learnt on other attributes (issue 33).
-        Only on a model that has learnt nothing (else ``ValueError``); returns the statistics folded."""
+        ``criterion``: the candidates' held-out scores per item ``(score (C,), score_m2 (C, C), votes)``, as
+        another model's ``score``, ``score_m2`` and ``score_votes``; without it no candidate is scored and the
+        choice stays the simplest (pooled), which reads no worker's own accuracy. Only on a model that has learnt
+        nothing (else ``ValueError``); returns the statistics folded."""
         if self.n_items_ > 0 or self.t > 0 or self._youth is not None:
             raise ValueError("worker priors start a cold model; this one has learnt already")
         K = len(self.classes_)
@@ -180,8 +184,10 @@ class OnlineDawidSkene(PosteriorModel):
         strength = np.maximum(np.asarray([priors[w][1] for w in workers], float), 0.0)
         rows = (1 - acc)[:, None, None] / (K - 1) * (1 - np.eye(K)) + acc[:, None, None] * np.eye(K)
         n = float(strength.max())
+        score, m2, votes = (None, None, 0.0) if criterion is None else criterion
         stats = SufficientStats(workers, list(self.classes_), rows * (strength / K)[:, None, None],
-                                np.full(K, n / K), n)
+                                np.full(K, n / K), n, None if score is None else n * np.asarray(score),
+                                None if m2 is None else n * np.asarray(m2), n * float(votes))
         self.apply(stats)
         return stats
 
