@@ -28,15 +28,22 @@ reason, cold = first 10 chunks), the adaptive calls by stop reason, and
 (calls and dollars summed, accuracy over all scored decisions):
 ``calls_ratio=<adaptive/full> price_ratio=<adaptive/full> accuracy_delta=<points>``.
 
-``--student`` (issue 33) adds two runs per dataset: student + adaptive (``ask_student_first``: each attribute's
+``--student`` (issue 33) adds runs per dataset: student + adaptive (``ask_student_first``: each attribute's
 student, cold at the start, votes first and the LLMs are asked only for what its vote leaves unsettled; between
-chunks the DS models learn what an LLM answered and the students learn the panel's decisions) and full fan-out
-with the student as a member (quality: printed beside majority vote and the best single LLM). Per dataset: the
-share decided by the student alone, its prequential accuracy per attribute (against gold, never used to choose
-anything; its agreement with the panel is what licenses it), attributes with < 100 products against the others,
-and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...`` of student + adaptive; the adaptive line is
-then labelled ``adaptive``, the pooled adaptive line is printed before, and the last line is student +
-adaptive's, pooled. A dataset missing under ``--data`` is skipped with a message.
+chunks the DS models learn what an LLM answered and the students learn the panel's decisions; a model that has
+learnt nothing starts from the prior shared across attributes, ``shared_priors``/``shared_criterion`` and
+``OnlineDawidSkene.set_worker_priors``), the same without the shared prior (the long tail's comparison), and, on
+the datasets of real answers (not the simulated panel), full fan-out with the student as a member (quality:
+printed beside majority vote and the best single LLM). Per dataset: the share decided by the student alone, its
+prequential accuracy per attribute (against gold, never used to choose anything; its agreement with the panel is
+what licenses it), attributes with < 100 products against the others with and without the shared prior, a note
+when the student decided (almost) nothing alone, and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...``
+of student + adaptive; the adaptive line is then labelled ``adaptive``, the pooled adaptive line is printed
+before, and the last line is student + adaptive's, pooled. A dataset missing under ``--data`` is skipped with a
+message.
+
+The models learn as the stream's learner does between races: ``partial_fit(race=False)``; ``--race`` runs a
+young model's race inline when due (13-40 s of CPU each on a loaded 2-core machine; the stream runs it aside).
 """
 
 from __future__ import annotations
@@ -502,7 +509,7 @@ def print_adaptive(r: dict, tot: dict) -> None:
     print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
     top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
     print(f"  first asked (staged products): {dict(top)}")
-    label = "adaptive " if "student_calls" in r else ""
+    label = "adaptive " if "student" in r else ""
     print(f"  [{r['name']}] {label}calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
           f"price_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
     for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
