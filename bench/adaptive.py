@@ -28,15 +28,22 @@ reason, cold = first 10 chunks), the adaptive calls by stop reason, and
 (calls and dollars summed, accuracy over all scored decisions):
 ``calls_ratio=<adaptive/full> price_ratio=<adaptive/full> accuracy_delta=<points>``.
 
-``--student`` (issue 33) adds two runs per dataset: student + adaptive (``ask_student_first``: each attribute's
+``--student`` (issue 33) adds runs per dataset: student + adaptive (``ask_student_first``: each attribute's
 student, cold at the start, votes first and the LLMs are asked only for what its vote leaves unsettled; between
-chunks the DS models learn what an LLM answered and the students learn the panel's decisions) and full fan-out
-with the student as a member (quality: printed beside majority vote and the best single LLM). Per dataset: the
-share decided by the student alone, its prequential accuracy per attribute (against gold, never used to choose
-anything; its agreement with the panel is what licenses it), attributes with < 100 products against the others,
-and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...`` of student + adaptive; the adaptive line is
-then labelled ``adaptive``, the pooled adaptive line is printed before, and the last line is student +
-adaptive's, pooled. A dataset missing under ``--data`` is skipped with a message.
+chunks the DS models learn what an LLM answered and the students learn the panel's decisions; a model that has
+learnt nothing starts from the prior shared across attributes, ``shared_priors``/``shared_criterion`` and
+``OnlineDawidSkene.set_worker_priors``), the same without the shared prior (the long tail's comparison), and, on
+the datasets of real answers (not the simulated panel), full fan-out with the student as a member (quality:
+printed beside majority vote and the best single LLM). Per dataset: the share decided by the student alone, its
+prequential accuracy per attribute (against gold, never used to choose anything; its agreement with the panel is
+what licenses it), attributes with < 100 products against the others with and without the shared prior, a note
+when the student decided (almost) nothing alone, and ``[name] calls_ratio=... price_ratio=... accuracy_delta=...``
+of student + adaptive; the adaptive line is then labelled ``adaptive``, the pooled adaptive line is printed
+before, and the last line is student + adaptive's, pooled. A dataset missing under ``--data`` is skipped with a
+message.
+
+The models learn as the stream's learner does between races: ``partial_fit(race=False)``; ``--race`` runs a
+young model's race inline when due (13-40 s of CPU each on a loaded 2-core machine; the stream runs it aside).
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ from llmens_core.adaptive import (  # noqa: E402
     ask_student_first,
     decided_alone,
     learnable,
+    shared_criterion,
+    shared_priors,
     teaching,
 )
 from llmens_core.aggregation import OnlineDawidSkene, default_online  # noqa: E402
@@ -152,11 +161,33 @@ class _Models(dict):
 
 
 class Learner:
-    def __init__(self, flush: int, schema: AttributeSchema, attributes=()):
+    """The stream's learner step: each flush is one ``partial_fit(race=False)`` per attribute. With ``race`` a
+    young model's race (:meth:`OnlineDawidSkene.young_race`) runs inline when due and is adopted at once (the
+    stream's learner runs it aside in a niced process and adopts it when done); off by default, as a race costs
+    13-40 s of CPU on this 2-core machine under load, against 0.2 s for a plain step."""
+
+    def __init__(self, flush: int, schema: AttributeSchema, attributes=(), race: bool = False,
+                 prior: bool = False):
+        self.race, self.prior = race, prior
         self.models: dict[str, OnlineDawidSkene] = _Models(schema)
         for a in attributes:  # cold models up front, as the stream's registry hands out on first use
             self.models[a]
         self.acc = StatsAccumulator(flush_items=flush)
+        self.warmed: set[str] = set()
+
+    def warm(self, attributes) -> None:
+        """With ``prior``: a model that has learnt nothing starts from the prior shared across attributes
+        (:func:`shared_priors` of the other models) as soon as one can be fitted, before it decides."""
+        if not self.prior:
+            return
+        for a in dict.fromkeys(attributes):
+            m = self.models[a]
+            if a in self.warmed or m.n_items_ > 0:
+                continue
+            p = shared_priors(self.models, exclude=[a])
+            if p:
+                m.set_worker_priors(p, shared_criterion(self.models, exclude=[a]))
+                self.warmed.add(a)
 
     def add(self, pid: str, votes: dict[str, dict]) -> None:
         for a, v in votes.items():
@@ -166,7 +197,11 @@ class Learner:
         for a in self.acc.attributes():
             votes = self.acc.take_votes(a)
             if votes is not None:
-                self.models[a].partial_fit(*votes)
+                m = self.models[a]
+                m.partial_fit(*votes, race=False)
+                job = m.young_race() if self.race else None
+                if job is not None:
+                    m.adopt_race(job())
 
 
 async def run_full(gw: Gateway, products, learner: Learner, chunk: int):
@@ -223,8 +258,7 @@ async def run_student(gw: Gateway, products, learner: Learner, policy: AdaptiveP
     chunk before learning it)."""
     decisions, calls, reasons, guessed = [], 0, defaultdict(int), {}
 
-    async def one(p, attrs, text):
-        g = students.guesses(text, attrs)
+    async def one(p, attrs, text, g):
         _, by, asked, why = await ask_student_first(
             policy, lambda todo, llms: gw.label(p, todo, llms=llms), p.product_id, attrs, learner.models,
             Students.votes(g), may_decide_alone=not students.explore(p.product_id))
@@ -232,8 +266,10 @@ async def run_student(gw: Gateway, products, learner: Learner, policy: AdaptiveP
 
     for s in range(0, len(products), chunk):
         batch = [(p, a, product_text(p.title, p.description, p.category)) for p, a in products[s : s + chunk]]
+        learner.warm(a for _, attrs, _ in batch for a in attrs)
+        g_all = chunk_guesses(students, batch)
         teach: dict[str, list] = defaultdict(list)
-        for p, attrs, text, g, by, asked, why in await asyncio.gather(*(one(*b) for b in batch)):
+        for p, attrs, text, g, by, asked, why in await asyncio.gather(*(one(*b, g) for b, g in zip(batch, g_all))):
             calls += len(asked)
             reasons[why] += 1
             for a in attrs:
@@ -251,6 +287,20 @@ async def run_student(gw: Gateway, products, learner: Learner, policy: AdaptiveP
             texts, labels, weights = zip(*rows)
             students[a].learn(texts, labels, weights)
     return decisions, calls, dict(reasons), guessed
+
+
+def chunk_guesses(students: Students, batch) -> list[dict]:
+    """Each product's students' guesses for one chunk: one ``guess_many`` per attribute (one sparse transform and
+    one ``predict_proba`` each, instead of one per product and attribute)."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, (_, attrs, _) in enumerate(batch):
+        for a in attrs:
+            rows[a].append(i)
+    out: list[dict] = [{} for _ in batch]
+    for a, idx in rows.items():
+        for i, g in zip(idx, students[a].guess_many([batch[i][2] for i in idx]), strict=True):
+            out[i][a] = g
+    return out
 
 
 def majority_and_best(decisions, gold) -> tuple[float, str, float]:
@@ -357,15 +407,16 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
         out = {"name": name, "products": len(products), "llms": len(eps), "policy": repr(policy)}
         async with Gateway(eps, schema) as gw:
             t0, usd0 = time.perf_counter(), spent(gw)
-            dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes), args.chunk)
+            dec_f, calls_f = await run_full(gw, products, Learner(args.flush, schema, attributes, args.race), args.chunk)
             t1, usd1 = time.perf_counter(), spent(gw)
             progress(name, "full", t1 - t0)
             dec_a, calls_a, reasons, asked_by = await run_adaptive(
-                gw, products, Learner(args.flush, schema, attributes), policy, args.chunk, args.rule)
+                gw, products, Learner(args.flush, schema, attributes, args.race), policy, args.chunk, args.rule)
             t2, usd2 = time.perf_counter(), spent(gw)
             progress(name, "adaptive", t2 - t1)
             if args.student:
-                out.update(await student_modes(gw, eps, products, gold, schema, args, dec_f, policy))
+                out.update(await student_modes(gw, eps, products, gold, schema, args, dec_f, policy,
+                                               not name.startswith("sim")))
         out.update(full_calls=calls_f, adaptive_calls=calls_a, full_s=t1 - t0, adaptive_s=t2 - t1,
                    full_acc=accuracy(dec_f, gold), adaptive_acc=accuracy(dec_a, gold), reasons=reasons,
                    full_cost=usd1 - usd0, adaptive_cost=usd2 - usd1, full_decisions=len(dec_f),
@@ -375,27 +426,34 @@ async def dataset(name: str, sim: dict, products, gold, schema, args) -> dict:
         await runner.cleanup()
 
 
-async def student_modes(gw: Gateway, eps, products, gold, schema, args, dec_f, policy) -> dict:
-    """Student + adaptive, and full fan-out with the student as a member (every LLM asked, the student votes)."""
+async def student_modes(gw: Gateway, eps, products, gold, schema, args, dec_f, policy, quality: bool) -> dict:
+    """Student + adaptive with the prior shared across attributes (the design) and without it (the long tail's
+    comparison), and with ``quality`` full fan-out with the student as a member (every LLM asked, the student
+    votes)."""
     attributes = sorted({a for _, attrs in products for a in attrs})
-    everyone = AdaptivePolicy(eps, exploration_share=1.0)
-    t0, usd0 = time.perf_counter(), spent(gw)
-    students = make_students(schema, policy, args.student_explore)
-    dec_s, calls_s, reasons_s, guessed = await run_student(gw, products, Learner(args.flush, schema, attributes),
-                                                           policy, students, args.chunk)
-    t1, usd1 = time.perf_counter(), spent(gw)
-    progress("", "student + adaptive", t1 - t0)
-    dec_fs, _, _, _ = await run_student(gw, products, Learner(args.flush, schema, attributes), everyone,
-                                        make_students(schema, policy, 0.0), args.chunk)
-    progress("", "full + student member", time.perf_counter() - t1)
     counts: dict[str, int] = defaultdict(int)
     for _, attrs in products:
         for a in attrs:
             counts[a] += 1
-    return {"student_calls": calls_s, "student_cost": usd1 - usd0, "student_s": t1 - t0,
-            "student_acc": accuracy(dec_s, gold), "student_reasons": reasons_s, "student_decisions": len(dec_s),
-            "full_student_acc": accuracy(dec_fs, gold), "mv_best": majority_and_best(dec_f, gold),
-            "table": student_table(dec_s, dec_f, gold, guessed, students, counts)}
+    out: dict = {"mv_best": majority_and_best(dec_f, gold)}
+    for key, prior in (("student", True), ("noprior", False)):
+        t0, usd0 = time.perf_counter(), spent(gw)
+        students = make_students(schema, policy, args.student_explore)
+        dec_s, calls_s, reasons_s, guessed = await run_student(
+            gw, products, Learner(args.flush, schema, attributes, args.race, prior), policy, students, args.chunk)
+        t1 = time.perf_counter()
+        progress("", f"student + adaptive{'' if prior else ' without the shared prior'}", t1 - t0)
+        out[key] = {"calls": calls_s, "cost": spent(gw) - usd0, "s": t1 - t0, "acc": accuracy(dec_s, gold),
+                    "reasons": reasons_s, "decisions": len(dec_s),
+                    "table": student_table(dec_s, dec_f, gold, guessed, students, counts)}
+    if quality:
+        t0 = time.perf_counter()
+        everyone = AdaptivePolicy(eps, exploration_share=1.0)
+        dec_fs, _, _, _ = await run_student(gw, products, Learner(args.flush, schema, attributes, args.race),
+                                            everyone, make_students(schema, policy, 0.0), args.chunk)
+        progress("", "full + student member", time.perf_counter() - t0)
+        out["full_student_acc"] = accuracy(dec_fs, gold)
+    return out
 
 
 def datasets(args, schema: AttributeSchema, tmp: Path) -> list:
@@ -451,7 +509,7 @@ def print_adaptive(r: dict, tot: dict) -> None:
     print(f"  adaptive calls by reason/phase: {dict(sorted(w['calls'].items()))}")
     top = sorted(w["first"].items(), key=lambda kv: -kv[1])[:3]
     print(f"  first asked (staged products): {dict(top)}")
-    label = "adaptive " if "student_calls" in r else ""
+    label = "adaptive " if "student" in r else ""
     print(f"  [{r['name']}] {label}calls_ratio={r['adaptive_calls'] / r['full_calls']:.3f} "
           f"price_ratio={r['adaptive_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (aa / an - fa / fn):+.2f}")
     for k, v in (("fc", r["full_calls"]), ("ac", r["adaptive_calls"]), ("fo", fa), ("fn", fn),
@@ -459,17 +517,17 @@ def print_adaptive(r: dict, tot: dict) -> None:
         tot[k] += v
 
 
-def print_groups(rows: dict) -> None:
+def print_groups(rows: dict, label: str) -> None:
     """Long tail (< 100 products) against the others: LLM asks ratio and accuracy, student mode vs full."""
     for name, keep in (("long tail (<100 products)", lambda r: r["products"] < 100),
                        ("others (>=100 products)", lambda r: r["products"] >= 100)):
         g = [r for r in rows.values() if keep(r)]
         if not g:
-            print(f"  {name}: no attribute")
+            print(f"  {label} {name}: no attribute")
             continue
         t = {k: sum(r[k] for r in g) for k in ("asks", "full_asks", "ok", "full_ok", "scored", "alone",
                                               "decisions")}
-        print(f"  {name}: {len(g)} attributes, {t['decisions']:.0f} decisions, asks_ratio "
+        print(f"  {label} {name}: {len(g)} attributes, {t['decisions']:.0f} decisions, asks_ratio "
               f"{t['asks'] / max(t['full_asks'], 1):.3f}, accuracy {t['ok'] / max(t['scored'], 1):.4f} vs full "
               f"{t['full_ok'] / max(t['scored'], 1):.4f}, decided by student alone {t['alone'] / t['decisions']:.3f}")
 
@@ -477,16 +535,23 @@ def print_groups(rows: dict) -> None:
 def print_student(r: dict, tot: dict) -> None:
     n = r["products"]
     fa, fn = r["full_acc"]
-    sa, sn = r["student_acc"]
-    fsa, fsn = r["full_student_acc"]
+    st, npr = r["student"], r["noprior"]
+    sa, sn = st["acc"]
     mv, best, best_acc = r["mv_best"]
-    rows = r["table"]
+    rows = st["table"]
     alone = sum(x["alone"] for x in rows.values()) / max(sum(x["decisions"] for x in rows.values()), 1)
-    print(f"  student  : {r['student_calls'] / n:.2f} calls/product  accuracy {sa / sn:.4f} ({sa}/{sn})  "
-          f"${1000 * r['student_cost'] / max(r['student_decisions'], 1):.4f}/1k decisions  {r['student_s']:.1f}s  "
-          f"stop reasons {r['student_reasons']}  decided by the student alone {alone:.3f} of decisions")
-    print(f"  quality  : full {fa / fn:.4f}  full + student member {fsa / fsn:.4f}  majority vote {mv:.4f}  "
-          f"best single LLM {best_acc:.4f} ({best})")
+    print(f"  student  : {st['calls'] / n:.2f} calls/product  accuracy {sa / sn:.4f} ({sa}/{sn})  "
+          f"${1000 * st['cost'] / max(st['decisions'], 1):.4f}/1k decisions  {st['s']:.1f}s  "
+          f"stop reasons {st['reasons']}  decided by the student alone {alone:.3f} of decisions")
+    na, nn = npr["acc"]
+    print(f"  student without the shared prior: {npr['calls'] / n:.2f} calls/product  accuracy {na / nn:.4f}  "
+          f"calls_ratio={npr['calls'] / r['full_calls']:.3f} price_ratio={npr['cost'] / r['full_cost']:.3f}")
+    if "full_student_acc" in r:
+        fsa, fsn = r["full_student_acc"]
+        print(f"  quality  : full {fa / fn:.4f}  full + student member {fsa / fsn:.4f}  majority vote {mv:.4f}  "
+              f"best single LLM {best_acc:.4f} ({best})")
+    else:
+        print("  quality  : full + student member not run on the simulated panel (done-when 5 is about real answers)")
     print("  student per attribute: products, prequential accuracy vs gold, agreement with the panel (window), "
           "decided alone (their accuracy), accuracy student mode / full")
     for a, x in sorted(rows.items(), key=lambda kv: -kv[1]["products"]):
@@ -494,10 +559,14 @@ def print_student(r: dict, tot: dict) -> None:
         print(f"    {a:20s} {x['products']:5.0f}  student {x['student_ok'] / sc:.3f}  agree {x['agreement']:.3f} "
               f"({x['window']:.0f})  alone {x['alone'] / x['decisions']:.3f} "
               f"({x['alone_ok'] / max(x['alone_scored'], 1):.3f})  {x['ok'] / sc:.3f} / {x['full_ok'] / sc:.3f}")
-    print_groups(rows)
-    print(f"  [{r['name']}] calls_ratio={r['student_calls'] / r['full_calls']:.3f} "
-          f"price_ratio={r['student_cost'] / r['full_cost']:.3f} accuracy_delta={100 * (sa / sn - fa / fn):+.2f}")
-    for k, v in (("sc", r["student_calls"]), ("so", sa), ("sn", sn), ("scost", r["student_cost"])):
+    print_groups(rows, "with the shared prior   ")
+    print_groups(npr["table"], "without the shared prior")
+    if alone < 0.05:
+        print(f"  note: the student decided {alone:.1%} of decisions alone: with {n} products its agreement with the "
+              "panel never reached the licence, so it saved nothing here")
+    print(f"  [{r['name']}] calls_ratio={st['calls'] / r['full_calls']:.3f} "
+          f"price_ratio={st['cost'] / r['full_cost']:.3f} accuracy_delta={100 * (sa / sn - fa / fn):+.2f}")
+    for k, v in (("sc", st["calls"]), ("so", sa), ("sn", sn), ("scost", st["cost"])):
         tot[k] += v
 
 
@@ -512,6 +581,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="products per dataset (default: all)")
     ap.add_argument("--chunk", type=int, default=32, help="products in flight; the model learns between chunks")
     ap.add_argument("--flush", type=int, default=1, help="items per attribute learnt in one partial_fit (at most one chunk's)")
+    ap.add_argument("--race", action="store_true",
+                    help="run young models' races inline when due (13-40 s each here; the stream runs them aside)")
     ap.add_argument("--rule", choices=("gain", "confidence"), default="gain",
                     help="stopping rule: expected accuracy gain (default) or the previous max-posterior target")
     ap.add_argument("--target", type=float, default=0.95, help="confidence_target (--rule confidence)")

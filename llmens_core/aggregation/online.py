@@ -164,6 +164,33 @@ class OnlineDawidSkene(PosteriorModel):
             self._fold(stats)
         return stats
 
+    def set_worker_priors(self, priors: Mapping[Hashable, tuple[float, float]],
+                          criterion: tuple[np.ndarray, np.ndarray, float] | None = None) -> SufficientStats:
+        """Start a cold model from a prior per worker: ``{worker: (accuracy, strength)}``, as if the worker had
+        answered ``strength`` items of uniform classes with that accuracy (errors spread evenly). Folded as one
+        online step of ``max(strength)`` pseudo-items, so real items outweigh it as they come (with ``kappa=1``
+        it stays that many items in the average). E.g. a reliability learnt on other attributes (issue 33).
+        ``criterion``: the candidates' held-out scores per item ``(score (C,), score_m2 (C, C), votes)``, as
+        another model's ``score``, ``score_m2`` and ``score_votes``; without it no candidate is scored and the
+        choice stays the simplest (pooled), which reads no worker's own accuracy. Only on a model that has learnt
+        nothing (else ``ValueError``); returns the statistics folded."""
+        if self.n_items_ > 0 or self.t > 0 or self._youth is not None:
+            raise ValueError("worker priors start a cold model; this one has learnt already")
+        K = len(self.classes_)
+        if K < 2 or not priors:
+            raise ValueError("worker priors need >= 2 classes and >= 1 worker")
+        workers = list(priors)
+        acc = np.clip(np.asarray([priors[w][0] for w in workers], float), 1e-3, 1 - 1e-3)
+        strength = np.maximum(np.asarray([priors[w][1] for w in workers], float), 0.0)
+        rows = (1 - acc)[:, None, None] / (K - 1) * (1 - np.eye(K)) + acc[:, None, None] * np.eye(K)
+        n = float(strength.max())
+        score, m2, votes = (None, None, 0.0) if criterion is None else criterion
+        stats = SufficientStats(workers, list(self.classes_), rows * (strength / K)[:, None, None],
+                                np.full(K, n / K), n, None if score is None else n * np.asarray(score),
+                                None if m2 is None else n * np.asarray(m2), n * float(votes))
+        self.apply(stats)
+        return stats
+
     def _fold(self, stats: SufficientStats) -> int:
         self.add_classes(c for c in stats.classes if c not in self._cidx)
         self.add_workers(w for w in stats.workers if w not in self._widx)

@@ -118,3 +118,39 @@ def test_what_is_learnt(model):
     label, weight = teaching(model, {STUDENT: "x", "a": "y", "b": "y"})
     assert label == "y" and weight == pytest.approx(float(model.posterior({"a": "y", "b": "y"}).max()))
     assert not decided_alone({STUDENT: "x", "a": "x"}) and not decided_alone({"a": "x"})
+
+
+def _student_of_colours():
+    """A student licensed on English titles whose colour word is the label (x = red, y = blue, z = green)."""
+    from llmens_core.student import AttributeStudent, Students
+
+    rng = np.random.default_rng(1)
+    words = {"x": "red", "y": "blue", "z": "green"}
+    s = AttributeStudent(CLASSES)
+    for _ in range(10):
+        labels = [CLASSES[k] for k in rng.integers(3, size=24)]
+        s.learn([f"brand{rng.integers(20)} {words[lab]} shirt size {rng.integers(30, 50)}" for lab in labels],
+                labels, [0.9] * 24)
+    students = Students(lambda a: s, exploration_share=0.0)
+    students["q"]
+    return students
+
+
+def test_no_text_or_foreign_text_never_lets_the_student_decide_alone_until_measured(model):
+    students = _student_of_colours()
+
+    def ask(text: str):
+        calls = []
+        g = students.guesses(text, ["q"])
+        _, by, asked, why = asyncio.run(ask_student_first(
+            policy(), answering("x", calls), "p1", ["q"], {"q": model}, students.votes(g)))
+        return why, asked, by
+
+    assert ask("brand3 red shirt size 40")[0] == "student"
+    for text in ("", "红色 衬衫 棉质 男士", "rot hemd baumwolle red"):
+        why, asked, by = ask(text)
+        assert why != "student" and asked and STUDENT not in by["q"]
+    for _ in range(200):  # its measured accuracy on unfamiliar text now licenses it there, and only there
+        students["q"].record.add("unfamiliar", 0.8, True)
+    assert ask("rot hemd baumwolle red")[0] == "student"
+    assert ask("")[0] != "student"
