@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.drills import DecisionClock, Publisher, wait_lag_zero  # noqa: E402
+from bench.drills import DecisionClock, publisher_for, wait_lag_zero  # noqa: E402
 from bench.pipeline import load_products  # noqa: E402
 from streams.harness.stack import LocalStack  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
             clock = DecisionClock(stack.bootstrap, stack.topic("product_attributes"))
             clock.start()
             started = time.monotonic()
-            publisher = Publisher(stack, products, args.rate)
+            publisher = publisher_for(stack, products, args.rate)
             publisher.start()
             per_product = len(want) / len(products)
             while True:
