@@ -98,7 +98,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                               votes=topic("llm_votes"), dead_letter=topic("dead_letter"),
                               stats=topic("ds_stats", st.topics.model_partitions))
     store = TableStore(app.Table("products", partitions=P, key_type=str,  # changelog-backed RocksDB
-                                 extra_topic_configs=replication_config(st)))
+                                 extra_topic_configs=replication_config(st), options=st.state.rocksdb_options()))
     outputs = Outputs(channels, w.metrics, w.counters, st.aggregation.review_below)
     policy = _adaptive_policy(st)
     decider = ProductDecider(w, outputs, store, claim=lambda msg: app.consumer.claim(msg.tp), policy=policy)

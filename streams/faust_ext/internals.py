@@ -36,6 +36,7 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.consumer.subscription_state:TopicPartitionState", "_position", "read: fetch position"),
     ("aiokafka.consumer.subscription_state:TopicPartitionState", "_status", "read: /counters"),
     ("faust.tables.base:Collection", "_on_changelog_sent", "callback of the awaited changelog send"),
+    ("faust.stores.rocksdb:Store", "_dbs", "read: per-partition databases' memory on /debug/memory"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "force_metadata_update: a just-created topic"),
     ("faust.transport.drivers.aiokafka:Producer", "_settings_extra",
      "overridden: acks=all and idempotence outside transactions too (IdempotentProducer)"),
