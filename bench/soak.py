@@ -98,7 +98,8 @@ def main() -> None:
                 decided = int(len(clock.arrivals) / per_product)
                 for i, proc in stack.procs.items():
                     rocks, reports[i] = rocksdb_mib(stack, i)
-                    samples[i].append((decided, rss_mib(proc.pid), dir_mib(stack.workdir / f"worker{i}"), rocks))
+                    samples[i].append((decided, rss_mib(proc.pid), dir_mib(stack.workdir / f"worker{i}"), rocks,
+                                       reports[i].get("python", {})))
                 last = [s[-1] for s in samples.values()]
                 log(f"published {publisher.sent}, ~{decided} decided; RSS MiB "
                     f"{[round(s[1]) for s in last]}, RocksDB memory MiB {[round(s[3], 1) for s in last]}, "
