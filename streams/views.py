@@ -34,7 +34,9 @@ def _consumer_view(consumer) -> dict:
     fetch = {f"{tp.topic}:{tp.partition}": {**state, "committed": consumer.committed_offset(tp),
                                             "read_offset": consumer.delivered_offset(tp)}
              for tp, state in consumer.fetch_states().items()}
-    return {"partitions": consumer.partition_sets(), "fetch": fetch}
+    guard = {"stale_fetches_dropped": getattr(consumer, "stale_fetches_dropped", 0),
+             "gaps_seen": getattr(consumer, "gaps_seen", 0)}
+    return {"partitions": consumer.partition_sets(), "fetch": fetch, "guard": guard}
 
 
 def install_views(app: faust.App, w: Worker) -> None:

@@ -17,7 +17,9 @@ CHECKED_ON = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 INTERNALS: list[tuple[str, str, str]] = [
     # (owner, attribute, what llmens does with it)
     ("faust.transport.consumer:Consumer", "_new_offset", "overridden: the commit rule (GuardedConsumer)"),
-    ("faust.transport.consumer:Consumer", "_add_gap", "overridden: logs fetch gaps"),
+    ("faust.transport.consumer:Consumer", "_add_gap", "overridden: a fetch gap on the agents' topics is not done"),
+    ("faust.transport.consumer:Consumer", "_wait_next_records",
+     "overridden: drops the agents' records of a fetch that overlapped a seek"),
     ("faust.transport.consumer:Consumer", "_acked", "read/trimmed by the commit rule"),
     ("faust.transport.consumer:Consumer", "_acked_index", "trimmed by the commit rule"),
     ("faust.transport.consumer:Consumer", "_gap", "gap ranges merged by the commit rule"),
