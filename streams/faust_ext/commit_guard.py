@@ -97,6 +97,10 @@ class GuardState:
     """(tp, offset) -> missing offsets found to be no record after the re-reads."""
     first_offsets: dict = field(default_factory=dict)
     """tp -> its first offset, for partitions rewound with no commit: the head a first commit must start at."""
+    unknown_floor: set = field(default_factory=set)
+    """Tracked partitions with acks to commit but no floor known (see :meth:`GuardedConsumer._new_offset`)."""
+    floor_sought_at: float = 0.0
+    """When the watchdog last sought every partition again for an unknown floor."""
     seek_epoch: int = 0
     """Bumped when a seek of the agents' partitions starts and when it ends: a fetch that overlapped one may
     hold records from the position before it (see :meth:`GuardedConsumer._wait_next_records`)."""
@@ -171,6 +175,12 @@ class GuardedConsumer(faust_aiokafka.Consumer):
             return None  # committed offset not read in this generation, or no longer ours
         _merge_gaps(self._gap[tp], acked)  # offsets the fetch never saw (compaction, markers) count as done
         committed = self.commit_floor(tp)
+        if committed is None and tp.topic in self.tracked_topics and self._resets_to_earliest():
+            # every partition faust sought in this generation has a floor (its commit, or its first offset);
+            # without one, the first run of acks could start past a record nobody finished (the drill lost
+            # p0@286 to a commit 284 -> 294 made before the generation's floors were read)
+            self.guard.unknown_floor.add(tp)
+            return None
         in_flight = self.in_flight(tp)
         head_gap = self.guard.verified_gaps.get((tp, committed), 0)
         end, used = next_commit(acked, committed, in_flight, head_gap=head_gap)
@@ -245,6 +255,9 @@ class GuardedConsumer(faust_aiokafka.Consumer):
         if tps:
             await self.rewind_many(dict.fromkeys(tps))
 
+    def _resets_to_earliest(self) -> bool:
+        return self.app.conf.consumer_auto_offset_reset == "earliest"
+
     def commit_floor(self, tp) -> int | None:
         """Where the next commit of ``tp`` must start: its committed offset, else (nothing committed yet) its
         first offset, so that a head lost before the first commit holds the commit as any lost head does."""
@@ -316,6 +329,13 @@ class GuardedConsumer(faust_aiokafka.Consumer):
         ``rereads`` re-reads, there is no record at that offset ("gap") and the commit may pass it.
         """
         g, now, actions = self.guard, time.monotonic(), []
+        if g.unknown_floor:
+            unknown = [tp for tp in g.unknown_floor if self.commit_floor(tp) is None]
+            g.unknown_floor.clear()
+            if unknown and now - g.floor_sought_at >= hold_s:
+                g.floor_sought_at = now
+                actions += [(tp, -1, "reseek") for tp in unknown]
+                await self.perform_seek()  # reads every committed offset again; uncommitted ones from the start
         for tp, (offset, since, missing) in list(g.held.items()):
             if self.commit_floor(tp) != offset or offset in self.in_flight(tp):
                 g.held.pop(tp, None)

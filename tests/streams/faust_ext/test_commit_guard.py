@@ -428,3 +428,33 @@ def test_a_fetch_that_overlapped_a_seek_is_dropped_and_read_again_from_the_sough
         assert records == {tp: ["records from 301 on"]} and len(rewound) == 1
     finally:
         c.transport.tracked_topics = frozenset()
+
+
+def test_no_commit_of_an_agents_partition_whose_floor_is_unknown(faust_consumer, monkeypatch):
+    """The drill's other lost product: p0 went from 284 to 294 in one commit over p0@286, abandoned in the
+    revoked generation, while 287..293 (finished after the revocation) were the only acks. Without a committed
+    offset or a first offset to start from, the first run of acks is no proof that nothing before it is missing."""
+    import asyncio
+
+    c, tp = faust_consumer, TP("src", 7)
+    _seeked(c, 10, 7)
+    assert c.app.conf.consumer_auto_offset_reset == "earliest"
+    c._committed_offset.pop(tp, None)
+    sought = []
+
+    async def perform_seek():
+        sought.append(True)
+        c._committed_offset[tp] = 284  # what Kafka holds
+
+    monkeypatch.setattr(c, "perform_seek", perform_seek)
+    monkeypatch.setattr(c, "rewind", lambda *a: asyncio.sleep(0))
+    c.transport.tracked_topics = frozenset({"src"})
+    try:
+        for m in _messages(c, range(287, 294), generation=10, partition=7):
+            mark_finished(m)
+            assert c.ack(m)
+        assert c._new_offset(tp) is None  # faust's rule (and the guard before): 294
+        assert asyncio.run(c.heal_held_heads(hold_s=0)) == [(tp, -1, "reseek")] and sought == [True]
+        assert c._new_offset(tp) is None and c.guard.held[tp][0] == 284  # held at the head, re-read later
+    finally:
+        c.transport.tracked_topics = frozenset()
