@@ -66,10 +66,24 @@ def memory_report(app: Any, worker: Any, top: int = 8) -> dict[str, Any]:
                    "revision_window_items": worker.revisions.size_items(),
                    "inflight": sum(worker.inflight.values())}}
     if tracemalloc.is_tracing():
-        snapshot = tracemalloc.take_snapshot()
-        current, peak = tracemalloc.get_traced_memory()
-        report["tracemalloc"] = {"current_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1),
-                                 "top": [f"{s.traceback[0].filename.rsplit('/', 2)[-1]}:{s.traceback[0].lineno} "
-                                         f"{s.size / 2**20:.1f} MiB {s.count}"
-                                         for s in snapshot.statistics("lineno")[:top]]}
+        report["tracemalloc"] = _traced(top)
     return report
+
+
+_baseline: list = []
+
+
+def _traced(top: int) -> dict[str, Any]:
+    """Python's traced memory: the lines holding most, and the lines grown most since the first report."""
+    def where(frame: Any) -> str:
+        return f"{'/'.join(frame.filename.rsplit('/', 2)[-2:])}:{frame.lineno}"
+
+    snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    if not _baseline:
+        _baseline.append(snapshot)
+    current, peak = tracemalloc.get_traced_memory()
+    return {"current_mib": round(current / 2**20, 1), "peak_mib": round(peak / 2**20, 1),
+            "top": [f"{where(s.traceback[0])} {s.size / 2**20:.1f} MiB in {s.count}"
+                    for s in snapshot.statistics("lineno")[:top]],
+            "grown": [f"{where(d.traceback[0])} {d.size_diff / 2**20:+.1f} MiB ({d.count_diff:+d})"
+                      for d in snapshot.compare_to(_baseline[0], "lineno")[:top]]}
