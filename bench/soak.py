@@ -7,7 +7,10 @@ at ``--rate`` per second to three workers with the simulated LLMs. Every 10 s it
 (/proc) and the size of its data directory (RocksDB tables and the response cache) against the decisions made
 so far. At the end: every (product, version, attribute) must have a decision (``lost``) and the lag must be 0.
 RSS slope: a straight line fitted to RSS against products decided after the warm-up (the first 20 %),
-as % of the RSS at the end of the warm-up per 10,000 products. The last line is JSON.
+as % of the RSS at the end of the warm-up per 10,000 products. Each sample also reads the worker's
+``/debug/memory`` (RocksDB memtables and block caches, Python objects, decisions held for revision), so growth
+can be put down to a part: ``--memory-report FILE`` keeps every sample, ``--tracemalloc`` has the workers trace
+Python allocations (slower) and report the lines grown most. The last line is JSON.
 """
 
 from __future__ import annotations
