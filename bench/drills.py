@@ -11,8 +11,8 @@ grow to 3 workers. A few malformed events are sent on purpose. Then it waits for
 
 Checks: every (product, version, attribute) asked has a final decision (``lost`` counts those without);
 copies of a decision at the same revision carry the same value (``conflicting_duplicates``); every
-attribute's ``ds-model`` versions only grow on the topic; lag returns to 0; ``dead-letter`` holds exactly the
-bad events sent. ``--no-guard`` runs faust's own commit rule (``kafka.commit_guard: false``) to show that the
+attribute's ``ds-model`` versions only grow on the topic; lag returns to 0; ``dead-letter`` holds the bad events
+sent and nothing else (a copy of one redelivered after a worker's death is allowed: input is at least once). ``--no-guard`` runs faust's own commit rule (``kafka.commit_guard: false``) to show that the
 drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflicting_duplicates",
 "worker_kills", "broker_restarts", "rebalances", ...}``.
 
@@ -211,8 +211,9 @@ def check_models(stack: LocalStack) -> int:
 
 def check_dead_letters(stack: LocalStack) -> dict:
     letters = [DeadLetter.from_bytes(m.value()) for m in stack.read("dead_letter", idle_s=2.0, timeout_s=60)]
-    originals = sorted(dl.original for dl in letters)
-    return {"dead_letters": len(letters), "dead_letters_only_bad": originals == sorted(BAD_EVENTS)}
+    originals = {dl.original for dl in letters}
+    # at least once: a bad event redelivered after a worker's death is dead-lettered again (same bytes)
+    return {"dead_letters": len(letters), "dead_letters_only_bad": originals == set(BAD_EVENTS)}
 
 
 def wait_lag_zero(stack: LocalStack, timeout_s: float) -> int:

@@ -112,7 +112,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
     @app.timer(interval=5.0)
     async def redeliver_stalled_partitions():
-        await watchdog.check(app.consumer)
+        try:
+            await watchdog.check(app.consumer)
+        except Exception as exc:  # noqa: BLE001 - a crashed timer stops the whole worker (seen in the drill)
+            w.counters["watchdog_errors"] += 1
+            log.warning("stall watchdog: %s: %s (next check in 5 s)", type(exc).__name__, exc)
 
     @app.on_before_shutdown.connect
     async def close_worker(app, **kwargs):

@@ -236,8 +236,12 @@ class GuardedConsumer(faust_aiokafka.Consumer):
             log.warning("dropping a fetch that overlapped a seek: %s read again from %s", sorted(map(str, stale)),
                         [self._read_offset.get(tp) for tp in stale])
             self.stale_fetches_dropped += 1
+            try:
+                await self.rewind_many({tp: self._read_offset.get(tp) for tp in stale})
+            except Exception as exc:  # noqa: BLE001 - not re-read: keep them (a gap then holds the commit)
+                log.warning("could not seek %s back (%s: %s); keeping the fetch", stale, type(exc).__name__, exc)
+                return records, active
             records = {tp: r for tp, r in records.items() if tp not in stale}
-            await self.rewind_many({tp: self._read_offset.get(tp) for tp in stale})
         return records, active
 
     async def _rewind_uncommitted(self) -> None:
@@ -286,9 +290,13 @@ class GuardedConsumer(faust_aiokafka.Consumer):
             found = await consumer.beginning_offsets([aiokafka_tp(tp) for tp in to_start]) if to_start else {}
             starts = {tp: found[aiokafka_tp(tp)] for tp in to_start}
             targets = {tp: starts.get(tp, offsets[tp]) for tp in moved}
+            # a rebalance may have taken a partition while beginning_offsets was awaited: aiokafka then
+            # refuses the seek (IllegalStateError), which crashed the watchdog's timer and the worker with it
+            assigned = consumer.assignment()
+            targets = {tp: target for tp, target in targets.items() if aiokafka_tp(tp) in assigned}
             for tp, target in targets.items():
                 consumer.seek(aiokafka_tp(tp), target)
-            return targets, starts
+            return targets, {tp: start for tp, start in starts.items() if tp in targets}
 
         self.guard.seek_epoch += 1
         try:

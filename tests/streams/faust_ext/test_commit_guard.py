@@ -458,3 +458,43 @@ def test_no_commit_of_an_agents_partition_whose_floor_is_unknown(faust_consumer,
         assert c._new_offset(tp) is None and c.guard.held[tp][0] == 284  # held at the head, re-read later
     finally:
         c.transport.tracked_topics = frozenset()
+
+
+def test_a_rewind_skips_a_partition_a_rebalance_took_while_it_looked_up_the_first_offset(faust_consumer, monkeypatch):
+    """The drill's workers died of it: aiokafka refused the watchdog's seek of a partition revoked while the
+    seek awaited its beginning offset (IllegalStateError in a timer stops a faust worker)."""
+    import asyncio
+
+    from aiokafka.errors import IllegalStateError
+    from aiokafka.structs import TopicPartition as AioTP
+
+    c, kept, taken = faust_consumer, TP("src", 8), TP("src", 9)
+
+    class Aiokafka:
+        assigned = {AioTP("src", 8), AioTP("src", 9)}
+        sought: dict = {}
+
+        def assignment(self):
+            return set(self.assigned)
+
+        async def beginning_offsets(self, tps):
+            self.assigned = {AioTP("src", 8)}  # the rebalance lands here
+            return {tp: 0 for tp in tps}
+
+        def seek(self, tp, offset):
+            if tp not in self.assigned:
+                raise IllegalStateError(f"No current assignment for partition {tp}")
+            self.sought[tp] = offset
+
+    aiokafka = Aiokafka()
+
+    class Thread:
+        def _ensure_consumer(self):
+            return aiokafka
+
+        async def call_thread(self, fn):
+            return await fn()
+
+    monkeypatch.setattr(c, "_thread", Thread())
+    assert asyncio.run(c.rewind_many({kept: None, taken: None})) == [kept]
+    assert aiokafka.sought == {AioTP("src", 8): 0} and taken not in c.guard.first_offsets
