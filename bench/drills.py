@@ -12,8 +12,9 @@ grow to 3 workers. A few malformed events are sent on purpose. Then it waits for
 Checks: every (product, version, attribute) asked has a final decision (``lost`` counts those without);
 copies of a decision at the same revision carry the same value (``conflicting_duplicates``); every
 attribute's ``ds-model`` versions only grow on the topic; lag returns to 0; ``dead-letter`` holds the bad events
-sent and nothing else (a copy of one redelivered after a worker's death is allowed: input is at least once). ``--no-guard`` runs faust's own commit rule (``kafka.commit_guard: false``) to show that the
-drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflicting_duplicates",
+sent and nothing else (a copy of one redelivered after a worker's death is allowed: input is at least once);
+every worker started is alive at the end. ``--no-guard`` runs faust's own commit rule
+(``kafka.commit_guard: false``) to show that the drill can fail. The last line is JSON: ``{"broker", "products", "lost", "conflicting_duplicates",
 "worker_kills", "broker_restarts", "rebalances", ...}``.
 
 ``--cluster 3`` runs the failover drill on a three-node Apache Kafka KRaft cluster (topics replicated 3,
@@ -325,7 +326,8 @@ def main() -> None:
             tempfile.TemporaryDirectory(prefix="llmens-drill-"))
         result = run_drill(args, products, want, tmp, log)
     ok = (result["lost"] == 0 and result["conflicting_duplicates"] == 0 and result["final_lag"] == 0
-          and result["model_version_drops"] == 0 and result["dead_letters_only_bad"])
+          and result["model_version_drops"] == 0 and result["dead_letters_only_bad"]
+          and result["workers_alive_at_end"] == result["workers_max"])  # a worker that died is a failure too
     if args.cluster:
         ok = ok and result["leader_kills"] >= 2 and result["controller_kills"] >= 1
     log("PASS" if ok else "FAIL" + (" (expected without the guard)" if args.no_guard else ""))
