@@ -129,7 +129,7 @@ def main() -> None:
                                    "data_end_mib": round(s[-1][2], 1)} for i, s in samples.items()}}
     if args.memory_report:
         args.memory_report.write_bytes(orjson.dumps({"samples": samples, "last_reports": reports},
-                                                    option=orjson.OPT_INDENT_2))
+                                                    option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     print(orjson.dumps(result).decode())
 
 
