@@ -31,6 +31,8 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("faust.transport.drivers.aiokafka:Consumer", "_new_consumer_thread", "overridden: Tansu's thread"),
     ("faust.transport.drivers.aiokafka:Consumer", "_thread", "read: aiokafka consumer (fetch positions)"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_highwaters", "overridden on Tansu"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_commit",
+     "wrapped: a commit failing on a lost broker connection returns False instead of crashing the worker"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_consumer", "read: fetch positions"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_ensure_consumer",
      "called on the consumer thread: GuardedConsumer.rewind seeks there"),
