@@ -82,8 +82,8 @@ class AggregationSettings(BaseModel):
 class StateSettings(BaseModel):
     """RocksDB memory per open database: each products-table partition (active and standby) and the response
     cache. faust's defaults (64 MiB write buffers, up to 3, and a 2 GiB block cache per partition) let a worker's
-    memory grow with every product it stores until a buffer fills: 14-16 % more RSS per 10,000 products in the
-    soak. Bounded here; RocksDB flushes a full buffer to disk."""
+    memory grow with every product it stores until a buffer fills (with the revision window, the 14-16 % more RSS
+    per 10,000 products of a 10,000-product soak). Bounded here; RocksDB flushes a full buffer to disk."""
 
     write_buffer_mib: int = Field(4, ge=1, description="memtable size per database before it is flushed")
     max_write_buffers: int = Field(2, ge=2, description="memtables per database (one filling, one flushing)")

@@ -1,8 +1,8 @@
 """A worker's memory does not grow with what it has stored: RocksDB is bounded, and /debug/memory says who holds what.
 
-A 10,000-product soak grew each worker's RSS by 14-16 % per 10,000 products while the response cache's and
-the products table's memtables (faust's default: 64 MiB each, up to 3, per partition) filled with every
-product. These tests hold the bounds where the data is written.
+A 10,000-product soak grew each worker's RSS by 14-16 % per 10,000 products while, besides the revision
+window, the response cache's and the products table's memtables (faust's default: 64 MiB each, up to 3, per
+partition) filled with every product. These tests hold the bounds where the data is written.
 """
 
 from __future__ import annotations
