@@ -161,3 +161,7 @@ class RevisionWindow:
 
     def attributes(self) -> list[str]:
         return list(self._items)
+
+    def size_items(self) -> int:
+        """Decisions held over every attribute (at most ``size`` per attribute)."""
+        return sum(len(w) for w in self._items.values())

@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
                               votes=topic("llm_votes"), dead_letter=topic("dead_letter"),
                               stats=topic("ds_stats", st.topics.model_partitions))
     store = TableStore(app.Table("products", partitions=P, key_type=str,  # changelog-backed RocksDB
-                                 extra_topic_configs=replication_config(st)))
+                                 extra_topic_configs=replication_config(st), options=st.state.rocksdb_options()))
     outputs = Outputs(channels, w.metrics, w.counters, st.aggregation.review_below)
     policy = _adaptive_policy(st)
     decider = ProductDecider(w, outputs, store, claim=lambda msg: app.consumer.claim(msg.tp), policy=policy)
@@ -114,7 +114,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Worker]:
 
     @app.timer(interval=5.0)
     async def redeliver_stalled_partitions():
-        await watchdog.check(app.consumer)
+        try:
+            await watchdog.check(app.consumer)
+        except Exception as exc:  # noqa: BLE001 - a crashed timer stops the whole worker (seen in the drill)
+            w.counters["watchdog_errors"] += 1
+            log.warning("stall watchdog: %s: %s (next check in 5 s)", type(exc).__name__, exc)
 
     @app.on_before_shutdown.connect
     async def close_worker(app, **kwargs):

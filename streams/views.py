@@ -1,4 +1,4 @@
-"""The worker's web pages: /metrics (Prometheus), /healthz, /model, /student, /counters, /debug/tasks."""
+"""The worker's web pages: /metrics (Prometheus), /healthz, /model, /student, /counters, /debug/tasks, /debug/memory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import faust
 
+from streams.memory import memory_report
 from streams.worker import Worker
 
 __all__ = ["install_views", "task_locations"]
@@ -33,7 +34,9 @@ def _consumer_view(consumer) -> dict:
     fetch = {f"{tp.topic}:{tp.partition}": {**state, "committed": consumer.committed_offset(tp),
                                             "read_offset": consumer.delivered_offset(tp)}
              for tp, state in consumer.fetch_states().items()}
-    return {"partitions": consumer.partition_sets(), "fetch": fetch}
+    guard = {"stale_fetches_dropped": getattr(consumer, "stale_fetches_dropped", 0),
+             "gaps_seen": getattr(consumer, "gaps_seen", 0)}
+    return {"partitions": consumer.partition_sets(), "fetch": fetch, "guard": guard}
 
 
 def install_views(app: faust.App, w: Worker) -> None:
@@ -48,6 +51,10 @@ def install_views(app: faust.App, w: Worker) -> None:
     async def healthz(web, request):
         return web.json({"ok": True, "models_ready": w.registry.ready.is_set(), "counters": dict(w.counters),
                          "generation": app.consumer_generation_id, "time": time.time()})
+
+    @app.page("/debug/memory")
+    async def memory_view(web, request):
+        return web.json(memory_report(app, w))
 
     @app.page("/debug/tasks")
     async def tasks_view(web, request):

@@ -33,6 +33,10 @@ class StallWatchdog:
         """Heal held heads, then seek stalled partitions back; returns the ``(tp, offset)`` seeks done."""
         for tp, offset, action in await consumer.heal_held_heads():
             self.w.counters[f"held_head_{action}"] += 1
+            if action == "reseek":
+                log.warning("%s: acks to commit but no committed offset known: reading the committed offsets again",
+                            tp)
+                continue
             log.warning("%s: commit held at offset %d, which never reached the agent: %s", tp, offset,
                         "redelivering from it" if action == "redeliver" else "no record there, passing it")
         if any(self.w.inflight.values()):

@@ -45,7 +45,9 @@ class Worker:
     async def start_gateway(self) -> Gateway:
         """The LLM gateway, started on first use (inside the worker's event loop)."""
         if self.gateway is None:
-            cache = ResponseCache(self.settings.data_dir / "response-cache")
+            st = self.settings.state
+            cache = ResponseCache(self.settings.data_dir / "response-cache", write_buffer_mib=st.write_buffer_mib,
+                                  max_write_buffers=st.max_write_buffers, block_cache_mib=st.block_cache_mib)
             self.gateway = Gateway(self.settings.llms, self.schema, cache=cache,
                                    product_deadline_s=self.settings.product_deadline_s)
             await self.gateway.start()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from rocksdict import Options, Rdict
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 __all__ = ["CachedResponse", "ResponseCache", "cache_key", "content_hash"]
 
@@ -38,11 +38,22 @@ class CachedResponse:
 class ResponseCache:
     """A RocksDB directory; open one per process (RocksDB locks it)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, write_buffer_mib: int | None = None, max_write_buffers: int | None = None,
+                 block_cache_mib: int | None = None):
+        """``write_buffer_mib``, ``max_write_buffers``, ``block_cache_mib`` bound RocksDB's memory (None: its
+        defaults); without a bound the memtable grows with every response until it reaches 64 MiB."""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         opts = Options(raw_mode=True)
         opts.create_if_missing(True)
+        if write_buffer_mib is not None:
+            opts.set_write_buffer_size(write_buffer_mib << 20)
+        if max_write_buffers is not None:
+            opts.set_max_write_buffer_number(max_write_buffers)
+        if block_cache_mib is not None:
+            table = BlockBasedOptions()
+            table.set_block_cache(Cache(block_cache_mib << 20))
+            opts.set_block_based_table_factory(table)
         self._db: Rdict | None = Rdict(str(self.path), options=opts)
         self.hits = 0
         self.misses = 0

@@ -17,7 +17,9 @@ CHECKED_ON = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
 INTERNALS: list[tuple[str, str, str]] = [
     # (owner, attribute, what llmens does with it)
     ("faust.transport.consumer:Consumer", "_new_offset", "overridden: the commit rule (GuardedConsumer)"),
-    ("faust.transport.consumer:Consumer", "_add_gap", "overridden: logs fetch gaps"),
+    ("faust.transport.consumer:Consumer", "_add_gap", "overridden: a fetch gap on the agents' topics is not done"),
+    ("faust.transport.consumer:Consumer", "_wait_next_records",
+     "overridden: drops the agents' records of a fetch that overlapped a seek"),
     ("faust.transport.consumer:Consumer", "_acked", "read/trimmed by the commit rule"),
     ("faust.transport.consumer:Consumer", "_acked_index", "trimmed by the commit rule"),
     ("faust.transport.consumer:Consumer", "_gap", "gap ranges merged by the commit rule"),
@@ -29,6 +31,8 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("faust.transport.drivers.aiokafka:Consumer", "_new_consumer_thread", "overridden: Tansu's thread"),
     ("faust.transport.drivers.aiokafka:Consumer", "_thread", "read: aiokafka consumer (fetch positions)"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_highwaters", "overridden on Tansu"),
+    ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_commit",
+     "wrapped: a commit failing on a lost broker connection returns False instead of crashing the worker"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_consumer", "read: fetch positions"),
     ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread", "_ensure_consumer",
      "called on the consumer thread: GuardedConsumer.rewind seeks there"),
@@ -36,6 +40,7 @@ INTERNALS: list[tuple[str, str, str]] = [
     ("aiokafka.consumer.subscription_state:TopicPartitionState", "_position", "read: fetch position"),
     ("aiokafka.consumer.subscription_state:TopicPartitionState", "_status", "read: /counters"),
     ("faust.tables.base:Collection", "_on_changelog_sent", "callback of the awaited changelog send"),
+    ("faust.stores.rocksdb:Store", "_dbs", "read: per-partition databases' memory on /debug/memory"),
     ("aiokafka.consumer.consumer:AIOKafkaConsumer", "_client", "force_metadata_update: a just-created topic"),
     ("faust.transport.drivers.aiokafka:Producer", "_settings_extra",
      "overridden: acks=all and idempotence outside transactions too (IdempotentProducer)"),

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
+from streams.faust_ext.consumer_thread import GuardedConsumerThread
 from streams.offsets import fetched_end_offsets
 
 __all__ = ["LOCAL_BROKER_FAUST_SETTINGS", "TANSU_FAUST_SETTINGS", "TansuConsumerThread"]
@@ -36,7 +35,7 @@ TANSU_FAUST_SETTINGS: dict[str, object] = {
 """faust settings only Tansu needs (``kafka.tansu``)."""
 
 
-class TansuConsumerThread(AIOKafkaConsumerThread):
+class TansuConsumerThread(GuardedConsumerThread):
     """faust's aiokafka consumer thread whose changelog end offsets come from a fetch response."""
 
     async def _highwaters(self, partitions) -> Mapping:

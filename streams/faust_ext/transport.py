@@ -14,6 +14,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from streams.faust_ext.commit_guard import GuardedConsumer
+from streams.faust_ext.consumer_thread import GuardedConsumerThread
 from streams.faust_ext.internals import require_internals
 
 __all__ = ["GuardedTransport", "IdempotentProducer", "install_transport"]
@@ -43,7 +44,7 @@ class GuardedTransport(faust_aiokafka.Transport):
 
             self.consumer_thread_class = TansuConsumerThread
         else:
-            self.consumer_thread_class = None
+            self.consumer_thread_class = GuardedConsumerThread
 
 
 def install_transport(app: faust.App, *, commit_guard: bool = True, tracked_topics: Iterable[str] = (),

@@ -9,6 +9,7 @@ CSV columns: ``product_id,version,title,description,category,attributes`` with `
 from __future__ import annotations
 
 import csv
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import orjson
 from llmens_core.events import AttributeFeedback, EventError, ProductUpdate
 
 __all__ = ["DEFAULT_VERSION", "CSV_COLUMNS", "FEEDBACK_CSV_COLUMNS", "ReadErrors", "iter_feedback",
-           "iter_products", "publish_products", "read_products"]
+           "iter_products", "PacedPublisher", "publish_products", "read_products"]
 
 DEFAULT_VERSION = 1
 CSV_COLUMNS = ("product_id", "version", "title", "description", "category", "attributes")
@@ -226,3 +227,100 @@ def publish_products(
     finally:
         if bar is not None:
             bar.stop()
+
+
+class PacedPublisher(threading.Thread):
+    """Publishes product dicts at ``rate`` per second in the background, counting only what the broker acked.
+
+    One idempotent producer (acks=all) for the whole stream. ``sent`` is the number of products whose
+    delivery the broker acknowledged, never the number handed to the client: a drill that counted products
+    as published when ``flush`` merely returned (a fresh producer per batch, its unsent messages dropped with
+    it) could not tell a product lost by the stream from one never written. A failed delivery (a broker
+    restarting, a leader election) is produced again until ``deadline_s`` after the last product was
+    handed over; what is still unacknowledged then is in ``unacked`` and ``error`` says so.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, products: list[dict], rate: float, *,
+                 deadline_s: float = 600.0, producer_config: dict | None = None) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.products, self.rate = bootstrap, topic, products, rate
+        self.deadline_s = deadline_s
+        self.conf = {"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 0, "enable.idempotence": True,
+                     "acks": "all", "message.timeout.ms": 120_000, **(producer_config or {})}
+        self.sent = 0
+        self.handed = 0
+        self.redelivered = 0
+        self.failures: list[str] = []
+        """Delivery errors seen (each was produced again), for the drill's log."""
+        self.unacked: set[int] = set()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._retry: list[int] = []
+        self._fatal = False
+
+    def _on_delivery(self, i: int):
+        def report(err, _msg) -> None:
+            with self._lock:
+                if err is None:
+                    if i in self.unacked:
+                        self.unacked.discard(i)
+                        self.sent += 1
+                else:
+                    self.failures.append(str(err))
+                    self._retry.append(i)
+                    self._fatal = self._fatal or err.fatal()
+        return report
+
+    def _produce(self, producer: Any, i: int) -> None:
+        p = self.products[i]
+        while True:
+            try:
+                producer.produce(self.topic, key=str(p.get("product_id", "")).encode(), value=orjson.dumps(p),
+                                 on_delivery=self._on_delivery(i))
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _produce_retries(self, producer: Any) -> Any:
+        """Produce the failed deliveries again; returns the producer to go on with (a new one after a fatal
+        error: an idempotent producer that lost its sequence refuses every later message)."""
+        from confluent_kafka import Producer
+
+        with self._lock:
+            retry, self._retry = self._retry, []
+            if self._fatal:
+                self._fatal = False
+                retry = sorted(i for i in self.unacked if i < self.handed)
+                producer = Producer(self.conf)
+        for i in retry:
+            self.redelivered += 1
+            self._produce(producer, i)
+        return producer
+
+    def run(self) -> None:
+        from confluent_kafka import Producer
+
+        try:
+            producer = Producer(self.conf)
+            start, step = time.monotonic(), max(1, int(self.rate // 20))
+            with self._lock:
+                self.unacked = set(range(len(self.products)))
+            for i in range(len(self.products)):
+                self._produce(producer, i)
+                self.handed = i + 1
+                if self.handed % step == 0:
+                    producer.poll(0)
+                    producer = self._produce_retries(producer)
+                    time.sleep(max(0.0, start + self.handed / self.rate - time.monotonic()))
+            deadline = time.monotonic() + self.deadline_s
+            while time.monotonic() < deadline:
+                producer.flush(1.0)
+                producer = self._produce_retries(producer)
+                with self._lock:
+                    if not self.unacked and not self._retry:
+                        return
+            self.error = RuntimeError(f"{len(self.unacked)} product(s) never acknowledged by the broker "
+                                      f"({len(self.failures)} delivery errors, the last: "
+                                      f"{self.failures[-1] if self.failures else 'none'})")
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc

@@ -305,21 +305,33 @@ class LocalStack:
         assert self.settings is not None
         return self.settings.topic(name)
 
-    def produce(self, topic_field: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    def produce(self, topic_field: str, records: Iterable[tuple[bytes | None, bytes]], timeout_s: float = 60.0) -> int:
+        """Send ``records`` to the topic of ``topic_field``; returns how many the broker acknowledged.
+
+        Raises RuntimeError when one is not acknowledged within ``timeout_s`` (counting a record handed to
+        the client as published hid undelivered records from the drills' accounting)."""
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, "log_level": 0,
-                      "enable.idempotence": True})
-        n = 0
+                      "enable.idempotence": True, "message.timeout.ms": int(timeout_s * 1000)})
+        n, errors = 0, []
+
+        def on_delivery(err, _msg) -> None:
+            if err is not None:
+                errors.append(err)
+
         for key, value in records:
             while True:
                 try:
-                    p.produce(self.topic(topic_field), key=key, value=value)
+                    p.produce(self.topic(topic_field), key=key, value=value, on_delivery=on_delivery)
                     break
                 except BufferError:
                     p.poll(0.05)
             n += 1
             if n % 1000 == 0:
                 p.poll(0)
-        p.flush(30)
+        left = p.flush(timeout_s + 5)
+        if left or errors:
+            raise RuntimeError(f"{left + len(errors)} of {n} records not acknowledged: "
+                               f"{errors[-1] if errors else 'flush timed out'}")
         return n
 
     def publish(self, products: Iterable[dict]) -> int:

@@ -356,3 +356,145 @@ def test_a_revocation_waits_for_a_decision_being_written_and_refuses_new_claims(
 
     asyncio.run(run())
     assert order == ["written", "revoked"] and c.claim(tp) is not None
+
+
+def test_a_fetch_gap_on_the_agents_topic_holds_the_commit_until_re_read(faust_consumer, monkeypatch):
+    """The failover drill's lost product: faust took offsets 302..305 it never delivered for a compaction gap
+    (``consumer gap ... 302..305``) and committed over them; p4@305 was never decided."""
+    import asyncio
+
+    c, tp = faust_consumer, TP("src", 5)
+    _seeked(c, 9, 5)
+    c._committed_offset[tp] = 301
+    seeks = []
+
+    async def rewind(partition, offset):
+        seeks.append((partition, offset))
+
+    monkeypatch.setattr(c, "rewind", rewind)
+    c.transport.tracked_topics = frozenset({"src"})
+    try:
+        (first,) = _messages(c, [301], generation=9, partition=5)
+        mark_finished(first)
+        assert c.ack(first)
+        asyncio.run(c._add_gap(tp, 302, 305))  # the fetch jumped from 301 to 306
+        after = _messages(c, [306, 307], generation=9, partition=5)
+        for m in after:
+            mark_finished(m)
+            assert c.ack(m)
+        assert c._new_offset(tp) == 302  # faust's rule: 308, over 302..305
+        c._committed_offset[tp] = 302  # that commit succeeded
+        assert c._new_offset(tp) is None and tp in c.guard.held
+        assert asyncio.run(c.heal_held_heads(hold_s=0)) == [(tp, 302, "redeliver")] and seeks == [(tp, 302)]
+        for m in _messages(c, [302, 303, 304, 305], generation=9, partition=5):  # the re-read copies
+            mark_finished(m)
+            assert c.ack(m)
+        assert c._new_offset(tp) == 308
+    finally:
+        c.transport.tracked_topics = frozenset()
+
+
+def test_a_fetch_that_overlapped_a_seek_is_dropped_and_read_again_from_the_sought_offset(faust_consumer, monkeypatch):
+    """A batch fetched from the position before a rebalance's seek, handed over after it, would reach the
+    agent stamped with the new generation and make faust see a gap from the sought offset to the batch."""
+    import asyncio
+
+    c, tp, changelog = faust_consumer, TP("src", 6), TP("changelog", 6)
+    rewound = []
+
+    async def fetched_across_a_seek(active_partitions, timeout):
+        c.guard.seek_epoch += 2  # perform_seek ran on the worker's loop while the consumer thread fetched
+        c._read_offset[tp] = 301  # ... and faust now reads tp from its committed offset
+        return {tp: ["records from 306 on"], changelog: ["a changelog record"]}
+
+    async def rewind_many(offsets):
+        rewound.append(offsets)
+        return list(offsets)
+
+    monkeypatch.setattr(c, "_getmany", fetched_across_a_seek)
+    monkeypatch.setattr(c, "_get_active_partitions", lambda: {tp, changelog})
+    monkeypatch.setattr(c, "rewind_many", rewind_many)
+    monkeypatch.setattr(c, "flow_active", True)
+    c.transport.tracked_topics = frozenset({"src"})
+    try:
+        records, _ = asyncio.run(c._wait_next_records(1.0))
+        assert records == {changelog: ["a changelog record"]} and rewound == [{tp: 301}]
+
+        async def plain_fetch(active_partitions, timeout):
+            return {tp: ["records from 301 on"]}
+
+        monkeypatch.setattr(c, "_getmany", plain_fetch)
+        records, _ = asyncio.run(c._wait_next_records(1.0))
+        assert records == {tp: ["records from 301 on"]} and len(rewound) == 1
+    finally:
+        c.transport.tracked_topics = frozenset()
+
+
+def test_no_commit_of_an_agents_partition_whose_floor_is_unknown(faust_consumer, monkeypatch):
+    """The drill's other lost product: p0 went from 284 to 294 in one commit over p0@286, abandoned in the
+    revoked generation, while 287..293 (finished after the revocation) were the only acks. Without a committed
+    offset or a first offset to start from, the first run of acks is no proof that nothing before it is missing."""
+    import asyncio
+
+    c, tp = faust_consumer, TP("src", 7)
+    _seeked(c, 10, 7)
+    assert c.app.conf.consumer_auto_offset_reset == "earliest"
+    c._committed_offset.pop(tp, None)
+    sought = []
+
+    async def perform_seek():
+        sought.append(True)
+        c._committed_offset[tp] = 284  # what Kafka holds
+
+    monkeypatch.setattr(c, "perform_seek", perform_seek)
+    monkeypatch.setattr(c, "rewind", lambda *a: asyncio.sleep(0))
+    c.transport.tracked_topics = frozenset({"src"})
+    try:
+        for m in _messages(c, range(287, 294), generation=10, partition=7):
+            mark_finished(m)
+            assert c.ack(m)
+        assert c._new_offset(tp) is None  # faust's rule (and the guard before): 294
+        assert asyncio.run(c.heal_held_heads(hold_s=0)) == [(tp, -1, "reseek")] and sought == [True]
+        assert c._new_offset(tp) is None and c.guard.held[tp][0] == 284  # held at the head, re-read later
+    finally:
+        c.transport.tracked_topics = frozenset()
+
+
+def test_a_rewind_skips_a_partition_a_rebalance_took_while_it_looked_up_the_first_offset(faust_consumer, monkeypatch):
+    """The drill's workers died of it: aiokafka refused the watchdog's seek of a partition revoked while the
+    seek awaited its beginning offset (IllegalStateError in a timer stops a faust worker)."""
+    import asyncio
+
+    from aiokafka.errors import IllegalStateError
+    from aiokafka.structs import TopicPartition as AioTP
+
+    c, kept, taken = faust_consumer, TP("src", 8), TP("src", 9)
+
+    class Aiokafka:
+        assigned = {AioTP("src", 8), AioTP("src", 9)}
+        sought: dict = {}
+
+        def assignment(self):
+            return set(self.assigned)
+
+        async def beginning_offsets(self, tps):
+            self.assigned = {AioTP("src", 8)}  # the rebalance lands here
+            return {tp: 0 for tp in tps}
+
+        def seek(self, tp, offset):
+            if tp not in self.assigned:
+                raise IllegalStateError(f"No current assignment for partition {tp}")
+            self.sought[tp] = offset
+
+    aiokafka = Aiokafka()
+
+    class Thread:
+        def _ensure_consumer(self):
+            return aiokafka
+
+        async def call_thread(self, fn):
+            return await fn()
+
+    monkeypatch.setattr(c, "_thread", Thread())
+    assert asyncio.run(c.rewind_many({kept: None, taken: None})) == [kept]
+    assert aiokafka.sought == {AioTP("src", 8): 0} and taken not in c.guard.first_offsets
