@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -20,21 +21,26 @@ from llmens_core.decisions import decide
 from llmens_core.events import AttributeDecision
 from llmens_core.schema import AttributeSchema
 
-__all__ = ["fit_and_decide"]
+__all__ = ["QUICK_FIT", "fit_and_decide"]
+
+QUICK_FIT: dict[str, Any] = {"repeats": 1, "difficulty": False, "dependence": False}
+"""One cross-validation split, no difficulty or dependence candidates: about 20x less CPU than the full search."""
 
 
 def fit_and_decide(vote_lines: list[bytes], schema: AttributeSchema, votes_path: Path, *,
                    families: Mapping[str, str] | None = None, versions: Mapping[str, int] | None = None,
+                   fit_options: Mapping[str, Any] | None = None,
                    ) -> tuple[dict[str, OnlineDawidSkene], list[AttributeDecision]]:
     """Fit each attribute's model on ``vote_lines`` (written to ``votes_path`` first) and decide every product.
 
-    ``versions``: the version each attribute's model gets (default 1).
+    ``versions``: the version each attribute's model gets (default 1); ``fit_options``: overrides for the default
+    aggregator (:data:`QUICK_FIT` trades some of its model search for speed).
     """
     votes_path.write_bytes(b"".join(v + b"\n" for v in vote_lines))
     if not vote_lines:
         return {}, []
     classes = {a: list(schema[a].classes) for a in schema}
-    models = fit_votes(votes_path, classes=classes, families=families)
+    models = fit_votes(votes_path, classes=classes, families=families, **dict(fit_options or {}))
     for attr, m in models.items():
         m.version = (versions or {}).get(attr, 1)
     by_item: dict[tuple[str, int, str], dict[str, str | None]] = defaultdict(dict)

@@ -1,10 +1,12 @@
-"""The simulator's batch APIs: OpenAI Batch and Anthropic Message Batches, answered on loopback.
+"""The simulator's batch APIs: OpenAI Batch, Anthropic Message Batches and Gemini batch mode, on loopback.
 
 * OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``, a JSONL of ``{custom_id, method, url, body}``),
   ``POST /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/files/{id}/content`` (output and error files).
 * Anthropic: ``POST /v1/messages/batches`` (``requests: [{custom_id, params}]``), ``GET
   /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL, ``result.type`` succeeded or
   errored).
+* Gemini (under ``/v1beta``): ``POST models/{model}:batchGenerateContent`` (inlined requests, ``metadata.key``),
+  ``GET batches/{id}`` (an operation; ``metadata.output.inlinedResponses`` once it succeeded).
 
 Every line is answered by :meth:`Simulator.serve_prompt` with the prompt a chat call would carry, so a batch
 line and a synchronous call for the same product, attribute and model get the same answer; a fault that would
@@ -27,35 +29,40 @@ from aiohttp import web
 if TYPE_CHECKING:
     from llmens_core.llm.simulator import SimError, SimReply, Simulator
 
-__all__ = ["add_batch_routes"]
+__all__ = ["BATCH_KEY", "add_batch_routes"]
 
 _IDS = itertools.count(1)
+BATCH_KEY: web.AppKey[BatchStore] = web.AppKey("batches")
 _ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
 
 
 @dataclass
 class _Batch:
-    kind: str  # "openai" | "anthropic"
+    kind: str  # "openai" | "anthropic" | "gemini"
     id: str
     created: float
     lines: list[dict[str, Any]]
     input_file_id: str | None = None
+    model: str | None = None
     results: list[bytes] | None = None
     errors: list[bytes] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
 
-class _BatchStore:
+class BatchStore:
+    """The simulator's files and batch jobs, and how often each custom id was submitted (``asked``)."""
+
     def __init__(self, sim: Simulator):
         self.sim = sim
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, _Batch] = {}
         self.asked: Counter = Counter()
 
-    def new(self, kind: str, lines: list[dict[str, Any]], input_file_id: str | None = None) -> _Batch:
-        prefix = "batch_sim" if kind == "openai" else "msgbatch_sim"
-        b = _Batch(kind, f"{prefix}{next(_IDS):06d}", time.time(), lines, input_file_id)
-        self.asked.update(str(line.get("custom_id")) for line in lines)
+    def new(self, kind: str, lines: list[dict[str, Any]], input_file_id: str | None = None,
+            model: str | None = None) -> _Batch:
+        prefix = {"openai": "batch_sim", "anthropic": "msgbatch_sim", "gemini": "gembatch"}[kind]
+        b = _Batch(kind, f"{prefix}{next(_IDS):06d}", time.time(), lines, input_file_id, model)
+        self.asked.update(str(_custom_id(kind, line)) for line in lines)
         self.batches[b.id] = b
         return b
 
@@ -65,8 +72,8 @@ class _BatchStore:
             return
         results: list[bytes] = []
         for line in b.lines:
-            cid = line.get("custom_id")
-            model, prompt = _openai_prompt(line) if b.kind == "openai" else _anthropic_prompt(line)
+            cid = _custom_id(b.kind, line)
+            model, prompt = _PROMPT[b.kind](line, b)
             st = self.sim.models.get(model)
             if st is not None and st.fault_rng.random() < st.faults.batch_missing:
                 st.outcomes["batch_missing"] += 1
@@ -74,8 +81,8 @@ class _BatchStore:
             out = await self.sim.serve_prompt(model, prompt, live=False)
             ok = not hasattr(out, "status")
             b.counts["completed" if ok else "failed"] += 1
-            record = (_openai_line if b.kind == "openai" else _anthropic_line)(self.sim, cid, model, out)
-            (results if ok or b.kind == "anthropic" else b.errors).append(orjson.dumps(record))
+            record = _RECORD[b.kind](self.sim, cid, model, out)
+            (results if ok or b.kind != "openai" else b.errors).append(orjson.dumps(record))
         b.results = results
         if b.kind == "openai":
             self.files[f"file-out-{b.id}"] = b"\n".join(results) + b"\n" if results else b""
@@ -83,16 +90,42 @@ class _BatchStore:
                 self.files[f"file-err-{b.id}"] = b"\n".join(b.errors) + b"\n"
 
 
-def _openai_prompt(line: dict[str, Any]) -> tuple[str, str]:
+def _custom_id(kind: str, line: dict[str, Any]) -> Any:
+    return (line.get("metadata") or {}).get("key") if kind == "gemini" else line.get("custom_id")
+
+
+def _openai_prompt(line: dict[str, Any], b: _Batch) -> tuple[str, str]:
     body = line.get("body") or {}
     msgs = body.get("messages") or []
     return str(body.get("model")), "\n".join(m.get("content") or "" for m in msgs if isinstance(m.get("content"), str))
 
 
-def _anthropic_prompt(line: dict[str, Any]) -> tuple[str, str]:
+def _anthropic_prompt(line: dict[str, Any], b: _Batch) -> tuple[str, str]:
     params = line.get("params") or {}
     parts = [params.get("system")] + [m.get("content") for m in params.get("messages") or []]
     return str(params.get("model")), "\n".join(p for p in parts if isinstance(p, str))
+
+
+def _gemini_prompt(line: dict[str, Any], b: _Batch) -> tuple[str, str]:
+    req = line.get("request") or {}
+    contents = [req.get("systemInstruction") or {}, *(req.get("contents") or [])]
+    texts = [p.get("text") for c in contents for p in c.get("parts") or [] if isinstance(p, dict)]
+    return str(b.model), "\n".join(t for t in texts if isinstance(t, str))
+
+
+def _gemini_line(sim: Simulator, cid: Any, model: str, out: SimReply | SimError) -> dict[str, Any]:
+    if hasattr(out, "status"):
+        return {"error": {"code": out.status, "message": out.message, "status": "INTERNAL"}, "metadata": {"key": cid}}
+    ptok, ctok = out.usage()
+    msg = out.message
+    blocked = bool(msg.get("refusal")) or out.finish == "content_filter"
+    finish = "SAFETY" if blocked else ("MAX_TOKENS" if out.finish == "length" else "STOP")
+    candidate: dict[str, Any] = {"finishReason": finish, "index": 0}
+    if not blocked:
+        candidate["content"] = {"role": "model", "parts": [{"text": msg.get("content") or ""}]}
+    return {"response": {"candidates": [candidate], "modelVersion": model, "usageMetadata": {
+        "promptTokenCount": ptok, "candidatesTokenCount": ctok, "totalTokenCount": ptok + ctok}},
+        "metadata": {"key": cid}}
 
 
 def _openai_line(sim: Simulator, cid: Any, model: str, out: SimReply | SimError) -> dict[str, Any]:
@@ -118,6 +151,10 @@ def _anthropic_line(sim: Simulator, cid: Any, model: str, out: SimReply | SimErr
                "stop_reason": "refusal" if refused else _ANTHROPIC_STOP.get(out.finish, "end_turn"),
                "stop_sequence": None, "usage": {"input_tokens": ptok, "output_tokens": ctok}}
     return {"custom_id": cid, "result": {"type": "succeeded", "message": message}}
+
+
+_PROMPT = {"openai": _openai_prompt, "anthropic": _anthropic_prompt, "gemini": _gemini_prompt}
+_RECORD = {"openai": _openai_line, "anthropic": _anthropic_line, "gemini": _gemini_line}
 
 
 def _iso(t: float | None) -> str | None:
@@ -150,13 +187,33 @@ def _anthropic_batch(b: _Batch, base: str) -> dict[str, Any]:
     }
 
 
+def _gemini_op(b: _Batch) -> dict[str, Any]:
+    done = b.results is not None
+    n = len(b.lines)
+    meta: dict[str, Any] = {
+        "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+        "model": f"models/{b.model}", "displayName": "llmens-backfill", "name": f"batches/{b.id}",
+        "state": "BATCH_STATE_SUCCEEDED" if done else "BATCH_STATE_RUNNING", "createTime": _iso(b.created),
+        "updateTime": _iso(time.time()),
+        "batchStats": {"requestCount": str(n), "successfulRequestCount": str(b.counts["completed"]),
+                       "failedRequestCount": str(b.counts["failed"]), "pendingRequestCount": str(0 if done else n)}}
+    op: dict[str, Any] = {"name": f"batches/{b.id}", "metadata": meta, "done": done}
+    if done:
+        output = {"inlinedResponses": {"inlinedResponses": [orjson.loads(r) for r in b.results or []]}}
+        meta["endTime"] = _iso(time.time())
+        meta["output"] = output
+        op["response"] = {"@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput",
+                          **output}
+    return op
+
+
 def _err(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=status)
 
 
 def add_batch_routes(app: web.Application, sim: Simulator) -> None:
     """Serve the batch endpoints of ``sim`` on ``app``."""
-    store = _BatchStore(sim)
+    store = app[BATCH_KEY] = BatchStore(sim)
 
     async def upload(request: web.Request) -> web.Response:
         form = await request.post()
@@ -214,6 +271,20 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
             return _err(404, "no results (yet)")
         return web.Response(body=b"".join(r + b"\n" for r in b.results), content_type="application/binary")
 
+    async def create_gemini(request: web.Request) -> web.Response:
+        req = orjson.loads(await request.read())
+        reqs = (((req.get("batch") or {}).get("inputConfig") or {}).get("requests") or {}).get("requests")
+        if not isinstance(reqs, list) or not reqs:
+            return _err(400, "batch.inputConfig.requests.requests: a non-empty list of {request, metadata}")
+        return web.json_response(_gemini_op(store.new("gemini", reqs, model=request.match_info["model"])))
+
+    async def get_gemini(request: web.Request) -> web.Response:
+        b = store.batches.get(request.match_info["id"])
+        if b is None or b.kind != "gemini":
+            return _err(404, "no such batch")
+        await store.run(b)
+        return web.json_response(_gemini_op(b))
+
     async def asked(request: web.Request) -> web.Response:
         return web.json_response(dict(store.asked))
 
@@ -224,6 +295,8 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
     app.router.add_post("/v1/messages/batches", create_anthropic)
     app.router.add_get("/v1/messages/batches/{id}", get_anthropic)
     app.router.add_get("/v1/messages/batches/{id}/results", results_anthropic)
+    app.router.add_post("/v1beta/models/{model:[^/:]+}:batchGenerateContent", create_gemini)
+    app.router.add_get("/v1beta/batches/{id}", get_gemini)
     app.router.add_get("/v1/sim/batch_requests", asked)
 
 
