@@ -215,6 +215,15 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
     """Serve the batch endpoints of ``sim`` on ``app``."""
     store = app[BATCH_KEY] = BatchStore(sim)
 
+    async def asked(request: web.Request) -> web.Response:
+        return web.json_response(dict(store.asked))
+
+    app.router.add_get("/v1/sim/batch_requests", asked)
+    for routes in (_openai_routes, _anthropic_routes, _gemini_routes):
+        routes(app, store)
+
+
+def _openai_routes(app: web.Application, store: BatchStore) -> None:
     async def upload(request: web.Request) -> web.Response:
         form = await request.post()
         f = form.get("file")
@@ -251,6 +260,13 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
         return _err(404, "no such file") if data is None else web.Response(body=data,
                                                                           content_type="application/octet-stream")
 
+    app.router.add_post("/v1/files", upload)
+    app.router.add_get("/v1/files/{id}/content", content)
+    app.router.add_post("/v1/batches", create_openai)
+    app.router.add_get("/v1/batches/{id}", get_openai)
+
+
+def _anthropic_routes(app: web.Application, store: BatchStore) -> None:
     async def create_anthropic(request: web.Request) -> web.Response:
         req = orjson.loads(await request.read())
         reqs = req.get("requests")
@@ -271,6 +287,12 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
             return _err(404, "no results (yet)")
         return web.Response(body=b"".join(r + b"\n" for r in b.results), content_type="application/binary")
 
+    app.router.add_post("/v1/messages/batches", create_anthropic)
+    app.router.add_get("/v1/messages/batches/{id}", get_anthropic)
+    app.router.add_get("/v1/messages/batches/{id}/results", results_anthropic)
+
+
+def _gemini_routes(app: web.Application, store: BatchStore) -> None:
     async def create_gemini(request: web.Request) -> web.Response:
         req = orjson.loads(await request.read())
         reqs = (((req.get("batch") or {}).get("inputConfig") or {}).get("requests") or {}).get("requests")
@@ -285,19 +307,8 @@ def add_batch_routes(app: web.Application, sim: Simulator) -> None:
         await store.run(b)
         return web.json_response(_gemini_op(b))
 
-    async def asked(request: web.Request) -> web.Response:
-        return web.json_response(dict(store.asked))
-
-    app.router.add_post("/v1/files", upload)
-    app.router.add_get("/v1/files/{id}/content", content)
-    app.router.add_post("/v1/batches", create_openai)
-    app.router.add_get("/v1/batches/{id}", get_openai)
-    app.router.add_post("/v1/messages/batches", create_anthropic)
-    app.router.add_get("/v1/messages/batches/{id}", get_anthropic)
-    app.router.add_get("/v1/messages/batches/{id}/results", results_anthropic)
     app.router.add_post("/v1beta/models/{model:[^/:]+}:batchGenerateContent", create_gemini)
     app.router.add_get("/v1beta/batches/{id}", get_gemini)
-    app.router.add_get("/v1/sim/batch_requests", asked)
 
 
 def _base(request: web.Request) -> str:

@@ -12,6 +12,7 @@ from llmens_core.llm.sim_batch import BATCH_KEY
 from llmens_core.llm.simulator import start_simulator
 from llmens_core.schema import AttributeSchema
 
+
 @pytest.fixture(scope="session")
 def schema() -> AttributeSchema:
     return AttributeSchema.load()

@@ -23,10 +23,9 @@ from llmens_core.backfill import BackfillOptions, BackfillState, plan_requests, 
 from llmens_core.llm.gateway import Gateway
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "llm"))
+from backfill_kit import endpoint, sim_config  # noqa: E402
 from sdk_oracle import request_errors  # noqa: E402
 from test_provider_oracles import GeminiGenerateContentRequest  # noqa: E402
-
-from backfill_kit import endpoint, sim_config  # noqa: E402
 
 FAST = BackfillOptions(batch_size=7, poll_s=0.05, max_tries=3)
 
