@@ -6,9 +6,11 @@ import orjson
 import pytest
 from anthropic.types.messages import MessageBatchIndividualResponse
 from backfill_kit import endpoint, sim_config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmens_core.backfill import BackfillOptions, BackfillState, plan_requests, run_batches
-from llmens_core.backfill.apis import LineResult
+from llmens_core.backfill.apis import LineResult, OpenAIBatchApi, _jsonl
 from llmens_core.backfill.results import read_line
 
 OPTS = BackfillOptions(batch_size=10, poll_s=0.05, max_tries=3)
@@ -69,3 +71,27 @@ def test_unreadable_lines_are_failures_not_votes(schema, products):
     out = read_line(ep, req, LineResult(req.custom_id, data=refused))
     assert out.declined == "refusal" and all(v.label is None and v.raw == "declined:refusal" for v in out.votes)
     assert out.cost_usd == pytest.approx(0.5 * (0.1 * 1.0 + 0.004 * 2.0))  # a refusal abstains and is billed once
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=12)
+_lineish = st.fixed_dictionaries({"custom_id": st.just("c1")}, optional={
+    "response": _json | st.fixed_dictionaries({"status_code": st.sampled_from([200, 500]), "body": _json}),
+    "error": _json, "result": _json | st.fixed_dictionaries({"type": st.sampled_from(["succeeded", "errored"]),
+                                                           "message": _json, "error": _json})})
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=st.lists(_lineish, max_size=4), junk=st.binary(max_size=40))
+def test_any_result_file_reads_as_line_results_or_nothing_never_an_exception(raw, junk, schema, products):
+    """Whatever a provider's result file holds, each line is a LineResult, and reading it gives votes or a
+    failure reason (asked again), never an exception."""
+    data = b"\n".join(orjson.dumps(x) for x in raw) + b"\n" + junk
+    ep = endpoint("m", "openai", "http://127.0.0.1:9/v1")
+    (req,), _ = plan_requests(products[:1], [ep], schema)
+    for x in _jsonl(data):
+        if isinstance(x, dict) and isinstance(x.get("custom_id"), str):
+            line = OpenAIBatchApi._line(x)
+            out = read_line(ep, req, line)
+            assert (out.votes is None) == (out.failure is not None)
