@@ -18,6 +18,7 @@ Skips with a message when the products file (../shared/data) is absent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -108,16 +109,23 @@ def main() -> None:
     ap.add_argument("--products", type=Path, default=DEFAULT_PRODUCTS)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--quick-fit", action="store_true", help="backfill with --quick-fit (smaller model search)")
+    ap.add_argument("--workdir", type=Path, help="keep the run here (stream decisions, the backfill's state) "
+                                                 "instead of a temporary directory")
     args = ap.parse_args()
     if not args.products.exists():
         print(f"skipped: {args.products} is absent (the team's ../shared/data development set)")
         return
     products, gold = load(args.products)
-    with tempfile.TemporaryDirectory(prefix="llmens-bench-backfill-") as tmp, LocalStack(
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.workdir)) if args.workdir else
+          tempfile.TemporaryDirectory(prefix="llmens-bench-backfill-")) as tmp, LocalStack(
         Path(tmp), workers=1, sim_config=sim_config(args.products, args.latency_ms), partitions=4,
         endpoint_overrides={"max_concurrency": 512, "timeout_s": 10}, settings_overrides={"concurrency": 256},
     ) as stack:
         s_dec, s_usd, s_sec = run_stream(stack, products)
+        (Path(tmp) / "stream-decisions.jsonl").write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in s_dec))
+        (Path(tmp) / "stream-usd.txt").write_text(repr(s_usd))
         b_dec, b_usd, b_sec, b_out = run_backfill(stack, products, Path(tmp), args.quick_fit)
     print(f"backfill says: {b_out.splitlines()[-1] if b_out else ''}")
     ids = {p["product_id"] for p in products}
@@ -130,7 +138,7 @@ def main() -> None:
         print(f"{name}: " + orjson.dumps(rows[name]).decode())
     ratio = usd_of["backfill"] / usd_of["stream"]
     delta = 100 * (acc_of["backfill"] - acc_of["stream"])
-    print(f"backfill_vs_stream_price={ratio:.3f} accuracy_delta={delta:+.2f}")
+    print(f"backfill_vs_stream_price={ratio:.4f} accuracy_delta={delta:+.2f}")
 
 
 if __name__ == "__main__":
