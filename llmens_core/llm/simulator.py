@@ -46,7 +46,9 @@ from llmens_core.llm.prompts import DATA_BEGIN, DATA_END
 
 __all__ = [
     "SimConfig",
+    "SimError",
     "SimModel",
+    "SimReply",
     "Simulator",
     "default_sim_config",
     "endpoints_for",
