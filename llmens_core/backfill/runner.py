@@ -102,7 +102,14 @@ class _Run:
             if ep is None:
                 raise ValueError(f"batch {bid} was submitted to LLM {b['llm']!r}, which the config no longer has")
             api = BATCH_APIS[ep.provider]
-            status = await _call(self.opts, f"poll {bid}", api.poll, self.session, ep, bid)
+            try:
+                status = await _call(self.opts, f"poll {bid}", api.poll, self.session, ep, bid)
+            except BatchApiError as e:
+                if e.retryable:
+                    raise
+                # the provider refuses to show this batch (gone, or not ours): its lines are asked again
+                self.collect(bid, ep, b["ids"], {}, f"could not be polled ({e})"[:200])
+                continue
             if not status.ended:
                 continue
             lines: list[LineResult] = []

@@ -39,6 +39,7 @@ def backfill(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from llmens_core.backfill import BackfillOptions, BackfillProgress
+    from llmens_core.backfill.apis import BatchApiError
     from llmens_core.backfill.decide import QUICK_FIT
     from llmens_core.costs import cost_line
     from streams.backfill import backfill_catalogue
@@ -62,6 +63,10 @@ def backfill(
         except ValueError as e:
             console.print(f"[red]{e}[/]")
             raise typer.Exit(2) from None
+        except BatchApiError as e:
+            console.print(f"[red]a batch API kept failing: {e}[/]\nthe state in {state} is kept: "
+                          "run the same command again to resume")
+            raise typer.Exit(3) from None
     for n, err in s["invalid_lines"]:
         console.print(f"[yellow]{file}:{n}: skipped: {err}[/]")
     console.print(f"{s['products']} products, {s['requests']} requests ({s['answered']} answered, "

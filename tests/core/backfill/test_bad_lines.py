@@ -95,3 +95,15 @@ def test_any_result_file_reads_as_line_results_or_nothing_never_an_exception(raw
             line = OpenAIBatchApi._line(x)
             out = read_line(ep, req, line)
             assert (out.votes is None) == (out.failure is not None)
+
+
+async def test_a_batch_the_provider_no_longer_knows_is_asked_again(sim, schema, products, tmp_path):
+    base, store = await sim(sim_config())
+    eps = [endpoint("sim-large", "openai", base)]
+    reqs, _ = plan_requests(products[:3], eps, schema)
+    state = BackfillState.load(tmp_path / "state")
+    state.submitted("batch_gone", "sim-large", [r.custom_id for r in reqs])  # e.g. deleted at the provider
+    end = await run_batches(eps, reqs, state, OPTS)
+    assert (end.answered, end.dead) == (3, 0)
+    assert all("could not be polled" in why for why in state.batches["batch_gone"]["failed"].values())
+    assert all(store.asked[r.custom_id] == 1 for r in reqs) and state.tries == {r.custom_id: 1 for r in reqs}
