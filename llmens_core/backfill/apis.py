@@ -96,9 +96,14 @@ class BatchApi:
     def headers(self, ep: EndpointConfig) -> dict[str, str]:
         return PROVIDERS[ep.provider].headers(ep, ep.api_key())
 
-    async def submit(self, session: aiohttp.ClientSession, ep: EndpointConfig, reqs: list[BatchRequest]) -> str:
-        """Submit ``reqs`` as one batch; returns the batch id."""
+    async def submit(self, session: aiohttp.ClientSession, ep: EndpointConfig, reqs: list[BatchRequest],
+                     key: str) -> str:
+        """Submit ``reqs`` as one batch labelled ``key`` (where the API can label one); returns the batch id."""
         raise NotImplementedError
+
+    async def find(self, session: aiohttp.ClientSession, ep: EndpointConfig, key: str) -> str | None:
+        """The id of a batch labelled ``key`` at the provider, or ``None`` (also when the API has no labels)."""
+        return None
 
     async def poll(self, session: aiohttp.ClientSession, ep: EndpointConfig, batch_id: str) -> BatchStatus:
         raise NotImplementedError
@@ -115,7 +120,7 @@ class OpenAIBatchApi(BatchApi):
         """One input line (``BatchRequestInput``): the chat completions body the gateway sends."""
         return {"custom_id": req.custom_id, "method": "POST", "url": "/v1/chat/completions", "body": req.body(ep)}
 
-    async def submit(self, session, ep, reqs):
+    async def submit(self, session, ep, reqs, key):
         base = _openai_base(ep.base_url)
         data = b"".join(orjson.dumps(self.line(ep, r)) + b"\n" for r in reqs)
         form = aiohttp.FormData()
@@ -125,8 +130,13 @@ class OpenAIBatchApi(BatchApi):
         uploaded = await _json(session, "POST", f"{base}/files", auth, data=form)
         batch = await _json(session, "POST", f"{base}/batches", self.headers(ep), data=orjson.dumps({
             "input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h",
-            "metadata": {"source": "llmens backfill"}}))
+            "metadata": {"source": "llmens backfill", "llmens_key": key}}))
         return str(batch["id"])
+
+    async def find(self, session, ep, key):
+        page = await _json(session, "GET", f"{_openai_base(ep.base_url)}/batches?limit=100", self.headers(ep))
+        return next((str(b["id"]) for b in page.get("data") or []
+                     if isinstance(b, dict) and (b.get("metadata") or {}).get("llmens_key") == key), None)
 
     async def poll(self, session, ep, batch_id):
         b = await _json(session, "GET", f"{_openai_base(ep.base_url)}/batches/{batch_id}", self.headers(ep))
@@ -171,7 +181,7 @@ class AnthropicBatchApi(BatchApi):
     def _url(ep: EndpointConfig) -> str:
         return _versioned(ep.base_url, ("v1",), "v1") + "/messages/batches"
 
-    async def submit(self, session, ep, reqs):
+    async def submit(self, session, ep, reqs, key):  # a Message Batch has no label: find() cannot find it
         body = orjson.dumps({"requests": [self.request(ep, r) for r in reqs]})
         return str((await _json(session, "POST", self._url(ep), self.headers(ep), data=body))["id"])
 
@@ -215,12 +225,18 @@ class GeminiBatchApi(BatchApi):
         """One inlined request: the generateContent body the gateway sends, keyed by the custom id."""
         return {"request": req.body(ep), "metadata": {"key": req.custom_id}}
 
-    async def submit(self, session, ep, reqs):
-        body = orjson.dumps({"batch": {"displayName": "llmens-backfill", "inputConfig": {"requests": {
+    async def submit(self, session, ep, reqs, key):
+        body = orjson.dumps({"batch": {"displayName": f"llmens-{key}", "inputConfig": {"requests": {
             "requests": [self.request(ep, r) for r in reqs]}}}})
         op = await _json(session, "POST", f"{self._base(ep)}/models/{ep.model}:batchGenerateContent",
                          self.headers(ep), data=body)
         return str(op["name"]).removeprefix("batches/")
+
+    async def find(self, session, ep, key):
+        page = await _json(session, "GET", f"{self._base(ep)}/batches?pageSize=100", self.headers(ep))
+        return next((str(op["name"]).removeprefix("batches/") for op in page.get("operations") or []
+                     if isinstance(op, dict) and (op.get("metadata") or {}).get("displayName") == f"llmens-{key}"),
+                    None)
 
     async def _get(self, session, ep, batch_id) -> dict[str, Any]:
         return await _json(session, "GET", f"{self._base(ep)}/batches/{batch_id}", self.headers(ep))

@@ -7,13 +7,16 @@ point: a rerun with the same state directory polls the batches it had submitted 
 batch answered. A line that failed (errored, missing, unreadable, malformed) is asked again in a later batch,
 up to ``max_tries`` times; then it is dead (kept in the state with its reason, for the dead-letter topic).
 
-One window remains: a batch the provider accepted just before a kill, before its id reached the disk, is
-submitted again on the rerun (the state is written right after the provider answers).
+A batch is labelled with a key (a hash of its custom ids) saved before it is submitted: a run killed between the
+provider's accepting a batch and its id reaching the disk finds it again by that key on the rerun (OpenAI:
+``metadata.llmens_key``; Gemini: ``displayName``). Anthropic's Message Batches carry no label, so there such a
+batch is submitted again (a window of one HTTP response).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,6 +33,11 @@ from llmens_core.llm.config import EndpointConfig
 __all__ = ["BackfillOptions", "BackfillProgress", "run_batches"]
 
 log = logging.getLogger("llmens.backfill")
+
+
+def batch_key(ids: Sequence[str]) -> str:
+    """A batch's label at the provider: 24 hex characters of SHA-256 of its custom ids."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -91,10 +99,24 @@ class _Run:
                 if room <= 0:
                     return
                 chunk = reqs[i:i + self.opts.batch_size]
+                ids = [r.custom_id for r in chunk]
+                key = batch_key(ids)
+                self.state.submitting(key, llm, ids)
                 bid = await _call(self.opts, f"submit to {llm}", BATCH_APIS[ep.provider].submit, self.session, ep,
-                                  chunk)
-                self.state.submitted(bid, llm, [r.custom_id for r in chunk])
+                                  chunk, key)
+                self.state.submitted(bid, llm, ids, key)
                 room -= 1
+
+    async def recover(self) -> None:
+        """Batches a killed run was submitting: adopt the one the provider has under their key, else ask again."""
+        for key, p in list(self.state.pending.items()):
+            ep = self.eps.get(p["llm"])
+            found = None if ep is None else await _call(self.opts, "find a batch", BATCH_APIS[ep.provider].find,
+                                                        self.session, ep, key)
+            if found is not None and found not in self.state.batches:
+                self.state.submitted(found, p["llm"], p["ids"], key)
+            else:
+                self.state.not_submitted(key)
 
     async def poll(self) -> None:
         for bid, b in list(self.state.open_batches().items()):
@@ -160,6 +182,7 @@ async def run_batches(endpoints: Sequence[EndpointConfig], requests: Sequence[Ba
         raise ValueError(f"requests for unknown LLMs {missing}")
     async with aiohttp.ClientSession() as session:
         run = _Run(endpoints, requests, state, opts, session)
+        await run.recover()
         while True:
             await run.submit()
             if on_progress is not None:

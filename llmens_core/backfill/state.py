@@ -1,7 +1,8 @@
 """What a backfill has done, on disk, so that a crash and a rerun neither lose nor repeat a request.
 
 ``DIR/state.json`` (rewritten atomically: written aside, fsynced, renamed) holds every batch submitted, with
-its LLM and the custom ids it covers; once its results are read, the ids that got an answer (``ok``), its
+its LLM and the custom ids it covers (and, just before a batch is submitted, its key under ``pending``: a rerun
+asks the provider for a batch with that key before submitting the ids again); once its results are read, the ids that got an answer (``ok``), its
 tokens and cost. The votes of a collected batch are in ``DIR/votes/<batch id>.jsonl`` (also written aside and
 renamed, before the batch is marked collected). A rerun polls the batches still open instead of submitting
 them again, and never asks again an id whose batch was collected with it in ``ok``. ``tries`` counts the failed
@@ -39,6 +40,8 @@ class BackfillState:
     tries: dict[str, int] = field(default_factory=dict)
     dead: dict[str, str] = field(default_factory=dict)
     published: bool = False
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Batches about to be submitted, by key (saved before the provider is asked, removed once its id is saved)."""
 
     @classmethod
     def load(cls, directory: str | Path) -> BackfillState:
@@ -48,11 +51,13 @@ class BackfillState:
         if not path.exists():
             return cls(d)
         raw = orjson.loads(path.read_bytes())
-        return cls(d, raw.get("batches", {}), raw.get("tries", {}), raw.get("dead", {}), raw.get("published", False))
+        return cls(d, raw.get("batches", {}), raw.get("tries", {}), raw.get("dead", {}), raw.get("published", False),
+                   raw.get("pending", {}))
 
     def save(self) -> None:
         write_atomic(self.directory / "state.json", orjson.dumps(
-            {"batches": self.batches, "tries": self.tries, "dead": self.dead, "published": self.published},
+            {"batches": self.batches, "tries": self.tries, "dead": self.dead, "published": self.published,
+             "pending": self.pending},
             option=orjson.OPT_INDENT_2))
 
     # -- what is known --------------------------------------------------------------------------
@@ -64,12 +69,24 @@ class BackfillState:
         """Ids in a submitted batch not collected yet: polled, not submitted again."""
         return {cid for b in self.batches.values() if not b.get("collected") for cid in b["ids"]}
 
+    def submitting(self, key: str, llm: str, ids: list[str]) -> None:
+        """About to submit ``ids`` as the batch ``key`` (found again by its key if the process dies meanwhile)."""
+        self.pending[key] = {"llm": llm, "ids": ids}
+        self.save()
+
     def open_batches(self) -> dict[str, dict[str, Any]]:
         return {bid: b for bid, b in self.batches.items() if not b.get("collected")}
 
     # -- changes (each saved at once) -----------------------------------------------------------
-    def submitted(self, batch_id: str, llm: str, ids: list[str]) -> None:
+    def submitted(self, batch_id: str, llm: str, ids: list[str], key: str | None = None) -> None:
         self.batches[batch_id] = {"llm": llm, "ids": ids, "collected": False}
+        if key is not None:
+            self.pending.pop(key, None)
+        self.save()
+
+    def not_submitted(self, key: str) -> None:
+        """The provider has no batch ``key``: its ids are asked again."""
+        self.pending.pop(key, None)
         self.save()
 
     def collected(self, batch_id: str, ok: list[str], votes: list[bytes], usage: dict[str, float],

@@ -1,12 +1,12 @@
 """The simulator's batch APIs: OpenAI Batch, Anthropic Message Batches and Gemini batch mode, on loopback.
 
 * OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``, a JSONL of ``{custom_id, method, url, body}``),
-  ``POST /v1/batches``, ``GET /v1/batches/{id}``, ``GET /v1/files/{id}/content`` (output and error files).
+  ``POST /v1/batches``, ``GET /v1/batches`` (newest first, with their ``metadata``), ``GET /v1/batches/{id}``, ``GET /v1/files/{id}/content`` (output and error files).
 * Anthropic: ``POST /v1/messages/batches`` (``requests: [{custom_id, params}]``), ``GET
   /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL, ``result.type`` succeeded or
   errored).
 * Gemini (under ``/v1beta``): ``POST models/{model}:batchGenerateContent`` (inlined requests, ``metadata.key``),
-  ``GET batches/{id}`` (an operation; ``metadata.output.inlinedResponses`` once it succeeded).
+  ``GET batches/{id}`` (an operation; ``metadata.output.inlinedResponses`` once it succeeded), ``GET batches``.
 
 Every line is answered by :meth:`Simulator.serve_prompt` with the prompt a chat call would carry, so a batch
 line and a synchronous call for the same product, attribute and model get the same answer; a fault that would
@@ -44,6 +44,7 @@ class _Batch:
     lines: list[dict[str, Any]]
     input_file_id: str | None = None
     model: str | None = None
+    label: Any = None  # OpenAI metadata, Gemini displayName
     results: list[bytes] | None = None
     errors: list[bytes] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
@@ -59,9 +60,9 @@ class BatchStore:
         self.asked: Counter = Counter()
 
     def new(self, kind: str, lines: list[dict[str, Any]], input_file_id: str | None = None,
-            model: str | None = None) -> _Batch:
+            model: str | None = None, label: Any = None) -> _Batch:
         prefix = {"openai": "batch_sim", "anthropic": "msgbatch_sim", "gemini": "gembatch"}[kind]
-        b = _Batch(kind, f"{prefix}{next(_IDS):06d}", time.time(), lines, input_file_id, model)
+        b = _Batch(kind, f"{prefix}{next(_IDS):06d}", time.time(), lines, input_file_id, model, label)
         self.asked.update(str(_custom_id(kind, line)) for line in lines)
         self.batches[b.id] = b
         return b
@@ -171,6 +172,7 @@ def _openai_batch(b: _Batch) -> dict[str, Any]:
         "output_file_id": f"file-out-{b.id}" if done else None,
         "error_file_id": f"file-err-{b.id}" if done and b.errors else None,
         "request_counts": {"total": len(b.lines), "completed": b.counts["completed"], "failed": b.counts["failed"]},
+        "metadata": b.label,
     }
 
 
@@ -192,7 +194,7 @@ def _gemini_op(b: _Batch) -> dict[str, Any]:
     n = len(b.lines)
     meta: dict[str, Any] = {
         "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
-        "model": f"models/{b.model}", "displayName": "llmens-backfill", "name": f"batches/{b.id}",
+        "model": f"models/{b.model}", "displayName": b.label, "name": f"batches/{b.id}",
         "state": "BATCH_STATE_SUCCEEDED" if done else "BATCH_STATE_RUNNING", "createTime": _iso(b.created),
         "updateTime": _iso(time.time()),
         "batchStats": {"requestCount": str(n), "successfulRequestCount": str(b.counts["completed"]),
@@ -246,7 +248,13 @@ def _openai_routes(app: web.Application, store: BatchStore) -> None:
             lines = [orjson.loads(x) for x in data.splitlines() if x.strip()]
         except orjson.JSONDecodeError:
             return _err(400, "input file is not JSONL")
-        return web.json_response(_openai_batch(store.new("openai", lines, req["input_file_id"])))
+        return web.json_response(_openai_batch(store.new("openai", lines, req["input_file_id"],
+                                                         label=req.get("metadata"))))
+
+    async def list_openai(request: web.Request) -> web.Response:
+        data = [_openai_batch(b) for b in reversed(store.batches.values()) if b.kind == "openai"]
+        return web.json_response({"object": "list", "data": data[:int(request.query.get("limit", 20))],
+                                  "has_more": False})
 
     async def get_openai(request: web.Request) -> web.Response:
         b = store.batches.get(request.match_info["id"])
@@ -263,6 +271,7 @@ def _openai_routes(app: web.Application, store: BatchStore) -> None:
     app.router.add_post("/v1/files", upload)
     app.router.add_get("/v1/files/{id}/content", content)
     app.router.add_post("/v1/batches", create_openai)
+    app.router.add_get("/v1/batches", list_openai)
     app.router.add_get("/v1/batches/{id}", get_openai)
 
 
@@ -298,7 +307,12 @@ def _gemini_routes(app: web.Application, store: BatchStore) -> None:
         reqs = (((req.get("batch") or {}).get("inputConfig") or {}).get("requests") or {}).get("requests")
         if not isinstance(reqs, list) or not reqs:
             return _err(400, "batch.inputConfig.requests.requests: a non-empty list of {request, metadata}")
-        return web.json_response(_gemini_op(store.new("gemini", reqs, model=request.match_info["model"])))
+        label = (req.get("batch") or {}).get("displayName")
+        return web.json_response(_gemini_op(store.new("gemini", reqs, model=request.match_info["model"], label=label)))
+
+    async def list_gemini(request: web.Request) -> web.Response:
+        ops = [_gemini_op(b) for b in reversed(store.batches.values()) if b.kind == "gemini"]
+        return web.json_response({"operations": ops[:int(request.query.get("pageSize", 50))]})
 
     async def get_gemini(request: web.Request) -> web.Response:
         b = store.batches.get(request.match_info["id"])
@@ -308,6 +322,7 @@ def _gemini_routes(app: web.Application, store: BatchStore) -> None:
         return web.json_response(_gemini_op(b))
 
     app.router.add_post("/v1beta/models/{model:[^/:]+}:batchGenerateContent", create_gemini)
+    app.router.add_get("/v1beta/batches", list_gemini)
     app.router.add_get("/v1beta/batches/{id}", get_gemini)
 
 
