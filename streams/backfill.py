@@ -104,12 +104,17 @@ def backfill_catalogue(file: Path, state_dir: Path, settings: Settings, opts: Ba
         raise ValueError(f"{file}: no product to ask (or no enabled LLM with a batch API in the settings)")
     state = BackfillState.load(state_dir)
     end = asyncio.run(run_batches(settings.llms, requests, state, opts, on_progress))
-    attrs = {a.name for r in requests for a in r.attributes}
-    versions = next_versions(settings, attrs) if publish and not state.published else None
-    families = {e.name: e.family for e in settings.llms if e.family}
-    models, decisions = fit_and_decide(state.vote_lines(), schema, state_dir / "votes.jsonl", families=families,
-                                       versions=versions, fit_options=fit_options)
-    (state_dir / "decisions.jsonl").write_bytes(b"".join(d.to_bytes() + b"\n" for d in decisions))
+    if publish and state.published:  # finished and sent: the decisions on disk are what was published
+        decisions = [AttributeDecision.from_bytes(x) for x in
+                     (state_dir / "decisions.jsonl").read_bytes().splitlines() if x.strip()]
+        models: Mapping[str, OnlineDawidSkene] = {}
+    else:
+        attrs = {a.name for r in requests for a in r.attributes}
+        models, decisions = fit_and_decide(
+            state.vote_lines(), schema, state_dir / "votes.jsonl", families={e.name: e.family for e in settings.llms
+                                                                             if e.family},
+            versions=next_versions(settings, attrs) if publish else None, fit_options=fit_options)
+        (state_dir / "decisions.jsonl").write_bytes(b"".join(d.to_bytes() + b"\n" for d in decisions))
     dead = _dead_letters(requests, unasked, state, decisions, str(file))
     sent: dict[str, int] = {}
     if publish and not state.published:
