@@ -65,6 +65,8 @@ class EndpointConfig(BaseModel):
     breaker_cooldown_s: float = Field(30.0, ge=0, description="open -> half-open (one probe) after this")
     price_in_per_1k: float = Field(0.0, ge=0)
     price_out_per_1k: float = Field(0.0, ge=0)
+    batch_discount: float = Field(0.5, ge=0, le=1, description="`llmens backfill`: the batch API's price as a share "
+                                                              "of the synchronous one (OpenAI, Anthropic, Gemini: 0.5)")
     max_output_tokens: int = Field(512, ge=1)
     length_retry_max_output_tokens: int | None = Field(
         None, ge=1, description="an answer cut off at max_output_tokens is asked once more with this budget; "
@@ -136,6 +138,10 @@ class EndpointConfig(BaseModel):
 
     def cost(self, tokens_in: int, tokens_out: int) -> float:
         return tokens_in / 1000.0 * self.price_in_per_1k + tokens_out / 1000.0 * self.price_out_per_1k
+
+    def batch_cost(self, tokens_in: int, tokens_out: int) -> float:
+        """:meth:`cost` through the provider's batch API (``batch_discount`` of the list price)."""
+        return self.cost(tokens_in, tokens_out) * self.batch_discount
 
 
 def load_endpoints(source: str | Path | Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> list[EndpointConfig]:

@@ -46,7 +46,9 @@ from llmens_core.llm.prompts import DATA_BEGIN, DATA_END
 
 __all__ = [
     "SimConfig",
+    "SimError",
     "SimModel",
+    "SimReply",
     "Simulator",
     "default_sim_config",
     "endpoints_for",
@@ -77,6 +79,7 @@ class Faults(BaseModel):
     retry_after_s: float = Field(1.0, ge=0)
     retry_after_http_date: bool = False
     hang_s: float = Field(60.0, ge=0)
+    batch_missing: float = Field(0.0, ge=0, le=1, description="a batch line left out of the batch's results")
 
 
 class Burst429(BaseModel):
@@ -123,6 +126,7 @@ class SimConfig(BaseModel):
     products: str | None = None
     predictions: str | None = None
     seed: int = 0
+    batch_seconds: float = Field(0.5, ge=0, description="a batch job ends this long after it was created")
     defaults: dict[str, Any] = Field(default_factory=dict)
     models: list[SimModel] = Field(default_factory=list)
 
@@ -295,6 +299,9 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self.handle_chat)
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/v1/sim/stats", self.handle_stats)
+        from llmens_core.llm.sim_batch import add_batch_routes  # the batch APIs answer through serve_prompt
+
+        add_batch_routes(app, self)
         return app
 
     async def handle_models(self, request: web.Request) -> web.Response:
@@ -316,9 +323,20 @@ class Simulator:
             prompt = "\n".join(m.get("content") or "" for m in messages if isinstance(m.get("content"), str))
         except Exception:
             return self._error(400, "invalid request body")
+        out = await self.serve_prompt(model_name, prompt)
+        if isinstance(out, SimError):
+            return self._error(out.status, out.message, out.headers)
+        return web.Response(body=orjson.dumps(self.completion(model_name, out)), content_type="application/json")
+
+    async def serve_prompt(self, model_name: str, prompt: str, *, live: bool = True) -> SimReply | SimError:
+        """One model's reply to one prompt (the same answer however it is asked: chat call or batch line).
+
+        ``live`` False (a batch line): no latency is slept and a hang is a server error at once; faults are
+        drawn from the same per-model stream as live calls.
+        """
         st = self.models.get(model_name)
         if st is None:
-            return self._error(404, f"model {model_name!r} not found")
+            return SimError(404, f"model {model_name!r} not found")
         st.served += 1
         n = st.served - 1
         f = st.faults
@@ -328,34 +346,35 @@ class Simulator:
             if (off % b.every if b.every else off) < b.length:
                 if b.status != 429:
                     st.outcomes[f"burst_{b.status}"] += 1
-                    return self._error(b.status, "outage (burst)")
+                    return SimError(b.status, "outage (burst)")
                 st.outcomes["burst_429"] += 1
-                return self._error(429, "rate limited (burst)", {"Retry-After": _fmt_retry(b.retry_after_s, False)})
-        if st.latency is not None:
+                return SimError(429, "rate limited (burst)", {"Retry-After": _fmt_retry(b.retry_after_s, False)})
+        if st.latency is not None and live:
             await asyncio.sleep(self.latency_rng.lognormvariate(*st.latency) / 1000.0)
         u = st.fault_rng.random()
         if u < f.http_429:
             st.outcomes["http_429"] += 1
-            return self._error(429, "rate limited", {"Retry-After": _fmt_retry(f.retry_after_s, f.retry_after_http_date)})
+            return SimError(429, "rate limited", {"Retry-After": _fmt_retry(f.retry_after_s, f.retry_after_http_date)})
         u -= f.http_429
         if u < f.http_500:
             st.outcomes["http_500"] += 1
-            return self._error(500, "simulated server error")
+            return SimError(500, "simulated server error")
         u -= f.http_500
         if u < f.hang:
             st.outcomes["hang"] += 1
-            await asyncio.sleep(f.hang_s)
-            return self._error(504, "simulated hang")
+            if live:
+                await asyncio.sleep(f.hang_s)
+            return SimError(504, "simulated hang")
         u -= f.hang
         labels, product = _read_prompt(prompt)
         if labels is None or product is None:
             st.outcomes["unreadable_prompt"] += 1
-            return self._error(400, "prompt has no llmens label list or product block")
+            return SimError(400, "prompt has no llmens label list or product block")
         ecinstruct = "target attributes" in product
         answers = self.answer(st, product, labels)
         declined = self._declined(st, u, _render(answers, ecinstruct))
         if declined is not None:
-            return self._completion(model_name, n, prompt, *declined)
+            return SimReply(n, prompt, *declined)
         u -= f.refusal + f.content_filter + f.length
         if u < f.malformed:
             st.outcomes["malformed"] += 1
@@ -373,7 +392,7 @@ class Simulator:
             if st.cfg.chatty:
                 content = f"Sure! Here are the labels:\n```json\n{content}\n```\nLet me know if you need more."
             st.outcomes["ok"] += 1
-        return self._completion(model_name, n, prompt, {"role": "assistant", "content": content}, "stop")
+        return SimReply(n, prompt, {"role": "assistant", "content": content}, "stop")
 
     @staticmethod
     def _declined(st: _ModelState, u: float, content: str) -> tuple[dict[str, Any], str] | None:
@@ -393,16 +412,38 @@ class Simulator:
         return None
 
     @staticmethod
-    def _completion(model_name: str, n: int, prompt: str, message: dict[str, Any], finish: str) -> web.Response:
-        content = message.get("content") or message.get("refusal") or ""
-        ptok, ctok = max(1, len(prompt) // 4), max(1, len(content) // 4)
-        body = {
-            "id": f"chatcmpl-sim-{n}", "object": "chat.completion", "created": int(time.time()),
+    def completion(model_name: str, reply: SimReply) -> dict[str, Any]:
+        """The OpenAI chat completion of ``reply`` (usage: a token per 4 characters of prompt and answer)."""
+        ptok, ctok = reply.usage()
+        return {
+            "id": f"chatcmpl-sim-{reply.n}", "object": "chat.completion", "created": int(time.time()),
             "model": model_name,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": reply.message, "finish_reason": reply.finish}],
             "usage": {"prompt_tokens": ptok, "completion_tokens": ctok, "total_tokens": ptok + ctok},
         }
-        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+@dataclass(frozen=True)
+class SimError:
+    """An HTTP error a model gives instead of an answer."""
+
+    status: int
+    message: str
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SimReply:
+    """A model's answer: the OpenAI-style message and finish reason (``stop``, ``length``, ``content_filter``)."""
+
+    n: int
+    prompt: str
+    message: dict[str, Any]
+    finish: str
+
+    def usage(self) -> tuple[int, int]:
+        content = self.message.get("content") or self.message.get("refusal") or ""
+        return max(1, len(self.prompt) // 4), max(1, len(content) // 4)
 
 
 def _fmt_retry(seconds: float, http_date: bool) -> str:

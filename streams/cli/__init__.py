@@ -4,6 +4,7 @@ Each sub-command lives in its own module and registers itself on :data:`streams.
 """
 
 from streams.cli import (  # noqa: F401  (imported for their @app.command registrations)
+    backfill,
     broker,
     demo,
     evaluate,

@@ -18,7 +18,8 @@ def sim_llm(
     products: Path | None = typer.Option(None, "--products", help="Products JSONL with gold `attributes` (confusion mode)."),
     replay: Path | None = typer.Option(None, "--replay", help="Predictions JSONL to replay (switches to replay mode)."),
 ) -> None:
-    """TEST/DEMO TOOL: serve simulated LLMs (not real ones) speaking the OpenAI chat API on /v1.
+    """TEST/DEMO TOOL: serve simulated LLMs (not real ones) speaking the OpenAI chat API on /v1, and the
+    OpenAI, Anthropic and Gemini (/v1beta) batch APIs that `llmens backfill` uses.
 
     Each simulated model answers from gold labels through its own confusion matrix (or replays
     recorded answers), with configurable latency and faults (429, 500, hangs, malformed JSON).

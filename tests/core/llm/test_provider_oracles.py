@@ -373,13 +373,12 @@ async def test_embeddings_body_fits_the_sdks_request_type_and_response(rec, sche
 
 def test_the_simulators_declined_answers_are_what_the_openai_sdk_reads():
     """The simulator's refusal, content-filter and cut-off responses parse as the SDK's ChatCompletion."""
-    from llmens_core.llm.simulator import Simulator
+    from llmens_core.llm.simulator import SimReply, Simulator
 
     for message, finish in [({"role": "assistant", "content": None, "refusal": "no"}, "stop"),
                             ({"role": "assistant", "content": ""}, "content_filter"),
                             ({"role": "assistant", "content": '{"gen'}, "length")]:
-        resp = Simulator._completion("m", 0, "prompt text", message, finish)
-        parsed = ChatCompletion.model_validate_json(resp.body)
+        parsed = ChatCompletion.model_validate(Simulator.completion("m", SimReply(0, "prompt text", message, finish)))
         assert parsed.choices[0].finish_reason == finish and parsed.usage.prompt_tokens > 0
 
 

@@ -46,7 +46,8 @@ def test_evaluate_with_no_overlapping_items_says_so_and_exits_2(tmp_path):
 def test_version_and_help_fit_80_columns():
     res = CliRunner().invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.startswith("llmens ")
-    for cmd in (["--help"], ["evaluate", "--help"], ["lag", "--help"], ["worker", "--help"]):
+    for cmd in (["--help"], ["evaluate", "--help"], ["lag", "--help"], ["worker", "--help"],
+                ["backfill", "--help"]):
         out = CliRunner().invoke(app, cmd, terminal_width=80).output
         assert "<bool>" not in out and max(map(len, out.splitlines())) <= 80, cmd
 
