@@ -162,10 +162,14 @@ def _dirichlet_evidence(N: np.ndarray, centre: np.ndarray, at: np.ndarray) -> np
     adds ``gammaln(a) - gammaln(a) = 0``: only the cells with counts are evaluated (the sums are the same)."""
     s = CONCENTRATION_GRID[at][:, None]
     n = N.sum(axis=-1)
-    cells = np.zeros((len(at),) + N.shape)
     has = N > 0
-    a = s * np.maximum(centre[has], 1e-12)
-    cells[:, has] = gammaln(N[has] + a) - gammaln(a)
+    if has.mean() > 0.5:  # gathering the cells would cost more than it saves
+        a = s[..., None] * np.maximum(centre, 1e-12)
+        cells = gammaln(N + a) - gammaln(a)
+    else:
+        cells = np.zeros((len(at),) + N.shape)
+        a = s * np.maximum(centre[has], 1e-12)
+        cells[:, has] = gammaln(N[has] + a) - gammaln(a)
     per_row = _GAMMALN_GRID[at][:, None] - gammaln(s + n) + cells.sum(axis=-1)
     return per_row.sum(axis=1)
 

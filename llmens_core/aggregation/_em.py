@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 _TINY = 1e-300
+ONE_BINCOUNT = 65_536
+"""Up to this many (vote, latent state) cells, E-step sums are one ``bincount`` (calls cost more than cells there), else
+one per latent state (less memory traffic); the sums are the same, added in vote order either way."""
 
 
 def prior_alpha(n_classes: int, accuracy: float, strength: float) -> np.ndarray:
@@ -111,8 +114,12 @@ def log_joint(
         contrib = lt[wl]  # (V, Z)
         if c is not None:
             contrib *= c[:, None]
-        cell = (unit * Z)[:, None] + np.arange(Z)  # (V, Z): one bincount, each sum in vote order as per column
-        out[:] = np.bincount(cell.ravel(), weights=contrib.ravel(), minlength=n_units * Z).reshape(n_units, Z)
+        if len(unit) * Z <= ONE_BINCOUNT:
+            cell = (unit * Z)[:, None] + np.arange(Z)  # (V, Z): each sum in vote order, as per column
+            out[:] = np.bincount(cell.ravel(), weights=contrib.ravel(), minlength=n_units * Z).reshape(n_units, Z)
+        else:
+            for k in range(Z):
+                out[:, k] = np.bincount(unit, weights=contrib[:, k], minlength=n_units)
     else:
         out[:] = 0.0
     out += log_pi[None, :]
@@ -137,8 +144,13 @@ def confusion_counts(unit: np.ndarray, wl: np.ndarray, weighted_t: np.ndarray, n
     if not len(unit):
         return np.zeros((J, Z, K))
     g = weighted_t[unit]  # (V, Z)
-    cell = ((wl // K) * (Z * K) + wl % K)[:, None] + K * np.arange(Z)  # (V, Z) -> [w, z, l], sums in vote order
-    return np.bincount(cell.ravel(), weights=g.ravel(), minlength=J * Z * K).reshape(J, Z, K)
+    if len(unit) * Z <= ONE_BINCOUNT:
+        cell = ((wl // K) * (Z * K) + wl % K)[:, None] + K * np.arange(Z)  # (V, Z) -> [w, z, l], in vote order
+        return np.bincount(cell.ravel(), weights=g.ravel(), minlength=J * Z * K).reshape(J, Z, K)
+    out = np.empty((J, Z, K))
+    for k in range(Z):
+        out[:, k, :] = np.bincount(wl, weights=g[:, k], minlength=J * K).reshape(J, K)
+    return out
 
 
 def compress_patterns(
