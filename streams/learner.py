@@ -159,7 +159,7 @@ class RaceRunner:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_race_process_init)
+                                             initializer=_race_process_init, initargs=(os.getpid(),))
         self.running[attribute] = asyncio.get_running_loop().run_in_executor(self._pool, _timed, job)
 
     def finished(self) -> list[tuple[str, tuple | None, float]]:
@@ -188,14 +188,18 @@ class RaceRunner:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _race_process_init() -> None:
+def _race_process_init(worker_pid: int) -> None:
     """Lower the race process's priority, and (Linux) have it killed with the worker: a race left running after the
-    worker stopped would only take CPU from whatever runs next."""
+    worker stopped would only take CPU from whatever runs next. A worker that died while this process was starting
+    (before the death signal was asked for) is checked for after asking: seen on a loaded machine, where starting
+    took over a second and the orphan ran its race to the end."""
     with contextlib.suppress(OSError):
         os.nice(10)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != worker_pid:
+        os._exit(0)
 
 
 def _timed(job: Callable[[], tuple]) -> tuple:

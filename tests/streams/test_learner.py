@@ -133,8 +133,7 @@ async def main():
     learn_records(model, _flushes(16)[:1])
     runner.start("gender", model)
     while not os.popen(f"pgrep -P {os.getpid()}").read().split():
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
+        await asyncio.sleep(0.01)
     print(" ".join(os.popen(f"pgrep -P {os.getpid()}").read().split()), flush=True)
     os._exit(0)  # the worker dies without closing the runner
 
@@ -144,7 +143,8 @@ if __name__ == "__main__":
 
 
 def test_the_race_process_dies_with_its_worker(tmp_path):
-    """A worker killed mid-race must not leave its race process behind (it would hold CPU, or wait forever)."""
+    """A worker killed mid-race must not leave its race process behind (it would hold CPU, or wait forever), even
+    killed as the race process is still starting, before it could ask to die with its parent."""
     import os
     import subprocess
     import sys
