@@ -160,8 +160,8 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
         s.publish(events)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            done = sum(s.worker_json(i, "/counters")["worker"].get("decisions", 0) for i in (0, 1))
-            if done > 1200:
+            before_kill = [s.worker_json(i, "/counters")["worker"].get("decisions", 0) for i in (0, 1)]
+            if sum(before_kill) > 1200:
                 break
             time.sleep(0.2)
         s.kill_worker(1, signal.SIGKILL)
@@ -181,7 +181,8 @@ def test_two_workers_split_partitions_and_a_killed_worker_loses_no_decision(tmp_
         values.setdefault((d["product_id"], d["version"], d["attribute"], d["revision"]), set()).add(d["value"])
     differing = {k: v for k, v in values.items() if len(v) > 1}
     assert not differing, f"duplicates with different values: {list(differing.items())[:5]}"
-    assert all(c.get("events_in", 0) > 0 for c in counters), counters
+    # both decided before the kill (the restarted worker may find its partitions' work done by the other)
+    assert all(n > 0 for n in before_kill), (before_kill, counters)
     # A model corrupted by the kill would fall far below majority vote. Per attribute the margin is wide:
     # each product is repeated 10 times, so one product decided differently moves gender (106 products) by
     # ~0.01, and gender sat 0.2-1.0 points below majority vote in runs that passed (once 2+ in a failed one).
