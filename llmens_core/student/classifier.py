@@ -77,26 +77,34 @@ class AttributeStudent:
         return hasattr(self._clf, "coef_")
 
     # ------------------------------------------------------------------ predicting
-    def _buckets(self, texts: list[str]) -> list[str]:
+    def _buckets(self, hashes: list[np.ndarray]) -> list[str]:
         out = []
-        for h in self.features.word_hashes(texts):
+        for h in hashes:
             if len(h) == 0:
                 out.append("empty")
             else:
                 out.append("text" if self.seen[h].mean() >= FAMILIAR_SHARE else "unfamiliar")
         return out
 
-    def _predict(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, list[str]]:
-        buckets = self._buckets(texts)
+    def _predict(self, texts: list[str], featurised: tuple | None = None
+                 ) -> tuple[list[str | None], np.ndarray, list[str]]:
+        x, hashes = self.featurise(texts) if featurised is None else featurised
+        buckets = self._buckets(hashes)
         if not self.fitted:
             return [None] * len(texts), np.zeros(len(texts)), buckets
-        proba = self._clf.predict_proba(self.features.transform(texts))
+        proba = self._clf.predict_proba(x)
         top = proba.argmax(axis=1)
         return [str(self._clf.classes_[k]) for k in top], proba[np.arange(len(texts)), top], buckets
 
-    def guess_many(self, texts: Sequence[str]) -> list[Guess]:
-        """The student's answers for ``texts`` (one call to the classifier)."""
-        labels, proba, buckets = self._predict(list(texts))
+    def featurise(self, texts: list[str]) -> tuple:
+        """What predicting ``texts`` reads of them: their features and word hashes. Students of one hash width read
+        the same, so a panel computes it once per product (:meth:`.panel.Students.guesses`)."""
+        return self.features.transform(texts), self.features.word_hashes(texts)
+
+    def guess_many(self, texts: Sequence[str], featurised: tuple | None = None) -> list[Guess]:
+        """The student's answers for ``texts`` (one call to the classifier); ``featurised``: :meth:`featurise` of
+        them, when already computed."""
+        labels, proba, buckets = self._predict(list(texts), featurised)
         out = []
         for lab, p, b in zip(labels, proba.tolist(), buckets):
             tau = self.record.threshold(b)
@@ -119,14 +127,14 @@ class AttributeStudent:
             return 0
         texts = [texts[i] for i in keep]
         labels = [str(labels[i]) for i in keep]
+        x, hashes = self.featurise(texts)
         if score:
-            guessed, proba, buckets = self._predict(texts)
+            guessed, proba, buckets = self._predict(texts, (x, hashes))
             self.record.extend((b, p if g is not None else 0.0, g == lab)
                                for b, p, g, lab in zip(buckets, proba.tolist(), guessed, labels))
-        x = self.features.transform(texts)
         self._clf.partial_fit(x, np.asarray(labels, dtype=object), classes=np.asarray(self.classes, dtype=object),
                               sample_weight=w[keep])
-        for h in self.features.word_hashes(texts):
+        for h in hashes:
             self.seen[h] = True
         self.n_learnt += len(texts)
         self.version += 1

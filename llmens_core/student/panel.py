@@ -56,8 +56,15 @@ class Students(dict):
         return hash_share(product_id, self.exploration_share, f"student-{self.seed}")
 
     def guesses(self, text: str, attributes: Sequence[str]) -> dict[str, Guess]:
-        """Each attribute's student's answer for one product's text."""
-        return {a: self[a].guess(text) for a in attributes}
+        """Each attribute's student's answer for one product's text (its features computed once per hash width)."""
+        featurised: dict = {}
+        out = {}
+        for a in attributes:
+            student = self[a]
+            if student.features not in featurised:
+                featurised[student.features] = student.featurise([text])
+            out[a] = student.guess_many([text], featurised[student.features])[0]
+        return out
 
     @staticmethod
     def votes(guesses: Mapping[str, Guess]) -> dict[str, dict[str, str]]:
