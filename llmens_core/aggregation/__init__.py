@@ -16,6 +16,7 @@ The parts, data flowing downwards (each module imports only those above it)::
                              with empirical-Bayes priors, held-out vote log-likelihood
     dependence, difficulty   correlated workers from residual agreement; hard items (tempered confusions)
     selection                the one-standard-error rule: the choice, shared by batch and online
+    batched                  the M-step of many fits at once (the race's folds and starts, side by side)
     auto                     the batch default: cross-validated race of the candidates (AutoDawidSkene)
     _stats                   mergeable sufficient statistics, the stream's deltas (SufficientStats)
     params                   ModelParams, the read-only snapshot a policy predicts with

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmens_core.aggregation import _bayes, _em, dependence, difficulty, selection
+from llmens_core.aggregation import _bayes, _em, batched, dependence, difficulty, selection
 from llmens_core.aggregation._base import Aggregator
 from llmens_core.aggregation._votes import Votes
 
@@ -173,6 +173,102 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
                 ll, N[:, K:], Tm[:, K:].sum(axis=0))
 
 
+BATCH_CELLS = 200_000
+"""At most this many confusion cells (problems x J x K x K) in one batch of :func:`fit_em_many` (bounds its memory)."""
+
+
+@dataclass
+class _Stack:
+    """The votes of several EM problems side by side: problem ``p``'s units after the earlier problems' units, its
+    workers ``p J .. p J + J - 1``; ``offsets`` (P + 1,) the first unit of each, ``of_unit`` (U,) its problem."""
+
+    unit: np.ndarray
+    wl: np.ndarray
+    weights: np.ndarray | None
+    mult: np.ndarray
+    offsets: np.ndarray
+    of_unit: np.ndarray
+
+    @classmethod
+    def of(cls, problems: list) -> _Stack:
+        K, J = problems[0][0].n_classes, problems[0][0].n_workers
+        sizes = np.array([d.n_units for d, _, _ in problems])
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        weighted = any(w is not None for _, w, _ in problems)
+        return cls(np.concatenate([d.unit + offsets[p] for p, (d, _, _) in enumerate(problems)]),
+                   np.concatenate([(d.worker + p * J) * K + d.label for p, (d, _, _) in enumerate(problems)]),
+                   np.concatenate([np.ones(len(d.unit)) if w is None else w for d, w, _ in problems])
+                   if weighted else None,
+                   np.concatenate([d.mult for d, _, _ in problems]), offsets,
+                   np.repeat(np.arange(len(problems)), sizes))
+
+
+def _first_posteriors(problems: list, cand: _bayes.Candidate) -> list[np.ndarray]:
+    """Each problem's starting posterior (U, Z), as :func:`fit_em` starts."""
+    out = []
+    for d, weights, start in problems:
+        T = majority_start(d, weights) if start is None else start
+        if cand.difficulty:
+            T = difficulty.first_posterior(d.unit, d.worker * d.n_classes + d.label, weights, T, d.mult,
+                                           d.n_workers, cand.structure, cand.class_prior)
+        out.append(T)
+    return out
+
+
+def _final_fit(d: _Units, T: np.ndarray, fitted: _bayes.Fitted, n_iter: int, ll: float, hard: bool) -> _Fit:
+    """The :class:`_Fit` of one converged problem, its counts from its last posteriors ``T`` (U, Z)."""
+    K = d.n_classes
+    Tm = T * d.mult[:, None]
+    N = _em.confusion_counts(d.unit, d.worker * K + d.label, Tm, d.n_workers, K)
+    if not hard:
+        return _Fit(fitted, T, N, Tm.sum(axis=0), n_iter, ll)
+    return _Fit(fitted, difficulty.classes(T, K), N[:, :K] + N[:, K:], difficulty.classes(Tm, K).sum(axis=0), n_iter,
+                ll, N[:, K:], Tm[:, K:].sum(axis=0))
+
+
+def fit_em_many(problems: Sequence[tuple[_Units, np.ndarray | None, np.ndarray | None]], cand: _bayes.Candidate, *,
+                n_iter: int = 100, tol: float = 1e-7) -> list[_Fit]:
+    """:func:`fit_em` on each ``(units, weights, start)`` problem (the same workers and classes), run side by side:
+    one set of numpy calls per EM iteration for all of them (:mod:`.batched`), each stopping at its own
+    convergence. The race's many small fits cost what a few do."""
+    problems = list(problems)
+    if not problems or any(d.n_units == 0 for d, _, _ in problems):
+        return [fit_em(d, cand, w, n_iter=n_iter, tol=tol, start=start) for d, w, start in problems]
+    J, K = problems[0][0].n_workers, problems[0][0].n_classes
+    chunk = max(1, BATCH_CELLS // max(1, J * K * K))
+    if len(problems) > chunk:
+        return [f for i in range(0, len(problems), chunk)
+                for f in fit_em_many(problems[i:i + chunk], cand, n_iter=n_iter, tol=tol)]
+    T = _first_posteriors(problems, cand)
+    Z = T[0].shape[1]
+    out: list[_Fit | None] = [None] * len(problems)
+    active, ll_old, at, stack = list(range(len(problems))), np.full(len(problems), -np.inf), None, None
+    for done in range(1, max(1, n_iter) + 1):
+        if stack is None:
+            stack = _Stack.of([problems[p] for p in active])
+        Tm = np.concatenate([T[p] for p in active]) * stack.mult[:, None]
+        N = _em.confusion_counts(stack.unit, stack.wl, Tm, len(active) * J, K).reshape(len(active), J, Z, K)
+        params = batched.m_step(N, np.add.reduceat(Tm, stack.offsets[:-1], axis=0), cand.structure,
+                                cand.class_prior, cand.difficulty, at)
+        theta, pi = batched.latent(params, cand.difficulty)
+        lj = _em.log_joint(stack.unit, stack.wl, stack.weights, np.zeros(Z), np.log(theta).reshape(-1, Z, K),
+                           len(stack.mult)) + np.log(pi)[stack.of_unit]
+        T_all, lse = _em.softmax_rows(lj)
+        for i, p in enumerate(active):
+            lo, hi = stack.offsets[i], stack.offsets[i + 1]
+            T[p], ll = T_all[lo:hi], float(problems[p][0].mult @ lse[lo:hi])
+            if abs(ll - ll_old[p]) <= tol * max(1.0, abs(ll)) or done == max(1, n_iter):
+                out[p] = _final_fit(problems[p][0], T[p], batched.fitted(params, i), done, ll, cand.difficulty)
+            ll_old[p] = ll
+        going = np.array([out[p] is None for p in active])
+        at = {k: v[going] for k, v in params["at"].items()}
+        if not going.all():
+            active, stack = [p for p, g in zip(active, going, strict=True) if g], None
+        if not active:
+            break
+    return out
+
+
 def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7,
              majority: _Fit | None = None) -> _Fit:
     """EM from every start of :func:`em_starts`; the identifiable fit of highest vote log-likelihood is kept
@@ -297,6 +393,28 @@ def cv_folds(item, worker, label, n_items, J, K, folds=5, seed=0, repeats=1) -> 
     return out
 
 
+def _fold_fits(folds: list[_Fold], cand: _bayes.Candidate, hint, multistart: bool
+               ) -> list[tuple[dependence.Clusters, dict[bool, _Fit]]]:
+    """Each training fold's clusters and fits by start mode (False: from the majority vote; True: the best of
+    :func:`em_starts`, as :func:`best_fit` picks it), every fold's EM run side by side (:func:`fit_em_many`)."""
+    weighted = [_clusters_of(fold.train, cand, hint) for fold in folds]
+    majority = fit_em_many([(f.train, w, None) for f, (_, w) in zip(folds, weighted, strict=True)], cand, tol=1e-6)
+    out = [(clusters, {False: fit}) for (clusters, _), fit in zip(weighted, majority, strict=True)]
+    if not multistart:
+        return out
+    others = [(i, start) for i, (f, (_, w)) in enumerate(zip(folds, weighted, strict=True))
+              for start in em_starts(f.train, w)[1:]]
+    fits = fit_em_many([(folds[i].train, weighted[i][1], start) for i, start in others], cand, tol=1e-6)
+    best = {i: majority[i] for i in range(len(folds))}
+    for (i, _), fit in zip(others, fits, strict=True):
+        if (_bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood) > (
+                _bayes.identifiable(best[i].fitted.theta, best[i].counts), best[i].log_likelihood):
+            best[i] = fit
+    for i, (_, by_start) in enumerate(out):
+        by_start[True] = best[i]
+    return out
+
+
 def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequence[bool] = (False,)
                    ) -> list[tuple[np.ndarray, int, bool]]:
     """Held-out vote log-likelihood of one candidate summed per item, shape (I,), the number of votes scored
@@ -306,16 +424,15 @@ def heldout_loglik(folds: list[_Fold], n_items: int, cand, hint, starts: Sequenc
     (False: the majority-vote start; True: the best of :func:`em_starts`). A fold's majority-start fit serves
     both modes, and items with the same held-out votes are scored once."""
     per_item, n, ok = {ms: np.zeros(n_items) for ms in starts}, 0, dict.fromkeys(starts, True)
-    for fold in folds:
-        clusters, weights = _clusters_of(fold.train, cand, hint)
-        majority = fit_em(fold.train, cand, weights, tol=1e-6)
+    fits = _fold_fits(folds, cand, hint, any(starts))
+    for fold, (clusters, by_start) in zip(folds, fits, strict=True):
         un, wk, lb, sc = fold.unit, fold.worker, fold.label, fold.scored
         n_units = len(fold.mult)
         c = dependence.vote_weights(un, wk, clusters)
         copy = dependence.copy_terms(un, wk, lb, clusters)
         scored_by_fit: dict[int, np.ndarray] = {}
         for ms in starts:
-            fit = best_fit(fold.train, cand, weights, tol=1e-6, majority=majority) if ms else majority
+            fit = by_start[ms]
             ok[ms] = ok[ms] and _bayes.identifiable(fit.fitted.theta, fit.counts) and (
                 not cand.difficulty or difficulty.found(fit.fitted))
             if id(fit) not in scored_by_fit:
