@@ -41,7 +41,8 @@ def test_gold_feedback_teaches_the_learner_is_scored_and_bad_feedback_is_dead_le
     with stack(tmp_path, broker, topic_prefix) as s:
         s.publish(events)
         decisions = s.decisions(expected_keys(events), timeout_s=60)
-        before = settled_model(s)
+        before = settled_model(s, races=True)
+        adopted_before = s.worker_json(0, "/counters")["worker"].get("races_adopted", 0)
         first = [d for d in decisions if d["revision"] == 0]
         attribute = collections.Counter(d["attribute"] for d in first).most_common(1)[0][0]
         classes = before[attribute]["classes"]
@@ -76,7 +77,8 @@ def test_gold_feedback_teaches_the_learner_is_scored_and_bad_feedback_is_dead_le
                 else None
 
         counters = wait_for(done, 30, "feedback processed and folded by the learner")
-        after = s.worker_json(0, "/model")
+        after = settled_model(s, races=True)  # gold records are records: the young model races on them too
+        raced = s.worker_json(0, "/counters")["worker"].get("races_adopted", 0) - adopted_before
         scores = s.worker_json(0, "/feedback")
         with urllib.request.urlopen(f"http://127.0.0.1:{s.worker_port(0)}/metrics", timeout=5) as r:
             metrics = r.read().decode()
@@ -85,7 +87,7 @@ def test_gold_feedback_teaches_the_learner_is_scored_and_bad_feedback_is_dead_le
     # the learner folded each accepted label once, with the posterior clamped to it
     assert counters["feedback_applied"] == len(good) and counters["feedback_duplicates"] == 1
     assert counters["gold_records_applied"] == len(good) and counters["gold_items_applied"] == len(good)
-    assert after[attribute]["version"] == before[attribute]["version"] + len(good)
+    assert after[attribute]["version"] == before[attribute]["version"] + len(good) + raced, raced
     assert after[attribute]["n_items"] == pytest.approx(before[attribute]["n_items"] + len(good))
     tiny_before, tiny_after = before[attribute]["accuracy"]["sim-tiny"], after[attribute]["accuracy"]["sim-tiny"]
     assert tiny_after < tiny_before - 0.03, (tiny_before, tiny_after)
