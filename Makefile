@@ -36,7 +36,7 @@ test: $(STAMP)
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-integration test-unit
 
 test-integration: $(STAMP)
-	$(BIN)/python -m pytest -q -m integration --durations=15
+	$(BIN)/python -m pytest -q -m integration -n 2 --dist worksteal --durations=15
 
 test-unit: $(STAMP)
 	nice -n 5 $(BIN)/python -m pytest -q -m "not integration" -n 2 --durations=15

@@ -105,13 +105,15 @@ def teach_then_repeat(s, copies: int, teach: int = 2, start_second: bool = False
     return first, rest
 
 
-def alone_share_by_metrics(s, i: int) -> dict[str, float]:
+def alone_share_by_metrics(s, i: int) -> list[dict[str, float]] | None:
+    """``[worker i's llmens_student_alone_share by attribute]`` once it exports the version of a student it read (a
+    restarted worker reads the student topic beside deciding), else None."""
     with urllib.request.urlopen(f"http://127.0.0.1:{s.worker_port(i)}/metrics", timeout=5) as r:
         exposition = r.read().decode()
-    student_lines = [line for line in exposition.splitlines() if line.startswith("llmens_student")]
-    assert any(line.startswith("llmens_student_version{") for line in student_lines), (i, student_lines)
-    return {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
-            if line.startswith("llmens_student_alone_share{")}
+    if not any(line.startswith("llmens_student_version{") for line in exposition.splitlines()):
+        return None
+    return [{line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+             if line.startswith("llmens_student_alone_share{")}]
 
 
 def test_the_student_decides_alone_a_second_worker_reads_it_and_a_killed_worker_loses_no_decision(
@@ -129,7 +131,8 @@ def test_the_student_decides_alone_a_second_worker_reads_it_and_a_killed_worker_
         want = expected_keys(first + rest)
         msgs = s.read("product_attributes", timeout_s=90, idle_s=20,
                       stop=lambda ms: len(decision_keys(orjson.loads(m.value()) for m in ms)) == len(want))
-        shares = [alone_share_by_metrics(s, i) for i in (0, 1)]
+        shares = [wait_for(lambda i=i: alone_share_by_metrics(s, i), 30, f"worker {i}'s student metrics")[0]
+                  for i in (0, 1)]
 
         def same_students():  # both workers end on the same published versions, whichever learnt them
             v = [{a: x["version"] for a, x in s.worker_json(i, "/student")["students"].items()} for i in (0, 1)]
