@@ -24,12 +24,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
-# Two pytest sessions side by side: the broker's tests (one broker; they mostly wait on it) and the others, on two
-# processes (pytest-xdist) at a lower CPU priority: the broker's tests, whose workers and learners race timeouts, come
-# first, and the others take what CPU they leave (alone, one core idled for the last 400 s of a 17-minute run).
-# Each prints its report and its 15 slowest tests when it ends. BLAS runs one thread per process: the sessions and
-# the broker's workers already fill two cores, and OpenBLAS's threads on a busy machine made a rank-one fit 3.6 times
-# slower (0.150 s against 0.041 s, 825 workers).
+# Two pytest sessions side by side, each on two pytest-xdist processes: the broker's tests (one broker per process;
+# they mostly wait on workers and learners: alone they used 274 CPU-s in 375 s) and the others at a lower CPU
+# priority, which take what CPU the broker's tests leave. Each prints its report and its 15 slowest tests when it
+# ends. BLAS runs one thread per process: the sessions and the broker's workers already fill two cores, and
+# OpenBLAS's threads on a busy machine made a rank-one fit 3.6 times slower (0.150 s against 0.041 s, 825 workers).
 test: export OPENBLAS_NUM_THREADS = 1
 test: $(STAMP)
 	@echo "make test: the broker's tests and the others run side by side; each prints its report when it ends"

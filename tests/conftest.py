@@ -32,15 +32,19 @@ def shared_data(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory):
-    """A real broker for the whole session: Apache Kafka where Java 17+ is present, Tansu otherwise.
+    """A real broker for the whole session, shared by its pytest-xdist processes: Apache Kafka where Java 17+ is
+    present, Tansu otherwise.
 
     LLMENS_TEST_BROKER=kafka|tansu forces one. Its log is printed on failure.
     """
     from streams.harness.brokers.choice import start_local_broker
+    from tests.shared_broker import shared_broker
 
-    b = start_local_broker(tmp_path_factory.mktemp("broker"), prefer=os.environ.get("LLMENS_TEST_BROKER"))
-    yield b
-    b.stop()
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # pytest-xdist: one folder per process
+    with shared_broker(root, lambda log_dir: start_local_broker(log_dir, prefer=os.environ.get("LLMENS_TEST_BROKER"))
+                       ) as b:
+        yield b
 
 
 def pytest_report_header(config) -> str:

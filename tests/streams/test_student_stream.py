@@ -146,10 +146,12 @@ def test_the_student_decides_alone_a_second_worker_reads_it_and_a_killed_worker_
     for d in decisions:
         values[(d["product_id"], d["attribute"], d["revision"])].add(d["value"])
     assert all(len(v) == 1 for v in values.values()), [k for k, v in values.items() if len(v) > 1][:5]
-    repeated = {e["product_id"] for e in rest}
+    repeated = {e["product_id"] for e in first[2 * N:] + rest}  # streamed once a student was licensed
     alone = {(d["product_id"], d["attribute"]) for d in first_rev if d["stopped"] == "student"}
     later = {(d["product_id"], d["attribute"]) for d in first_rev if d["product_id"] in repeated}
     print(f"student alone: {len(alone)} of {len(later)} repeated decisions; worker shares {shares}")
     assert alone <= later and 0.03 < len(alone) / len(later) < 1.0
-    assert all(list(d["votes"]) == ["student"] for d in first_rev if d["stopped"] == "student")
+    # decided alone: the student's is the only usable vote (an LLM asked beside it may have abstained)
+    assert all([w for w, v in d["votes"].items() if v is not None] == ["student"] for d in first_rev
+               if d["stopped"] == "student")
     assert any(v > 0 for share in shares for v in share.values()), shares
