@@ -181,3 +181,23 @@ def compress_patterns(
     is_rep[first] = True
     keep = is_rep[item]
     return inv, mult.astype(float), inv[item[keep]], worker[keep], label[keep]
+
+
+def _rows_in_order(rows: np.ndarray, cols: np.ndarray, data: np.ndarray, shape: tuple[int, int]):
+    """A CSR matrix of ``shape`` with one entry per (row, col, value), each row's entries in the given order
+    (duplicates kept, not summed)."""
+    from scipy.sparse import csr_matrix
+
+    order = np.argsort(rows, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
+    return csr_matrix((data[order], cols[order], indptr), shape=shape)
+
+
+def vote_matrices(unit: np.ndarray, wl: np.ndarray, c: np.ndarray | None, n_units: int, n_cells: int):
+    """The votes as two sparse matrices for many E-steps on the same votes: ``by_unit`` (U, J K), so that
+    ``by_unit @ lt`` is :func:`log_joint` without the prior for ``lt`` (J K, Z) (``log_theta`` [worker, given,
+    latent]), and ``by_cell`` (J K, U), so that ``by_cell @ Tm`` is :func:`confusion_counts` as (J K, Z). Each sum
+    runs over its votes in vote order, as those functions' bincounts do: the same numbers, one pass over the votes."""
+    ones = np.ones(len(unit))
+    return (_rows_in_order(unit, wl, ones if c is None else np.asarray(c, dtype=float), (n_units, n_cells)),
+            _rows_in_order(wl, unit, ones, (n_cells, n_units)))

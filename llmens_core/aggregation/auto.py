@@ -180,14 +180,14 @@ BATCH_CELLS = 200_000
 @dataclass
 class _Stack:
     """The votes of several EM problems side by side: problem ``p``'s units after the earlier problems' units, its
-    workers ``p J .. p J + J - 1``; ``offsets`` (P + 1,) the first unit of each, ``of_unit`` (U,) its problem."""
+    workers ``p J .. p J + J - 1``; ``offsets`` (P + 1,) the first unit of each, ``of_unit`` (U,) its problem, and
+    the votes as the sparse matrices of :func:`._em.vote_matrices` (``by_unit``, ``by_cell``)."""
 
-    unit: np.ndarray
-    wl: np.ndarray
-    weights: np.ndarray | None
     mult: np.ndarray
     offsets: np.ndarray
     of_unit: np.ndarray
+    by_unit: object
+    by_cell: object
 
     @classmethod
     def of(cls, problems: list) -> _Stack:
@@ -195,12 +195,33 @@ class _Stack:
         sizes = np.array([d.n_units for d, _, _ in problems])
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         weighted = any(w is not None for _, w, _ in problems)
-        return cls(np.concatenate([d.unit + offsets[p] for p, (d, _, _) in enumerate(problems)]),
-                   np.concatenate([(d.worker + p * J) * K + d.label for p, (d, _, _) in enumerate(problems)]),
-                   np.concatenate([np.ones(len(d.unit)) if w is None else w for d, w, _ in problems])
-                   if weighted else None,
-                   np.concatenate([d.mult for d, _, _ in problems]), offsets,
-                   np.repeat(np.arange(len(problems)), sizes))
+        unit = np.concatenate([d.unit + offsets[p] for p, (d, _, _) in enumerate(problems)])
+        wl = np.concatenate([(d.worker + p * J) * K + d.label for p, (d, _, _) in enumerate(problems)])
+        weights = np.concatenate([np.ones(len(d.unit)) if w is None else w for d, w, _ in problems]) \
+            if weighted else None
+        return cls(np.concatenate([d.mult for d, _, _ in problems]), offsets, np.repeat(np.arange(len(problems)), sizes),
+                   *_em.vote_matrices(unit, wl, weights, int(offsets[-1]), len(problems) * J * K))
+
+    def part(self, problems: np.ndarray, n_cells: int) -> _Part:
+        """The rows of ``problems`` (indices, ascending), each with ``n_cells`` confusion cells."""
+        units = np.concatenate([np.arange(self.offsets[p], self.offsets[p + 1]) for p in problems])
+        cells = np.concatenate([np.arange(p * n_cells, (p + 1) * n_cells) for p in problems])
+        sizes = self.offsets[problems + 1] - self.offsets[problems]
+        return _Part(units, cells, self.by_unit[units], self.by_cell[cells], np.concatenate([[0], np.cumsum(sizes)]),
+                     np.repeat(np.arange(len(problems)), sizes))
+
+
+@dataclass
+class _Part:
+    """The problems of a :class:`_Stack` still iterating: their ``units`` and ``cells`` (indices into the stack's),
+    the stack's vote matrices restricted to their rows, and their units' ``offsets`` and problem ``of_unit``."""
+
+    units: np.ndarray
+    cells: np.ndarray
+    by_unit: object
+    by_cell: object
+    offsets: np.ndarray
+    of_unit: np.ndarray
 
 
 def _first_posteriors(problems: list, cand: _bayes.Candidate) -> list[np.ndarray]:
@@ -239,32 +260,34 @@ def fit_em_many(problems: Sequence[tuple[_Units, np.ndarray | None, np.ndarray |
     if len(problems) > chunk:
         return [f for i in range(0, len(problems), chunk)
                 for f in fit_em_many(problems[i:i + chunk], cand, n_iter=n_iter, tol=tol)]
-    T = _first_posteriors(problems, cand)
-    Z = T[0].shape[1]
+    T_all = np.concatenate(_first_posteriors(problems, cand))
+    Z = T_all.shape[1]
+    stack = _Stack.of(problems)
     out: list[_Fit | None] = [None] * len(problems)
-    active, ll_old, at, stack = list(range(len(problems))), np.full(len(problems), -np.inf), None, None
+    active, ll_old, at, part = np.arange(len(problems)), np.full(len(problems), -np.inf), None, None
     for done in range(1, max(1, n_iter) + 1):
-        if stack is None:
-            stack = _Stack.of([problems[p] for p in active])
-        Tm = np.concatenate([T[p] for p in active]) * stack.mult[:, None]
-        N = _em.confusion_counts(stack.unit, stack.wl, Tm, len(active) * J, K).reshape(len(active), J, Z, K)
-        params = batched.m_step(N, np.add.reduceat(Tm, stack.offsets[:-1], axis=0), cand.structure,
+        part = part or stack.part(active, J * K)
+        Tm = T_all * stack.mult[:, None]
+        N = np.ascontiguousarray((part.by_cell @ Tm).reshape(len(active), J, K, Z).transpose(0, 1, 3, 2))
+        params = batched.m_step(N, np.add.reduceat(Tm[part.units], part.offsets[:-1], axis=0), cand.structure,
                                 cand.class_prior, cand.difficulty, at)
         theta, pi = batched.latent(params, cand.difficulty)
-        lj = _em.log_joint(stack.unit, stack.wl, stack.weights, np.zeros(Z), np.log(theta).reshape(-1, Z, K),
-                           len(stack.mult)) + np.log(pi)[stack.of_unit]
-        T_all, lse = _em.softmax_rows(lj)
+        lt = np.zeros((len(problems) * J * K, Z))
+        lt[part.cells] = np.log(theta).transpose(0, 1, 3, 2).reshape(-1, Z)
+        T_part, lse = _em.softmax_rows(part.by_unit @ lt + np.log(pi)[part.of_unit])
+        T_all[part.units] = T_part
         for i, p in enumerate(active):
-            lo, hi = stack.offsets[i], stack.offsets[i + 1]
-            T[p], ll = T_all[lo:hi], float(problems[p][0].mult @ lse[lo:hi])
+            lo, hi = part.offsets[i], part.offsets[i + 1]
+            ll = float(problems[p][0].mult @ lse[lo:hi])
             if abs(ll - ll_old[p]) <= tol * max(1.0, abs(ll)) or done == max(1, n_iter):
-                out[p] = _final_fit(problems[p][0], T[p], batched.fitted(params, i), done, ll, cand.difficulty)
+                out[p] = _final_fit(problems[p][0], T_part[lo:hi], batched.fitted(params, i), done, ll,
+                                    cand.difficulty)
             ll_old[p] = ll
         going = np.array([out[p] is None for p in active])
         at = {k: v[going] for k, v in params["at"].items()}
         if not going.all():
-            active, stack = [p for p, g in zip(active, going, strict=True) if g], None
-        if not active:
+            active, part = active[going], None
+        if not len(active):
             break
     return out
 
