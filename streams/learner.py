@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -233,6 +233,20 @@ async def _adopt_finished_races(own: dict[str, OnlineDawidSkene], races: RaceRun
     return adopted
 
 
+def _forget_revoked(own: dict[str, OnlineDawidSkene], last_record: dict[str, float], partition_of: dict[str, Any],
+                    assigned: set) -> list[str]:
+    """Drop the copies (and the settling clock) of the attributes whose ``ds-stats`` partition this learner no longer
+    holds; returns them. Their finished races are then dropped too (:func:`_adopt_finished_races` needs the copy), so
+    only the partition's owner publishes: a race adopted by the learner a rebalance left published an older version
+    after the new owner's (seen once in a failover drill: a ds-model version going down on the topic, which a
+    compacted topic would keep)."""
+    gone = [a for a in own if a in partition_of and partition_of[a] not in assigned]
+    for a in gone:
+        del own[a]
+        last_record.pop(a, None)
+    return gone
+
+
 def _settle_quiet_models(own: dict[str, OnlineDawidSkene], races: RaceRunner, last_record: dict[str, float]) -> None:
     """Start the settling race of every young model whose attribute has been quiet for :data:`SETTLE_AFTER_S`."""
     now = time.monotonic()
@@ -264,6 +278,7 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
                                 linger_ms=5, max_request_size=STUDENT_MAX_BYTES if students is not None else 1048576)
     own: dict[str, OnlineDawidSkene] = {}
     last_record: dict[str, float] = {}  # attribute -> monotonic time of its last record; dropped once settled
+    partition_of: dict[str, Any] = {}  # attribute -> the ds-stats partition its records come from
     races = RaceRunner()
     await consumer.start()
     await producer.start()
@@ -277,15 +292,17 @@ async def run_learner(registry: ModelRegistry, bootstrap: str, topic: str, group
     try:
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            futures = [await publish(a, data) for a, data in await _adopt_finished_races(own, races, registry, counters)]
             by_attribute: dict[str, list[dict]] = {}
-            for msgs in batches.values():
+            for tp, msgs in batches.items():
                 for msg in msgs:
                     try:
                         d = orjson.loads(msg.value)
                         by_attribute.setdefault(str(d["attribute"]), []).append(d)
+                        partition_of[str(d["attribute"])] = tp
                     except Exception as exc:  # noqa: BLE001 - a malformed record must not stop learning
                         log.error("ignoring malformed %s record at %d: %s", topic, msg.offset, exc)
+            _forget_revoked(own, last_record, partition_of, consumer.assignment())
+            futures = [await publish(a, data) for a, data in await _adopt_finished_races(own, races, registry, counters)]
             for attribute, records in sorted(by_attribute.items()):
                 if students is not None:
                     await students.learn(attribute, records)

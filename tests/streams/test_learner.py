@@ -161,3 +161,17 @@ def test_the_race_process_dies_with_its_worker(tmp_path):
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in out):
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in out)
+
+
+def test_a_learner_forgets_the_models_of_partitions_a_rebalance_took_so_only_their_owner_publishes():
+    """A copy whose ds-stats partition is no longer assigned is dropped with its settling clock; its finished race
+    then finds no copy and publishes nothing. Copies of held partitions, and of attributes never seen on a
+    partition, are kept."""
+    from streams.learner import _forget_revoked
+
+    own = {"gender": OnlineDawidSkene(), "material": OnlineDawidSkene(), "colour": OnlineDawidSkene()}
+    last_record = {"gender": 1.0, "material": 2.0}
+    partition_of = {"gender": ("stats", 0), "material": ("stats", 1)}
+    assert _forget_revoked(own, last_record, partition_of, {("stats", 1)}) == ["gender"]
+    assert set(own) == {"material", "colour"} and last_record == {"material": 2.0}
+    assert _forget_revoked(own, last_record, partition_of, {("stats", 1)}) == []
