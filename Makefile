@@ -24,8 +24,8 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmens demo
 
-# Two pytest sessions side by side, each on two pytest-xdist processes: the broker's tests (one broker per process;
-# they mostly wait on workers and learners: alone they used 274 CPU-s in 375 s) and the others at a lower CPU
+# Two pytest sessions side by side, each on two pytest-xdist processes: the broker's tests (its processes share one
+# broker; they mostly wait on workers and learners: alone they used 274 CPU-s in 375 s) and the others at a lower CPU
 # priority, which take what CPU the broker's tests leave. Each prints its report and its 15 slowest tests when it
 # ends. BLAS runs one thread per process: the sessions and the broker's workers already fill two cores, and
 # OpenBLAS's threads on a busy machine made a rank-one fit 3.6 times slower (0.150 s against 0.041 s, 825 workers).

@@ -139,6 +139,28 @@ def em_starts(d: _Units, weights: np.ndarray | None = None) -> list[np.ndarray]:
     return out
 
 
+def _first_posterior(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None, start: np.ndarray | None
+                     ) -> np.ndarray:
+    """EM's starting posterior (U, Z): ``start`` or the (weighted) majority vote, split into (class, difficulty)
+    states for a candidate with difficulty."""
+    T = majority_start(d, weights) if start is None else start
+    if cand.difficulty:
+        T = difficulty.first_posterior(d.unit, d.worker * d.n_classes + d.label, weights, T, d.mult, d.n_workers,
+                                       cand.structure, cand.class_prior)
+    return T
+
+
+def _final_fit(d: _Units, T: np.ndarray, fitted: _bayes.Fitted, n_iter: int, ll: float, hard: bool) -> _Fit:
+    """The :class:`_Fit` of one converged problem, its counts from its last posteriors ``T`` (U, Z)."""
+    K = d.n_classes
+    Tm = T * d.mult[:, None]
+    N = _em.confusion_counts(d.unit, d.worker * K + d.label, Tm, d.n_workers, K)
+    if not hard:
+        return _Fit(fitted, T, N, Tm.sum(axis=0), n_iter, ll)
+    return _Fit(fitted, difficulty.classes(T, K), N[:, :K] + N[:, K:], difficulty.classes(Tm, K).sum(axis=0), n_iter,
+                ll, N[:, K:], Tm[:, K:].sum(axis=0))
+
+
 def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, *, n_iter: int = 100,
            tol: float = 1e-7, start: np.ndarray | None = None) -> _Fit:
     """EM for one candidate's structure, class prior and difficulty from ``start`` (U, K) (default: the
@@ -146,10 +168,7 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
     over (class, difficulty) states (:mod:`.difficulty`) and the fit reports the class posteriors."""
     K = d.n_classes
     wl = d.worker * K + d.label
-    T = majority_start(d, weights) if start is None else start
-    if cand.difficulty:
-        T = difficulty.first_posterior(d.unit, wl, weights, T, d.mult, d.n_workers, cand.structure,
-                                       cand.class_prior)
+    T = _first_posterior(d, cand, weights, start)
     ll_old, ll, done = -np.inf, -np.inf, 0
     for done in range(1, max(1, n_iter) + 1):  # noqa: B007 - the count is returned
         Tm = T * d.mult[:, None]
@@ -165,12 +184,7 @@ def fit_em(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None,
         if abs(ll - ll_old) <= tol * max(1.0, abs(ll)):
             break
         ll_old = ll
-    Tm = T * d.mult[:, None]
-    N = _em.confusion_counts(d.unit, wl, Tm, d.n_workers, K)
-    if not cand.difficulty:
-        return _Fit(fitted, T, N, Tm.sum(axis=0), done, ll)
-    return _Fit(fitted, difficulty.classes(T, K), N[:, :K] + N[:, K:], difficulty.classes(Tm, K).sum(axis=0), done,
-                ll, N[:, K:], Tm[:, K:].sum(axis=0))
+    return _final_fit(d, T, fitted, done, ll, cand.difficulty)
 
 
 BATCH_CELLS = 200_000
@@ -224,29 +238,6 @@ class _Part:
     of_unit: np.ndarray
 
 
-def _first_posteriors(problems: list, cand: _bayes.Candidate) -> list[np.ndarray]:
-    """Each problem's starting posterior (U, Z), as :func:`fit_em` starts."""
-    out = []
-    for d, weights, start in problems:
-        T = majority_start(d, weights) if start is None else start
-        if cand.difficulty:
-            T = difficulty.first_posterior(d.unit, d.worker * d.n_classes + d.label, weights, T, d.mult,
-                                           d.n_workers, cand.structure, cand.class_prior)
-        out.append(T)
-    return out
-
-
-def _final_fit(d: _Units, T: np.ndarray, fitted: _bayes.Fitted, n_iter: int, ll: float, hard: bool) -> _Fit:
-    """The :class:`_Fit` of one converged problem, its counts from its last posteriors ``T`` (U, Z)."""
-    K = d.n_classes
-    Tm = T * d.mult[:, None]
-    N = _em.confusion_counts(d.unit, d.worker * K + d.label, Tm, d.n_workers, K)
-    if not hard:
-        return _Fit(fitted, T, N, Tm.sum(axis=0), n_iter, ll)
-    return _Fit(fitted, difficulty.classes(T, K), N[:, :K] + N[:, K:], difficulty.classes(Tm, K).sum(axis=0), n_iter,
-                ll, N[:, K:], Tm[:, K:].sum(axis=0))
-
-
 def fit_em_many(problems: Sequence[tuple[_Units, np.ndarray | None, np.ndarray | None]], cand: _bayes.Candidate, *,
                 n_iter: int = 100, tol: float = 1e-7) -> list[_Fit]:
     """:func:`fit_em` on each ``(units, weights, start)`` problem (the same workers and classes), run side by side:
@@ -260,7 +251,7 @@ def fit_em_many(problems: Sequence[tuple[_Units, np.ndarray | None, np.ndarray |
     if len(problems) > chunk:
         return [f for i in range(0, len(problems), chunk)
                 for f in fit_em_many(problems[i:i + chunk], cand, n_iter=n_iter, tol=tol)]
-    T_all = np.concatenate(_first_posteriors(problems, cand))
+    T_all = np.concatenate([_first_posterior(d, cand, w, start) for d, w, start in problems])
     Z = T_all.shape[1]
     stack = _Stack.of(problems)
     out: list[_Fit | None] = [None] * len(problems)
@@ -292,18 +283,20 @@ def fit_em_many(problems: Sequence[tuple[_Units, np.ndarray | None, np.ndarray |
     return out
 
 
-def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7,
-             majority: _Fit | None = None) -> _Fit:
+def _start_key(fit: _Fit) -> tuple[bool, float]:
+    """How fits from different starts rank: identifiable first, then by vote log-likelihood."""
+    return _bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood
+
+
+def best_fit(d: _Units, cand: _bayes.Candidate, weights: np.ndarray | None = None, tol: float = 1e-7) -> _Fit:
     """EM from every start of :func:`em_starts`; the identifiable fit of highest vote log-likelihood is kept
-    (the majority-vote start wins ties; with no identifiable fit, the highest likelihood). ``majority``: the
-    fit from the majority-vote start, when it has already been computed."""
+    (the majority-vote start wins ties; with no identifiable fit, the highest likelihood)."""
     best = None
-    for k, start in enumerate(em_starts(d, weights)):
-        fit = majority if k == 0 and majority is not None else fit_em(d, cand, weights, tol=tol, start=start)
-        key = (_bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood)
-        if best is None or key > best[0]:
-            best = (key, fit)
-    return best[1]
+    for start in em_starts(d, weights):
+        fit = fit_em(d, cand, weights, tol=tol, start=start)
+        if best is None or _start_key(fit) > _start_key(best):
+            best = fit
+    return best
 
 
 def _clusters_of(d: _Units, cand: _bayes.Candidate, hint: np.ndarray | None
@@ -430,8 +423,7 @@ def _fold_fits(folds: list[_Fold], cand: _bayes.Candidate, hint, multistart: boo
     fits = fit_em_many([(folds[i].train, weighted[i][1], start) for i, start in others], cand, tol=1e-6)
     best = {i: majority[i] for i in range(len(folds))}
     for (i, _), fit in zip(others, fits, strict=True):
-        if (_bayes.identifiable(fit.fitted.theta, fit.counts), fit.log_likelihood) > (
-                _bayes.identifiable(best[i].fitted.theta, best[i].counts), best[i].log_likelihood):
+        if _start_key(fit) > _start_key(best[i]):
             best[i] = fit
     for i, (_, by_start) in enumerate(out):
         by_start[True] = best[i]
